@@ -1,0 +1,81 @@
+"""Every error cocolab raises, in one tree.
+
+    CocolabError
+     ├── ConfigError            a lane, option or marker is wrong (names its source)
+     ├── HostError              this host lacks something: QEMU, a package, an accelerator
+     │    └── AccelError        the chosen accelerator failed its canary boot
+     ├── KernelError            a kernel could not be found, fetched or understood
+     ├── ImageError             the guest initramfs could not be built
+     └── VMError                a booted (or booting) VM misbehaved: this is the rig's side
+          ├── BootError         QEMU or the guest never reached READY
+          │    └── GuestCrashed a panic/Oops/BUG was seen on the console
+          ├── VMStateError      a method was called in the wrong lifecycle state
+          └── GuestCommandError a guest command could not be run at all (not: it exited non-zero)
+
+A VMError is the rig failing; a test assertion failing is the kernel failing. The pytest plugin
+reports the first as an *error* and the second as a *failure*.
+"""
+
+from __future__ import annotations
+
+
+class CocolabError(Exception):
+    """Base of everything cocolab raises on purpose."""
+
+
+class ConfigError(CocolabError):
+    """Invalid configuration. The message names the file and key, option or marker."""
+
+
+class HostError(CocolabError):
+    """The host lacks something cocolab needs; the message says how to get it."""
+
+
+class AccelError(HostError):
+    """An accelerator failed its canary boot."""
+
+
+class KernelError(CocolabError):
+    """A kernel could not be located, fetched or inspected."""
+
+
+class ImageError(CocolabError):
+    """The guest image could not be built."""
+
+
+class VMError(CocolabError):
+    """A VM misbehaved. Carries the console tail so the report shows what the guest said."""
+
+    def __init__(self, message: str, *, console_tail: str = "", argv: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.console_tail = console_tail
+        self.argv = argv or []
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.console_tail:
+            tail = "\n".join("    " + line for line in self.console_tail.rstrip().splitlines())
+            text += f"\n  console tail:\n{tail}"
+        return text
+
+
+class BootError(VMError):
+    """QEMU exited, or the guest did not reach READY before its deadline."""
+
+
+class GuestCrashed(BootError):
+    """The guest kernel crashed: a panic, Oops or BUG line was seen on the console."""
+
+    def __init__(self, message: str, *, crash_line: str, console_tail: str = "",
+                 argv: list[str] | None = None):
+        super().__init__(message, console_tail=console_tail, argv=argv)
+        self.crash_line = crash_line
+
+
+class VMStateError(VMError):
+    """A VM method was called in a lifecycle state that does not allow it."""
+
+
+class GuestCommandError(VMError):
+    """A command could not be run in the guest (transport failure, timeout)."""

@@ -1,0 +1,1 @@
+"""The in-guest API: things tests ask a booted guest, on top of vm.run()."""

@@ -1,0 +1,258 @@
+"""Build the default guest initramfs.
+
+The image is two cpio archives concatenated (Linux unpacks each in turn):
+
+  base      /init, busybox, dropbear and its libraries, the static helpers compiled from
+            guests/helpers/*.c, the SSH public key. Depends only on guests/ and the keys.
+  modules   the kernel modules named in guests/modules.txt with their dependencies,
+            decompressed (busybox modprobe cannot read .ko.xz) and depmod'ed. Per kernel.
+
+Each archive is cached under a hash of its inputs; a changed input makes a new archive. Builds
+take a file lock, so parallel pytest-xdist workers build once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from cocolab.errors import HostError, ImageError
+from cocolab.kernel import Kernel
+from cocolab.kernel.apt import PrivateApt
+from cocolab.kernel.resolve import ensure_depmod
+from cocolab.paths import GUESTS_DIR, cache_dir
+
+LOG = logging.getLogger(__name__)
+
+GUEST_SUITE = "bookworm"
+"""Debian suite of the guest userland: fixed, so a guest is the same whatever the host runs."""
+
+BUILDER_VERSION = "1"
+"""Bump when this file changes what it puts into an image."""
+
+_KEEP_LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64")
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    initrd: Path
+    ssh_key: Path
+    """Private key (OpenSSH format) whose public half the guest authorizes for root."""
+
+
+def _read_list(path: Path) -> list[str]:
+    return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()
+            if line.split("#", 1)[0].strip()]
+
+
+def _hash_files(paths: list[Path], *extra: str) -> str:
+    h = hashlib.sha256()
+    for part in extra:
+        h.update(part.encode() + b"\0")
+    for path in sorted(paths):
+        h.update(str(path.relative_to(GUESTS_DIR)).encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def ssh_keypair() -> tuple[Path, str]:
+    """The cache's Ed25519 keypair, made on first use (no key ever lives in the repo)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keydir = cache_dir("keys")
+    private = keydir / "id_ed25519"
+    with FileLock(str(private) + ".lock"):
+        if not private.exists():
+            key = Ed25519PrivateKey.generate()
+            data = key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.OpenSSH,
+                                     serialization.NoEncryption())
+            fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                serialization.PublicFormat.OpenSSH)
+            (keydir / "id_ed25519.pub").write_bytes(pub + b" cocolab\n")
+    return private, (keydir / "id_ed25519.pub").read_text()
+
+
+def write_cpio(staging: Path, out: Path) -> None:
+    """A reproducible newc archive of `staging`, every file owned by root."""
+    names = sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
+    tmp = out.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        proc = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0",
+                               "--reproducible"], input="\n".join(names).encode(),
+                              cwd=staging, stdout=f, stderr=subprocess.PIPE, check=False)
+    if proc.returncode != 0:
+        raise ImageError(f"cpio failed: {proc.stderr.decode().strip()}")
+    tmp.rename(out)
+
+
+def _compile_helpers(dest: Path) -> list[Path]:
+    sources = sorted((GUESTS_DIR / "helpers").glob("*.c"))
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if sources and not cc:
+        raise HostError("no C compiler: the guest helpers are built with gcc -static; "
+                        "apt-get install gcc libc6-dev")
+    built = []
+    for src in sources:
+        out = dest / "bin" / src.stem
+        proc = subprocess.run([cc or "gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(out),
+                               str(src)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            hint = " (static libc missing? apt-get install libc6-dev)" if "-lc" in proc.stderr \
+                else ""
+            raise ImageError(f"compiling {src.name} failed{hint}:\n{proc.stderr.strip()}")
+        built.append(out)
+    return built
+
+
+def _unpack_packages(staging: Path, packages: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        apt = PrivateApt(cache_dir("apt", GUEST_SUITE), GUEST_SUITE)
+        debs = cache_dir("guest", "debs")
+        if not all(any(debs.glob(f"{p}_*.deb")) for p in packages):
+            apt.update()
+            apt.download(packages, debs)
+        root = Path(tmp) / "root"
+        for deb in sorted(debs.glob("*.deb")):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        shutil.copy2(root / "bin/busybox", staging / "bin/busybox")
+        for tool in ("usr/sbin/dropbear", "usr/bin/dbclient"):
+            if (root / tool).exists():
+                shutil.copy2(root / tool, staging / "bin" / Path(tool).name)
+        for libdir in _KEEP_LIB_DIRS:
+            src = root / libdir
+            if not src.is_dir():
+                continue
+            for lib in src.iterdir():
+                if ".so" in lib.name and not lib.is_dir():
+                    target = staging / libdir / lib.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(lib, target, follow_symlinks=False)
+
+
+def _build_base(out: Path) -> None:
+    private, pub = ssh_keypair()
+    del private
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Path(tmp)
+        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root/.ssh", "proc", "sys",
+                  "dev", "tmp", "run", "lib", "lib64", "var/log", "usr/share/cocolab"):
+            (s / d).mkdir(parents=True, exist_ok=True)
+        _unpack_packages(s, _read_list(GUESTS_DIR / "packages.txt"))
+        _compile_helpers(s)
+        shutil.copy2(GUESTS_DIR / "init", s / "init")
+        os.chmod(s / "init", 0o755)
+        shutil.copy2(GUESTS_DIR / "profile", s / "etc/profile")
+        (s / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (s / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+        (s / "etc/group").write_text("root:x:0:\n")
+        (s / "etc/shells").write_text("/bin/sh\n")
+        (s / "root/.ssh/authorized_keys").write_text(pub)
+        os.chmod(s / "root/.ssh", 0o700)
+        (s / "usr/sbin/dropbear").symlink_to("/bin/dropbear")
+        write_cpio(s, out)
+
+
+def _module_index(modules: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(module name -> path, path -> dependency paths) from modules.dep."""
+    by_name: dict[str, str] = {}
+    deps: dict[str, list[str]] = {}
+    for line in (modules / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+        by_name[_module_name(path)] = path
+    return by_name, deps
+
+
+def _module_name(path: str) -> str:
+    name = Path(path).name
+    for ext in (".xz", ".zst", ".gz"):
+        name = name.removesuffix(ext)
+    return name.removesuffix(".ko").replace("-", "_")
+
+
+def module_closure(modules: Path, wanted: list[str]) -> list[str]:
+    """Paths (relative to `modules`) of `wanted` and everything they depend on."""
+    by_name, deps = _module_index(modules)
+    out: list[str] = []
+    todo = [by_name[w.replace("-", "_")] for w in wanted if w.replace("-", "_") in by_name]
+    while todo:
+        path = todo.pop()
+        if path not in out:
+            out.append(path)
+            todo += deps.get(path, [])
+    return sorted(out)
+
+
+def _decompress(src: Path, dest: Path) -> None:
+    if src.suffix == ".xz":
+        dest.write_bytes(lzma.decompress(src.read_bytes()))
+    elif src.suffix == ".zst":
+        subprocess.run(["zstd", "-q", "-d", "-f", str(src), "-o", str(dest)], check=True)
+    elif src.suffix == ".gz":
+        import gzip
+        dest.write_bytes(gzip.decompress(src.read_bytes()))
+    else:
+        shutil.copy2(src, dest)
+
+
+def _build_modules(kernel: Kernel, out: Path) -> None:
+    assert kernel.modules is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Path(tmp)
+        dest = s / "lib/modules" / kernel.release
+        dest.mkdir(parents=True)
+        for rel in module_closure(kernel.modules, _read_list(GUESTS_DIR / "modules.txt")):
+            target = dest / rel
+            for ext in (".xz", ".zst", ".gz"):
+                target = target.with_name(target.name.removesuffix(ext))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _decompress(kernel.modules / rel, target)
+        for extra in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+            if (kernel.modules / extra).exists():
+                shutil.copy2(kernel.modules / extra, dest / extra)
+        ensure_depmod(dest, kernel.release)
+        write_cpio(s, out)
+
+
+def build_guest_image(kernel: Kernel) -> GuestImage:
+    """The initramfs for `kernel`, from the cache when its inputs are unchanged."""
+    outdir = cache_dir("guest")
+    private, pub = ssh_keypair()
+    base_inputs = [p for p in GUESTS_DIR.rglob("*") if p.is_file()
+                   and p.name != "modules.txt"]
+    base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub)
+    mod_hash = _hash_files([GUESTS_DIR / "modules.txt"], BUILDER_VERSION, kernel.identity())
+    base = outdir / f"base-{base_hash}.cpio"
+    mods = outdir / f"modules-{mod_hash}.cpio"
+    initrd = outdir / f"initrd-{base_hash}-{mod_hash}.cpio"
+    with FileLock(str(outdir / "build.lock")):
+        if not initrd.exists():
+            if not base.exists():
+                LOG.info("building guest base image %s", base.name)
+                _build_base(base)
+            parts = [base]
+            if kernel.modules is not None:
+                if not mods.exists():
+                    LOG.info("building guest modules for %s", kernel.release)
+                    _build_modules(kernel, mods)
+                parts.append(mods)
+            tmp = initrd.with_suffix(".tmp")
+            with tmp.open("wb") as f:
+                for part in parts:
+                    f.write(part.read_bytes())
+            tmp.rename(initrd)
+    return GuestImage(initrd, private)

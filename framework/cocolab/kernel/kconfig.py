@@ -1,0 +1,59 @@
+"""A parsed kernel .config."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+
+def _canon(name: str) -> str:
+    return name if name.startswith("CONFIG_") else "CONFIG_" + name
+
+
+@dataclass(frozen=True)
+class Kconfig:
+    """Option values as written in .config: 'y', 'm', a number or a quoted string.
+
+    Options that are unset (or absent) read as None. Names may be given with or without
+    the CONFIG_ prefix.
+    """
+
+    values: Mapping[str, str]
+    source: str = ""
+
+    @classmethod
+    def parse(cls, text: str, source: str = "") -> Kconfig:
+        values: dict[str, str] = {}
+        for line in text.splitlines():
+            if m := _SET.match(line.strip()):
+                values[m.group(1)] = m.group(2)
+            elif m := _UNSET.match(line.strip()):
+                values.pop(m.group(1), None)
+        return cls(values, source)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Kconfig:
+        return cls.parse(path.read_text(errors="replace"), str(path))
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(_canon(name))
+
+    def builtin(self, name: str) -> bool:
+        return self.get(name) == "y"
+
+    def enabled(self, name: str) -> bool:
+        """True for =y and =m."""
+        return self.get(name) in ("y", "m")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.enabled(name)
+
+    def describe(self, name: str) -> str:
+        """'CONFIG_X=y' or 'CONFIG_X is not set', for skip reasons and reports."""
+        value = self.get(name)
+        return f"{_canon(name)}={value}" if value is not None else f"{_canon(name)} is not set"

@@ -1,0 +1,229 @@
+"""Turn a KernelSpec into a Kernel: an image, its .config, its release, and its modules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from cocolab.errors import KernelError
+from cocolab.kernel.apt import PrivateApt, kernel_closure
+from cocolab.kernel.kconfig import Kconfig
+from cocolab.kernel.spec import BuildTreeSpec, DebianSpec, ImageSpec, KernelSpec
+from cocolab.paths import cache_dir
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel ready to boot.
+
+    `modules` is the directory lib/modules/<release> (or None for a kernel without modules);
+    it carries a modules.dep.
+    """
+
+    spec: str
+    image: Path
+    config_path: Path
+    release: str
+    modules: Path | None
+
+    @property
+    def kconfig(self) -> Kconfig:
+        return Kconfig.from_file(self.config_path)
+
+    def identity(self) -> str:
+        """A short hash that changes when the image or its modules change."""
+        st = self.image.stat()
+        h = hashlib.sha256(f"{self.image}:{st.st_size}:{st.st_mtime_ns}:{self.release}".encode())
+        if self.modules:
+            dep = self.modules / "modules.dep"
+            if dep.exists():
+                h.update(dep.read_bytes())
+        return h.hexdigest()[:16]
+
+
+def bzimage_release(image: Path) -> str:
+    """The release string embedded in a bzImage's setup header (x86 boot protocol >= 2.00).
+
+    The header's kernel_version field (offset 0x20e) points at a NUL-terminated string,
+    relative to 0x200, that begins with the release ('6.12.57+deb13-amd64 (debian-kernel@...)').
+    """
+    with image.open("rb") as f:
+        head = f.read(0x10000)
+    if head[0x202:0x206] != b"HdrS":
+        raise KernelError(f"{image} is not an x86 bzImage (no HdrS boot header)")
+    (ptr,) = struct.unpack_from("<H", head, 0x20E)
+    start = ptr + 0x200
+    end = head.find(b"\0", start)
+    text = head[start:end].decode(errors="replace")
+    if not text:
+        raise KernelError(f"{image}: empty kernel_version in the boot header")
+    return text.split()[0]
+
+
+def ensure_depmod(modules: Path, release: str) -> None:
+    """Run depmod on a tree lacking modules.dep (Debian packages ship none)."""
+    if (modules / "modules.dep").exists():
+        return
+    base = modules.parent.parent  # .../lib/modules/<release> -> ...
+    if modules.parent.parent.name == "lib" and modules.parent.parent.parent.name == "usr":
+        # depmod -b reads <base>/lib/modules; give the merged-/usr layout a lib/ link.
+        root = modules.parents[3]
+        if not (root / "lib").exists():
+            (root / "lib").symlink_to("usr/lib")
+        base = root
+    else:
+        base = modules.parents[2]
+    depmod = shutil.which("depmod") or "/sbin/depmod"
+    proc = subprocess.run([depmod, "-b", str(base), release], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise KernelError(f"depmod -b {base} {release} failed: {proc.stderr.strip()} "
+                          "(install the kmod package)")
+
+
+def _find_modules(root: Path, release: str) -> Path | None:
+    for cand in (root / "lib/modules" / release, root / "usr/lib/modules" / release,
+                 root / release, root):
+        if (cand / "kernel").is_dir() or (cand / "modules.dep").is_file():
+            return cand
+    return None
+
+
+def resolve_image(spec: ImageSpec) -> Kernel:
+    release = bzimage_release(spec.image)
+    beside = spec.image.parent
+    config = spec.config
+    if config is None:
+        for name in (f"config-{release}", "config", ".config"):
+            if (beside / name).is_file():
+                config = beside / name
+                break
+        else:
+            raise KernelError(
+                f"no kernel config for {spec.image}: looked for config-{release}, config and "
+                f".config beside it; pass --kernel-config FILE (cocolab gates tests on it)")
+    modules = None
+    if spec.modules:
+        modules = _find_modules(spec.modules, release)
+        if modules is None:
+            raise KernelError(f"--modules {spec.modules}: no lib/modules/{release} in it")
+    else:
+        for cand in (beside / "lib/modules" / release, beside / "modules" / release,
+                     beside / "modules"):
+            if cand.is_dir():
+                modules = _find_modules(cand, release)
+                break
+    if modules:
+        ensure_depmod(modules, release)
+    return Kernel(str(spec), spec.image, config, release, modules)
+
+
+def resolve_build_tree(spec: BuildTreeSpec) -> Kernel:
+    tree = spec.tree
+    image = tree / "arch/x86/boot/bzImage"
+    config = tree / ".config"
+    if not config.is_file():
+        raise KernelError(f"{tree} has a bzImage but no .config")
+    release_file = tree / "include/config/kernel.release"
+    release = (release_file.read_text().strip() if release_file.exists()
+               else bzimage_release(image))
+    modules = None
+    if Kconfig.from_file(config).builtin("MODULES") and (tree / "modules.order").exists():
+        modules = _install_tree_modules(tree, release)
+    return Kernel(str(spec), image, config, release, modules)
+
+
+def _install_tree_modules(tree: Path, release: str) -> Path:
+    """`make modules_install` into the cache, once per build (keyed on modules.order's mtime)."""
+    stamp = f"{(tree / 'modules.order').stat().st_mtime_ns}"
+    key = hashlib.sha256(f"{tree}:{stamp}".encode()).hexdigest()[:16]
+    dest = cache_dir("tree-modules", key)
+    with FileLock(str(dest) + ".lock"):
+        modules = dest / "lib/modules" / release
+        if (modules / "modules.dep").exists():
+            return modules
+        proc = subprocess.run(
+            ["make", "-s", "-C", str(tree), f"INSTALL_MOD_PATH={dest}", "INSTALL_MOD_STRIP=1",
+             "DEPMOD=" + (shutil.which("depmod") or "/sbin/depmod"), "modules_install"],
+            capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise KernelError(f"make modules_install for {tree} failed:\n{proc.stderr[-2000:]}")
+        ensure_depmod(modules, release)
+        return modules
+
+
+def resolve_debian(spec: DebianSpec, refresh: bool = False) -> Kernel:
+    """Fetch (once, cached) and unpack a Debian kernel; never needs root."""
+    dest = cache_dir("kernels", f"debian-{spec.suite}-{spec.package}")
+    with FileLock(str(dest) + ".lock"):
+        meta = dest / "kernel.json"
+        if meta.exists() and not refresh:
+            return _kernel_from_meta(spec, dest, json.loads(meta.read_text()))
+        LOG.info("fetching %s", spec)
+        apt = PrivateApt(cache_dir("apt", spec.suite), spec.suite)
+        apt.update()
+        packages = kernel_closure(apt, spec.package)
+        root = dest / "root"
+        if root.exists():
+            shutil.rmtree(root)
+        with tempfile.TemporaryDirectory(dir=dest) as tmp:
+            for deb in apt.download(packages, Path(tmp)):
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        info = _inspect_debian_root(root)
+        info["packages"] = {p: apt.version(p) for p in packages}
+        meta.write_text(json.dumps(info, indent=2))
+        return _kernel_from_meta(spec, dest, info)
+
+
+def _inspect_debian_root(root: Path) -> dict[str, str]:
+    images = sorted(root.glob("boot/vmlinuz-*")) + sorted(root.glob("usr/lib/modules/*/vmlinuz"))
+    if not images:
+        raise KernelError(f"no vmlinuz in the unpacked packages under {root}")
+    image = images[0]
+    release = (image.name.removeprefix("vmlinuz-") if image.name != "vmlinuz"
+               else image.parent.name)
+    for cand in (root / f"boot/config-{release}", root / f"usr/lib/modules/{release}/config"):
+        if cand.is_file():
+            config = cand
+            break
+    else:
+        raise KernelError(f"no config for {release} in the unpacked packages under {root}")
+    modules = _find_modules(root, release)
+    if modules:
+        ensure_depmod(modules, release)
+    return {
+        "image": str(image.relative_to(root)),
+        "config": str(config.relative_to(root)),
+        "release": release,
+        "modules": str(modules.relative_to(root)) if modules else "",
+    }
+
+
+def _kernel_from_meta(spec: DebianSpec, dest: Path, info: dict[str, str]) -> Kernel:
+    root = dest / "root"
+    return Kernel(str(spec), root / info["image"], root / info["config"], info["release"],
+                  root / info["modules"] if info["modules"] else None)
+
+
+def resolve_kernel(spec: KernelSpec) -> Kernel:
+    refresh = os.environ.get("COCOLAB_REFRESH_KERNELS") == "1"
+    match spec:
+        case DebianSpec():
+            return resolve_debian(spec, refresh)
+        case BuildTreeSpec():
+            return resolve_build_tree(spec)
+        case ImageSpec():
+            return resolve_image(spec)
+    raise KernelError(f"unknown kernel spec {spec!r}")

@@ -1,0 +1,100 @@
+"""What a user may pass as --kernel, parsed without touching the network or QEMU.
+
+Three forms:
+  debian:<suite>[:<package>]   a Debian kernel package, e.g. debian:trixie, debian:sid,
+                               debian:bookworm:linux-image-6.12-amd64 (default package:
+                               linux-image-amd64)
+  <dir>                        a kernel build tree (arch/x86/boot/bzImage and .config in it)
+  <file>                       a bzImage; config and modules beside it, or given explicitly
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocolab.errors import ConfigError
+
+DEFAULT_DEBIAN_PACKAGE = "linux-image-amd64"
+_SUITE = re.compile(r"^[a-z][a-z0-9.-]*$")
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
+
+
+@dataclass(frozen=True)
+class DebianSpec:
+    suite: str
+    package: str = DEFAULT_DEBIAN_PACKAGE
+
+    def __str__(self) -> str:
+        if self.package == DEFAULT_DEBIAN_PACKAGE:
+            return f"debian:{self.suite}"
+        return f"debian:{self.suite}:{self.package}"
+
+
+@dataclass(frozen=True)
+class BuildTreeSpec:
+    tree: Path
+
+    def __str__(self) -> str:
+        return str(self.tree)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    image: Path
+    config: Path | None = None
+    modules: Path | None = None
+
+    def __str__(self) -> str:
+        return str(self.image)
+
+
+KernelSpec = DebianSpec | BuildTreeSpec | ImageSpec
+
+
+def parse_kernel_spec(
+    text: str,
+    *,
+    config: str | None = None,
+    modules: str | None = None,
+    source: str = "--kernel",
+) -> KernelSpec:
+    """Parse `text` (as given by `source`, for messages) into a KernelSpec."""
+    if text.startswith("debian:"):
+        if config or modules:
+            raise ConfigError(f"{source}: --kernel-config/--modules do not apply to {text!r}")
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not _SUITE.match(parts[1]):
+            raise ConfigError(
+                f"{source}: {text!r} is not debian:<suite>[:<package>] "
+                "(e.g. debian:trixie, debian:sid, debian:bookworm:linux-image-6.12-amd64)"
+            )
+        if len(parts) == 3:
+            if not _PACKAGE.match(parts[2]):
+                raise ConfigError(f"{source}: {parts[2]!r} is not a Debian package name")
+            return DebianSpec(parts[1], parts[2])
+        return DebianSpec(parts[1])
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if config or modules:
+            raise ConfigError(
+                f"{source}: {text} is a build tree; its .config and modules are used, "
+                "--kernel-config/--modules apply only to a bzImage path"
+            )
+        if not (path / "arch/x86/boot/bzImage").is_file():
+            raise ConfigError(
+                f"{source}: {text} is a directory without arch/x86/boot/bzImage; "
+                "build it (make bzImage modules) or pass the bzImage file itself"
+            )
+        return BuildTreeSpec(path.resolve())
+    if path.is_file():
+        return ImageSpec(
+            path.resolve(),
+            Path(config).expanduser().resolve() if config else None,
+            Path(modules).expanduser().resolve() if modules else None,
+        )
+    raise ConfigError(
+        f"{source}: {text!r} is neither debian:<suite> nor an existing bzImage or build tree"
+    )

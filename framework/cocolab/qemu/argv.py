@@ -1,0 +1,165 @@
+"""Build the QEMU argv for a VM. Pure: no probing, no processes, no clocks.
+
+`build_argv(config, runtime)` depends only on its two arguments. `config` is everything that
+makes two VMs the same VM (and so keys VM reuse); `runtime` is what differs between two boots of
+the same VM: socket paths and the readiness token. Keeping the split strict is what makes a
+later snapshot/restore possible: the device model depends on `config` alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+NIC_MAC = "52:54:00:12:34:56"
+GUEST_SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    """Everything that defines a VM. Two tests with equal configs may share one booted VM."""
+
+    qemu: str
+    kernel: Path
+    initrd: Path
+    accel: str = "tcg"
+    machine: str = "q35"
+    machine_options: tuple[str, ...] = ()
+    memory_mib: int = 1024
+    cpus: int = 2
+    cmdline: tuple[str, ...] = ()
+    """Extra kernel command line words (lane, --append, markers), in that order."""
+    modules: tuple[str, ...] = ("virtio_pci", "virtio_net")
+    """Modules /init loads before starting sshd."""
+    qemu_args: tuple[str, ...] = ()
+    nic_model: str = "virtio-net-pci"
+    labels: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
+    """Free-form (key, value) notes for reports; not part of the VM's identity."""
+
+    @property
+    def cpu(self) -> str:
+        # TCG: -cpu max gives the guest RDRAND, so its crng is ready at once (qemu64 stalls the
+        # first SSH connection ~1.3 s in getrandom()). KVM: the host CPU.
+        return "host" if self.accel == "kvm" else "max"
+
+    def key(self) -> str:
+        """A short stable hash of the config: equal configs, equal keys."""
+        data = asdict(self)
+        data.pop("labels")
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Per-boot values: where the sockets are and which token /init must print."""
+
+    qmp_socket: Path
+    console_socket: Path
+    token: str
+
+
+def kernel_cmdline(config: VMConfig, token: str) -> str:
+    words = [
+        "console=ttyS0",
+        "panic=-1",          # with -no-reboot a panic ends QEMU at once
+        f"cocolab.token={token}",
+        f"cocolab.mac={NIC_MAC}",
+    ]
+    if config.modules:
+        words.append("cocolab.modules=" + ",".join(config.modules))
+    return " ".join([*words, *config.cmdline])
+
+
+def base_args(config: VMConfig) -> list[str]:
+    return [config.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+
+
+def machine_args(config: VMConfig) -> list[str]:
+    machine = ",".join([config.machine, *config.machine_options])
+    return ["-machine", machine, "-accel", config.accel, "-cpu", config.cpu,
+            "-m", f"{config.memory_mib}M", "-smp", str(config.cpus)]
+
+
+def boot_args(config: VMConfig, token: str) -> list[str]:
+    return ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
+            "-append", kernel_cmdline(config, token)]
+
+
+def console_args(runtime: Runtime) -> list[str]:
+    # cocolab listens and QEMU connects, at startup, before the guest runs: no byte is lost.
+    return ["-chardev", f"socket,id=con0,path={runtime.console_socket}",
+            "-serial", "chardev:con0"]
+
+
+def qmp_args(runtime: Runtime) -> list[str]:
+    return ["-chardev", f"socket,id=qmp0,path={runtime.qmp_socket}",
+            "-mon", "chardev=qmp0,mode=control"]
+
+
+def netdev_args(config: VMConfig, host_port: int = 0) -> list[str]:
+    # restrict=on: the guest reaches nothing outside. Port 0 lets the host kernel pick a free
+    # port (race-free under xdist); cocolab reads it back with 'info usernet'.
+    return ["-netdev",
+            f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_SSH_PORT}",
+            "-device", f"{config.nic_model},netdev=net0,mac={NIC_MAC},romfile="]
+
+
+def build_argv(config: VMConfig, runtime: Runtime) -> list[str]:
+    return [
+        *base_args(config),
+        *machine_args(config),
+        *boot_args(config, runtime.token),
+        *console_args(runtime),
+        *qmp_args(runtime),
+        *netdev_args(config),
+        *config.qemu_args,
+    ]
+
+
+def relaunch_script(config: VMConfig, ssh_key: Path) -> str:
+    """A shell script that boots the same VM by hand, console on the terminal.
+
+    Same config, so the same machine, kernel, initrd, cmdline and devices; only the sockets
+    differ (the console is the terminal, Ctrl-a x quits) and SSH is forwarded to the port given
+    as the script's first argument (default 10022).
+    """
+    argv = [
+        *base_args(config),
+        *machine_args(config),
+        *boot_args(config, "manual"),
+        "-serial", "mon:stdio",
+        *netdev_args(config, host_port=0),
+        *config.qemu_args,
+    ]
+    command = " \\\n    ".join(_script_lines(argv))
+    return (
+        "#!/bin/sh\n"
+        "# Boots the VM this test used. Console here (Ctrl-a x quits); in another terminal:\n"
+        f"#   ssh -i {shlex.quote(str(ssh_key))} -p PORT -o StrictHostKeyChecking=no \\\n"
+        "#       -o UserKnownHostsFile=/dev/null root@127.0.0.1\n"
+        "PORT=${1:-10022}\n"
+        f"exec {command}\n"
+    )
+
+
+def _script_lines(argv: list[str]) -> list[str]:
+    """argv as shell words, an option and its value on one line; the SSH port is $PORT."""
+    def word(arg: str) -> str:
+        if "127.0.0.1:0-:" in arg:
+            return '"' + arg.replace("127.0.0.1:0-:", "127.0.0.1:${PORT}-:") + '"'
+        return shlex.quote(arg)
+
+    lines: list[str] = [word(argv[0])]
+    i = 1
+    while i < len(argv):
+        if argv[i].startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            lines.append(f"{word(argv[i])} {word(argv[i + 1])}")
+            i += 2
+        else:
+            lines.append(word(argv[i]))
+            i += 1
+    return lines

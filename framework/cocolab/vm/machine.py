@@ -1,0 +1,299 @@
+"""The VM lifecycle: launch, wait for READY, talk, shut down. Cleans up whatever happened.
+
+    CREATED --launch()--> LAUNCHING --READY + SSH--> RUNNING --shutdown()--> SHUT_DOWN
+                              └──────── any failure ───────> FAILED (QEMU killed, error raised)
+
+`shutdown()` is idempotent and safe in every state. Every resource (sockets, the QEMU process,
+QMP, SSH) is registered on one ExitStack as it is acquired and released in reverse order.
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import logging
+import re
+import secrets
+import socket
+import subprocess
+import weakref
+from contextlib import ExitStack
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pexpect
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from cocolab.deadline import Deadline
+from cocolab.errors import BootError, GuestCrashed, VMError, VMStateError
+from cocolab.host.process import kill_qemu, start_qemu
+from cocolab.kernel import Kconfig, Kernel
+from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
+from cocolab.vm.console import Console
+from cocolab.vm.ssh import SSH, CommandResult
+
+LOG = logging.getLogger(__name__)
+DEFAULT_BOOT_TIMEOUT = 120.0
+
+_LIVE: weakref.WeakSet[VM] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for vm in list(_LIVE):
+        vm.kill()
+
+
+class VMState(enum.Enum):
+    CREATED = "created"
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    SHUT_DOWN = "shut down"
+    FAILED = "failed"
+
+
+class VM:
+    """One QEMU guest booted from `config`. Use as a context manager."""
+
+    def __init__(self, config: VMConfig, workdir: Path, kernel: Kernel, ssh_key: Path,
+                 name: str = "vm"):
+        self.config = config
+        self.workdir = workdir
+        self.kernel = kernel
+        self.ssh_key = ssh_key
+        self.name = name
+        self.state = VMState.CREATED
+        self.argv: list[str] = []
+        self.boot_seconds: float | None = None
+        self.failure: VMError | None = None
+        self._stack = ExitStack()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._console: Console | None = None
+        self._ssh: SSH | None = None
+        self.ssh_port: int | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> VM:
+        self.launch()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.workdir / "qemu.log"
+
+    def launch(self, timeout: float = DEFAULT_BOOT_TIMEOUT) -> None:
+        """Start QEMU and return once the guest printed this boot's token and SSH answers."""
+        if self.state is not VMState.CREATED:
+            raise VMStateError(f"{self.name}: launch() needs state created, not {self.state.value}")
+        self.state = VMState.LAUNCHING
+        deadline = Deadline(timeout)
+        try:
+            self._launch(deadline)
+        except BaseException as exc:
+            self.state = VMState.FAILED
+            if isinstance(exc, VMError):
+                self.failure = exc
+            self._stack.close()
+            raise
+        self.state = VMState.RUNNING
+        self.boot_seconds = deadline.elapsed()
+        LOG.info("%s ready in %.2fs (ssh port %s)", self.name, self.boot_seconds, self.ssh_port)
+
+    def _launch(self, deadline: Deadline) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Unix socket paths are limited to 108 bytes: keep them in a short private dir.
+        sockdir = Path(self._stack.enter_context(_ShortTempDir()))
+        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", secrets.token_hex(8))
+        self.argv = build_argv(self.config, runtime)
+        self._write_artifacts()
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._stack.callback(listener.close)
+        listener.bind(str(runtime.console_socket))
+        listener.listen(1)
+        qmp = QEMUMonitorProtocol(str(runtime.qmp_socket), server=True)
+        self._stack.callback(qmp.close)
+
+        self._proc = start_qemu(self.argv, self.qemu_log)
+        _LIVE.add(self)
+        self._stack.callback(self.kill)
+
+        conn = self._accept_console(listener, deadline)
+        self._console = Console(conn, self.console_log)
+        self._stack.callback(self._console.close)
+        qmp.accept(timeout=max(deadline.remaining(), 1.0))
+        self._qmp = qmp
+        self.ssh_port = self._forwarded_port()
+
+        self._wait_ready(runtime.token, deadline)
+        self._ssh = SSH(self.ssh_port, self.ssh_key)
+        self._stack.callback(self._ssh.close)
+        self._ssh.connect(deadline, alive=self.check_alive)
+        release = self.run("uname -r", timeout=deadline.remaining() + 5).stdout.strip()
+        if release != self.kernel.release:
+            raise BootError(f"booted kernel reports {release!r}, expected "
+                            f"{self.kernel.release!r} ({self.kernel.image})")
+
+    def _write_artifacts(self) -> None:
+        (self.workdir / "argv.txt").write_text("\n".join(self.argv) + "\n")
+        script = self.workdir / "relaunch.sh"
+        script.write_text(relaunch_script(self.config, self.ssh_key))
+        script.chmod(0o755)
+
+    def _accept_console(self, listener: socket.socket, deadline: Deadline) -> socket.socket:
+        listener.settimeout(0.1)
+        while True:
+            try:
+                conn, _ = listener.accept()
+                conn.setblocking(True)
+                return conn
+            except TimeoutError:
+                self._check_process("while starting")
+                if deadline.expired():
+                    raise BootError("QEMU did not connect its serial console",
+                                    argv=self.argv) from None
+
+    def _forwarded_port(self) -> int:
+        # hostfwd asked for port 0; the port the host kernel chose is only in 'info usernet'.
+        text = self.hmp("info usernet")
+        m = re.search(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22", text)
+        if not m:
+            raise BootError(f"no SSH port forward in 'info usernet':\n{text}", argv=self.argv)
+        return int(m.group(1))
+
+    def _wait_ready(self, token: str, deadline: Deadline) -> None:
+        assert self._console is not None
+        try:
+            self._console.expect([f"COCOLAB READY {token}".encode()], deadline)
+        except GuestCrashed as exc:
+            exc.argv = self.argv
+            raise
+        except pexpect.TIMEOUT:
+            raise BootError(f"guest not READY after {deadline.seconds:g}s",
+                            console_tail=self._console.tail(), argv=self.argv) from None
+        except pexpect.EOF:
+            self._check_process("during boot")
+            raise BootError("console closed during boot", console_tail=self._console.tail(),
+                            argv=self.argv) from None
+
+    def _check_process(self, when: str) -> None:
+        assert self._proc is not None
+        rc = self._proc.poll()
+        if rc is not None:
+            said = self.qemu_log.read_text(errors="replace").strip()[-2000:]
+            tail = self._console.tail() if self._console else ""
+            if self._console and self._console.crash_line:
+                raise GuestCrashed(f"guest crashed {when}: {self._console.crash_line}",
+                                   crash_line=self._console.crash_line, console_tail=tail,
+                                   argv=self.argv)
+            raise BootError(f"QEMU exited {when} with status {rc}: {said or '(no output)'}",
+                            console_tail=tail, argv=self.argv)
+
+    def check_alive(self) -> None:
+        """Raise GuestCrashed/BootError if the guest crashed or QEMU is gone."""
+        if self._console is not None and self._console.crash_line:
+            raise GuestCrashed(f"guest crashed: {self._console.crash_line}",
+                               crash_line=self._console.crash_line,
+                               console_tail=self._console.tail(), argv=self.argv)
+        if self._proc is not None:
+            self._check_process("unexpectedly")
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Quit QEMU (QMP 'quit', then SIGTERM/SIGKILL by PID) and release everything."""
+        if self.state in (VMState.SHUT_DOWN, VMState.CREATED):
+            self.state = VMState.SHUT_DOWN
+            return
+        if self._qmp is not None and self._proc is not None and self._proc.poll() is None:
+            try:
+                self._qmp.settimeout(timeout)
+                self._qmp.cmd("quit")
+                self._proc.wait(timeout)
+            except Exception as exc:  # noqa: BLE001 - any failure here ends in kill() below
+                LOG.debug("%s: QMP quit failed (%s); killing", self.name, exc)
+        self._stack.close()
+        if self.state is not VMState.FAILED:
+            self.state = VMState.SHUT_DOWN
+
+    def kill(self) -> None:
+        """Kill QEMU at once, by PID. Safe to call any number of times."""
+        if self._proc is not None:
+            kill_qemu(self._proc, grace=1.0)
+        _LIVE.discard(self)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # --- talking --------------------------------------------------------------------------
+
+    def _need_running(self, what: str) -> None:
+        if self.state is not VMState.RUNNING:
+            raise VMStateError(f"{self.name}: {what} needs a running VM (state: "
+                               f"{self.state.value})")
+
+    def run(self, command: str, timeout: float = 60.0, stdin: bytes | None = None,
+            check: bool = False) -> CommandResult:
+        """Run `command` with /bin/sh over SSH; exit status, stdout and stderr are exact."""
+        if self.state not in (VMState.RUNNING, VMState.LAUNCHING) or self._ssh is None:
+            self._need_running("run()")
+        assert self._ssh is not None
+        result = self._ssh.run(command, timeout, stdin=stdin, alive=self.check_alive)
+        return result.check() if check else result
+
+    @property
+    def console(self) -> Console:
+        self._need_running("console")
+        assert self._console is not None
+        return self._console
+
+    @property
+    def ssh(self) -> SSH:
+        self._need_running("ssh")
+        assert self._ssh is not None
+        return self._ssh
+
+    @property
+    def qmp(self) -> QEMUMonitorProtocol:
+        if self._qmp is None:
+            self._need_running("qmp")
+        assert self._qmp is not None
+        return self._qmp
+
+    def hmp(self, command: str) -> str:
+        out: Any = self.qmp.cmd("human-monitor-command", **{"command-line": command})
+        return str(out)
+
+    @property
+    def kconfig(self) -> Kconfig:
+        return self.kernel.kconfig
+
+    @cached_property
+    def kernel_release(self) -> str:
+        return self.run("uname -r", check=True).stdout.strip()
+
+    @cached_property
+    def dmesg(self) -> Any:
+        from cocolab.guest.dmesg import Dmesg
+        return Dmesg(self)
+
+
+class _ShortTempDir:
+    def __enter__(self) -> str:
+        import tempfile
+        self._tmp = tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")
+        return self._tmp.name
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()

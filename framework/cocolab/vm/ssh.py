@@ -1,0 +1,139 @@
+"""SSH to the guest with paramiko: commands with exact exit status, stdout and stderr."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from cocolab.deadline import Deadline
+from cocolab.errors import GuestCommandError
+
+LOG = logging.getLogger(__name__)
+
+
+class CommandFailed(AssertionError):
+    """A guest command exited non-zero where the test required success.
+
+    An AssertionError: the guest answered, so this is the kernel's (or the test's) side.
+    """
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def check(self) -> CommandResult:
+        if self.returncode != 0:
+            raise CommandFailed(str(self))
+        return self
+
+    def __str__(self) -> str:
+        text = f"guest command {self.command!r} exited {self.returncode}"
+        if self.stdout.strip():
+            text += "\n  stdout: " + self.stdout.strip()[-2000:]
+        if self.stderr.strip():
+            text += "\n  stderr: " + self.stderr.strip()[-2000:]
+        return text
+
+
+class SSH:
+    """One authenticated connection to the guest's dropbear, reused for every command."""
+
+    def __init__(self, port: int, key_path: Path, host: str = "127.0.0.1"):
+        self.host = host
+        self.port = port
+        self.key_path = key_path
+        self._client: paramiko.SSHClient | None = None
+
+    def connect(self, deadline: Deadline, alive: Callable[[], None] = lambda: None) -> None:
+        """Connect, retrying briefly until `deadline`; `alive()` raises if the VM died."""
+        key = paramiko.Ed25519Key.from_private_key_file(str(self.key_path))
+        last: Exception | None = None
+        while not deadline.expired():
+            alive()
+            client = paramiko.SSHClient()
+            # The guest makes a new host key every boot and is reached on loopback only.
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            try:
+                timeout = max(min(deadline.remaining(), 10.0), 0.5)
+                client.connect(self.host, self.port, username="root", pkey=key,
+                               look_for_keys=False, allow_agent=False, timeout=timeout,
+                               banner_timeout=timeout, auth_timeout=timeout)
+                self._client = client
+                return
+            except (paramiko.SSHException, OSError) as exc:
+                last = exc
+                client.close()
+                time.sleep(min(0.2, deadline.remaining()))
+        raise GuestCommandError(f"SSH to 127.0.0.1:{self.port} did not answer: {last}")
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        if self._client is None:
+            raise GuestCommandError("SSH is not connected")
+        return self._client
+
+    def open_session(self, timeout: float) -> paramiko.Channel:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise GuestCommandError("SSH transport is closed (did the guest die?)")
+        chan = transport.open_session(timeout=timeout)
+        return chan
+
+    def run(self, command: str, timeout: float, stdin: bytes | None = None,
+            alive: Callable[[], None] = lambda: None) -> CommandResult:
+        start = time.monotonic()
+        deadline = Deadline(timeout)
+        try:
+            chan = self.open_session(timeout)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            chan.settimeout(0.2)
+            while True:
+                alive()
+                drained = False
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                    drained = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    drained = True
+                if chan.exit_status_ready() and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    break
+                if deadline.expired():
+                    chan.close()
+                    raise GuestCommandError(f"guest command timed out after {timeout}s: "
+                                            f"{command}")
+                if not drained:
+                    select.select([chan], [], [], 0.2)
+            rc = chan.recv_exit_status()
+            chan.close()
+        except (paramiko.SSHException, socket.error, EOFError) as exc:
+            alive()
+            raise GuestCommandError(f"SSH failed running {command!r}: {exc}") from exc
+        return CommandResult(command, rc, out.decode(errors="replace"),
+                             err.decode(errors="replace"), time.monotonic() - start)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
