@@ -124,7 +124,7 @@ class VM:
         listener.bind(str(runtime.console_socket))
         listener.listen(1)
         qmp = QEMUMonitorProtocol(str(runtime.qmp_socket), server=True)
-        self._stack.callback(qmp.close)
+        self._stack.callback(_close_quietly, qmp)
 
         self._proc = start_qemu(self.argv, self.qemu_log)
         _LIVE.add(self)
@@ -192,6 +192,9 @@ class VM:
         assert self._proc is not None
         rc = self._proc.poll()
         if rc is not None:
+            if self._console is not None:
+                # let the drain thread read what the guest said last: it may name a panic
+                self._console.eof.wait(2.0)
             said = self.qemu_log.read_text(errors="replace").strip()[-2000:]
             tail = self._console.tail() if self._console else ""
             if self._console and self._console.crash_line:
@@ -287,6 +290,15 @@ class VM:
     def dmesg(self) -> Any:
         from cocolab.guest.dmesg import Dmesg
         return Dmesg(self)
+
+
+def _close_quietly(qmp: QEMUMonitorProtocol) -> None:
+    # After 'quit' (or a guest crash) QEMU has already closed its end; closing ours then
+    # reports EOF, which is no news.
+    try:
+        qmp.close()
+    except (EOFError, OSError):
+        pass
 
 
 class _ShortTempDir:

@@ -1,0 +1,82 @@
+"""Lanes: a named kernel + machine + accelerator + QEMU, from qemu-configs/lanes/*.toml.
+
+Every error names the file and the key. Unknown keys are errors, not ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from cocolab.errors import ConfigError
+from cocolab.paths import CONFIGS_DIR
+
+ACCELS = ("auto", "kvm", "tcg")
+MACHINES = ("q35", "pc", "microvm")
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    source: str
+    description: str = ""
+    kernel: str = "debian:trixie"
+    machine: str = "q35"
+    accel: str = "auto"
+    qemu: str | None = None
+    memory_mib: int = 1024
+    cpus: int = 2
+    append: tuple[str, ...] = field(default=())
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "description": str, "kernel": str, "machine": str, "accel": str, "qemu": str,
+    "memory_mib": int, "cpus": int, "append": list,
+}
+
+
+def lane_dir() -> Path:
+    return CONFIGS_DIR / "lanes"
+
+
+def lane_names() -> list[str]:
+    return sorted(p.stem for p in lane_dir().glob("*.toml"))
+
+
+def load_lane(name_or_path: str) -> Lane:
+    """A lane by name (qemu-configs/lanes/NAME.toml) or by path to a .toml file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = lane_dir() / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise ConfigError(f"--lane {name_or_path!r}: no such lane; choose one of "
+                              f"{', '.join(lane_names())} or give a path to a .toml file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return parse_lane(path.stem, data, str(path))
+
+
+def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
+    known = {f.name for f in fields(Lane)} - {"name", "source"}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: "
+                              f"{', '.join(sorted(known))}")
+        if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
+            raise ConfigError(f"{source}: key {key!r} must be {_TYPES[key].__name__}"  # type: ignore[union-attr]
+                              f", not {type(value).__name__}")
+    if data.get("accel", "auto") not in ACCELS:
+        raise ConfigError(f"{source}: key 'accel' is {data['accel']!r}; choose one of "
+                          f"{', '.join(ACCELS)}")
+    if data.get("machine", "q35") not in MACHINES:
+        raise ConfigError(f"{source}: key 'machine' is {data['machine']!r}; choose one of "
+                          f"{', '.join(MACHINES)}")
+    append = data.get("append", [])
+    assert isinstance(append, list)
+    if not all(isinstance(w, str) for w in append):
+        raise ConfigError(f"{source}: key 'append' must be a list of strings")
+    values = {k: v for k, v in data.items() if k != "append"}
+    return Lane(name=name, source=source, append=tuple(append), **values)  # type: ignore[arg-type]

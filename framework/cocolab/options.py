@@ -1,0 +1,38 @@
+"""Command-line options shared by the pytest plugin and the cocolab CLI: help written once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cocolab.config.lane import ACCELS
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    help: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--lane", "lane name from qemu-configs/lanes/ or a .toml path "
+           "(env COCOLAB_LANE; default: default)"),
+    Option("--kernel", "kernel to boot: debian:<suite>[:<package>], a bzImage, or a build tree "
+           "(env COCOLAB_KERNEL; default: the lane's)"),
+    Option("--kernel-config", "the .config of a --kernel bzImage (default: beside it)"),
+    Option("--modules", "modules of a --kernel bzImage: a dir holding lib/modules/<release> "
+           "(default: beside it)"),
+    Option("--qemu", "qemu-system-x86_64 binary (env COCOLAB_QEMU; default: the lane's, "
+           "else PATH)"),
+    Option("--accel", "accelerator: auto (KVM if a canary boot works, else TCG), kvm, tcg "
+           "(env COCOLAB_ACCEL)", (("choices", ACCELS),)),
+    Option("--append", "extra kernel command line for every guest (repeatable)",
+           (("action", "append"), ("default", []))),
+    Option("--boot-timeout", "seconds a guest may take to be ready (default: 120)",
+           (("type", float), ("default", 120.0))),
+)

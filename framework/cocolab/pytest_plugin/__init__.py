@@ -1,0 +1,1 @@
+"""The pytest plugin: options, markers, the vm fixture, reports and failure bundles."""

@@ -1,0 +1,46 @@
+"""The failure bundle: what a developer needs to see, and re-enter, the VM a test failed in."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from cocolab.errors import CocolabError
+from cocolab.vm import VM, VMState
+
+README = """\
+cocolab failure bundle for {nodeid}
+
+  console.log   everything the guest printed on its serial console, boot included
+  dmesg.txt     the guest kernel log when the test failed ({dmesg_note})
+  qemu.log      QEMU's own stdout/stderr
+  argv.txt      the exact QEMU command line, one argument per line
+  relaunch.sh   boots the same VM (kernel, initrd, cmdline, devices) with its console on your
+                terminal: ./relaunch.sh [SSH_PORT]; SSH command inside
+"""
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
+
+
+def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path) -> Path:
+    dest = root / _safe(nodeid)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("console.log", "qemu.log", "argv.txt", "relaunch.sh"):
+        if (workdir / name).exists():
+            shutil.copy2(workdir / name, dest / name)
+    note = "guest was not running"
+    if vm is not None and vm.state is VMState.RUNNING:
+        try:
+            (dest / "dmesg.txt").write_text(vm.run("dmesg", timeout=15).stdout)
+            note = "read over SSH"
+        except CocolabError as exc:
+            note = f"could not be read: {exc}"
+    if not (dest / "dmesg.txt").exists():
+        (dest / "dmesg.txt").write_text(f"({note}; see console.log)\n")
+    (dest / "README").write_text(README.format(nodeid=nodeid, dmesg_note=note))
+    return dest

@@ -1,0 +1,92 @@
+"""The markers a test uses to say what VM it needs, parsed and checked."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from cocolab.kernel import Kconfig
+
+MARKERS = {
+    "cmdline(*words)": "extra kernel command-line words for this test's VM",
+    "qemu_args(*args)": "extra QEMU arguments for this test's VM",
+    "modules(*names)": "kernel modules the guest's /init loads before sshd",
+    "kconfig(*options)": "skip unless the kernel config has each option: 'NAME' (=y or =m), "
+                         "'NAME=y', 'NAME=m' or 'NAME=n' (not set)",
+    "fresh_vm": "boot a VM for this test alone instead of sharing one",
+}
+
+_KCONFIG = re.compile(r"^(?:CONFIG_)?([A-Z0-9_]+)(?:=([ymn]))?$")
+
+
+@dataclass(frozen=True)
+class VMRequest:
+    """What one test asks of its VM. Equal requests share a booted VM."""
+
+    cmdline: tuple[str, ...] = ()
+    qemu_args: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    fresh: bool = False
+
+    def key(self) -> str:
+        text = repr((self.cmdline, self.qemu_args, self.modules))
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        parts = []
+        if self.cmdline:
+            parts.append("cmdline: " + " ".join(self.cmdline))
+        if self.qemu_args:
+            parts.append("qemu: " + " ".join(self.qemu_args))
+        if self.modules:
+            parts.append("modules: " + ",".join(self.modules))
+        return "; ".join(parts) or "default VM"
+
+
+def _strings(item: pytest.Item, name: str) -> tuple[str, ...]:
+    words: list[str] = []
+    # closest marker last: module-level words come first, the function's own after them
+    for mark in reversed(list(item.iter_markers(name))):
+        if mark.kwargs or not all(isinstance(a, str) for a in mark.args):
+            sig = next(s for s in MARKERS if s.startswith(name + "("))
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name} takes strings only: "
+                                    f"@pytest.mark.{sig}")
+        words += mark.args
+    return tuple(words)
+
+
+def vm_request(item: pytest.Item) -> VMRequest:
+    return VMRequest(
+        cmdline=_strings(item, "cmdline"),
+        qemu_args=_strings(item, "qemu_args"),
+        modules=_strings(item, "modules"),
+        fresh=item.get_closest_marker("fresh_vm") is not None,
+    )
+
+
+def kconfig_requirements(item: pytest.Item) -> list[tuple[str, str | None]]:
+    """(CONFIG_NAME, wanted) pairs; wanted is 'y', 'm', 'n' or None for 'y or m'."""
+    reqs = []
+    for opt in _strings(item, "kconfig"):
+        m = _KCONFIG.match(opt)
+        if not m:
+            raise pytest.UsageError(f"{item.nodeid}: kconfig option {opt!r} is not NAME, "
+                                    "NAME=y, NAME=m or NAME=n")
+        reqs.append(("CONFIG_" + m.group(1), m.group(2)))
+    return reqs
+
+
+def kconfig_unmet(kconfig: Kconfig, reqs: list[tuple[str, str | None]]) -> list[str]:
+    """A description of every requirement the config does not meet."""
+    unmet = []
+    for name, wanted in reqs:
+        value = kconfig.get(name)
+        ok = (value in ("y", "m") if wanted is None else
+              value is None if wanted == "n" else value == wanted)
+        if not ok:
+            need = {None: "=y or =m", "y": "=y", "m": "=m", "n": " not set"}[wanted]
+            unmet.append(f"needs {name}{need}, kernel has {kconfig.describe(name)}")
+    return unmet

@@ -1,0 +1,173 @@
+"""cocolab's pytest plugin (entry point 'cocolab').
+
+A test that takes the `vm` fixture gets a booted guest matching its markers. Tests with equal
+requests share one VM; `@pytest.mark.fresh_vm` gets a private one. Everything the plugin keeps
+lives in config.stash / item.stash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cocolab.errors import CocolabError, ConfigError, VMError
+from cocolab.options import OPTIONS
+from cocolab.pytest_plugin.bundle import write_bundle
+from cocolab.pytest_plugin.markers import (
+    MARKERS,
+    VMRequest,
+    kconfig_requirements,
+    kconfig_unmet,
+    vm_request,
+)
+from cocolab.pytest_plugin.pool import VMPool
+from cocolab.rig import Rig, RigOptions
+from cocolab.vm import VM
+
+RIG = pytest.StashKey[Rig]()
+POOL = pytest.StashKey[VMPool]()
+RESULTS = pytest.StashKey[Path]()
+ITEM_VM = pytest.StashKey[VM]()
+ITEM_REQUEST = pytest.StashKey[VMRequest]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cocolab", "cocolab: boot real kernels under QEMU")
+    for opt in OPTIONS:
+        group.addoption(opt.flag, dest="cocolab_" + opt.dest, help=opt.help, **dict(opt.kwargs))
+    group.addoption("--results", dest="cocolab_results", default="results",
+                    help="where VM logs and failure bundles go (default: ./results)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for signature, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{signature}: {text}")
+    opts = RigOptions(
+        lane=config.getoption("cocolab_lane"),
+        kernel=config.getoption("cocolab_kernel"),
+        kernel_config=config.getoption("cocolab_kernel_config"),
+        modules=config.getoption("cocolab_modules"),
+        qemu=config.getoption("cocolab_qemu"),
+        accel=config.getoption("cocolab_accel"),
+        append=tuple(w for a in config.getoption("cocolab_append") or [] for w in a.split()),
+        boot_timeout=config.getoption("cocolab_boot_timeout"),
+    )
+    try:
+        rig = Rig(opts)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    results = Path(config.getoption("cocolab_results")).resolve()
+    config.stash[RIG] = rig
+    config.stash[RESULTS] = results
+    config.stash[POOL] = VMPool(rig, results / "vms")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pool = config.stash.get(POOL, None)
+    if pool is not None:
+        pool.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return []
+    rig = config.stash[RIG]
+    lines = [f"cocolab lane: {rig.lane.name} ({rig.lane.description})"]
+    k = rig.kernel_setting
+    lines.append(f"cocolab kernel: {k.value} (from {k.source})")
+    try:
+        info = rig.qemu_info
+        lines.append(f"cocolab QEMU: {info.binary} {info.version}")
+        lines.append(f"cocolab accelerator: {rig.accel.accel} ({rig.accel.reason})")
+    except CocolabError as exc:
+        lines.append(f"cocolab QEMU/accelerator: unavailable: {exc}")
+    return lines
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    pool = config.stash[POOL]
+    for item in items:
+        if "vm" not in getattr(item, "fixturenames", ()):
+            continue
+        request = vm_request(item)
+        kconfig_requirements(item)  # reject malformed markers at collection
+        item.stash[ITEM_REQUEST] = request
+        if not request.fresh:
+            pool.wanted[request.key()] += 1
+            # with `-n N --dist loadgroup`, tests sharing a VM run on one worker
+            item.add_marker(pytest.mark.xdist_group(f"vm-{request.key()}"))
+
+
+def _kernel_gate(item: pytest.Item, rig: Rig) -> None:
+    reqs = kconfig_requirements(item)
+    if not reqs:
+        return
+    unmet = kconfig_unmet(rig.kernel.kconfig, reqs)
+    if unmet:
+        pytest.skip(f"kernel {rig.kernel.release} ({rig.kernel_spec}): " + "; ".join(unmet)
+                    + ". Build a kernel with it and pass --kernel, or choose another debian:"
+                      "<suite>")
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
+    """A booted guest matching this test's markers (shared with equal requests)."""
+    item = request.node
+    config = request.config
+    rig, pool = config.stash[RIG], config.stash[POOL]
+    vm_req = item.stash.get(ITEM_REQUEST, None) or vm_request(item)
+    _kernel_gate(item, rig)
+    if vm_req.fresh:
+        booted = pool.boot(vm_req, item.nodeid)
+        item.stash[ITEM_VM] = booted
+        try:
+            yield booted
+        finally:
+            booted.shutdown()
+        return
+    failure = pool.failures.get(vm_req.key())
+    if failure is not None:
+        pool.release(vm_req)
+        pytest.skip(f"its VM ({vm_req.describe()}) failed to boot in {failure.nodeid}: "
+                    f"{failure.error.message}")
+    try:
+        shared = pool.acquire(vm_req, item.nodeid)
+    except BaseException:
+        pool.release(vm_req)
+        raise
+    item.stash[ITEM_VM] = shared
+    try:
+        yield shared
+    finally:
+        pool.release(vm_req)
+
+
+@pytest.fixture(scope="session")
+def cocolab_rig(pytestconfig: pytest.Config) -> Rig:
+    """The resolved rig (lane, kernel, QEMU, accelerator) of this run."""
+    return pytestconfig.stash[RIG]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    if not report.failed or ITEM_REQUEST not in item.stash:
+        return report
+    if call.excinfo is not None and isinstance(call.excinfo.value, VMError):
+        report.sections.append(("cocolab", "RIG FAILURE: the VM misbehaved (this is cocolab's "
+                                "or QEMU's side, not a kernel assertion)"))
+    vm = item.stash.get(ITEM_VM, None)
+    pool = item.config.stash[POOL]
+    workdir = vm.workdir if vm else None
+    if workdir is None and (f := pool.failures.get(item.stash[ITEM_REQUEST].key())):
+        workdir = f.workdir
+    if workdir is not None and not getattr(item, "_cocolab_bundled", False):
+        item._cocolab_bundled = True  # type: ignore[attr-defined]
+        path = write_bundle(item.config.stash[RESULTS] / "failures", item.nodeid, vm, workdir)
+        report.sections.append(("cocolab", f"failure bundle: {path}\n"
+                                f"re-enter this VM: {path}/relaunch.sh"))
+    return report

@@ -1,0 +1,87 @@
+"""Booted VMs shared by the tests that ask for the same one.
+
+The plugin counts, at collection, how many tests want each VM; the pool boots a VM on first
+use and shuts it down after its last test, so at most the VMs still needed are alive. A VM
+that failed to boot is remembered: the first test that needed it gets the error, later ones
+skip with that cause instead of each waiting out a boot timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocolab.errors import VMError
+from cocolab.pytest_plugin.markers import VMRequest
+from cocolab.rig import Rig
+from cocolab.vm import VM, VMState
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BootFailure:
+    nodeid: str
+    error: VMError
+    workdir: Path
+
+
+class VMPool:
+    def __init__(self, rig: Rig, workdir: Path):
+        self.rig = rig
+        self.workdir = workdir
+        self.wanted: Counter[str] = Counter()
+        self.vms: dict[str, VM] = {}
+        self.failures: dict[str, BootFailure] = {}
+        self._boots = 0
+
+    def _new_vm(self, request: VMRequest) -> VM:
+        self._boots += 1
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        config = self.rig.vm_config(request.cmdline, request.qemu_args, request.modules)
+        name = f"{worker}-{self._boots:03d}-{request.key()}"
+        return VM(config, self.workdir / name, self.rig.kernel, self.rig.image.ssh_key,
+                  name=name)
+
+    def boot(self, request: VMRequest, nodeid: str) -> VM:
+        """A new VM for `request`, launched; a boot failure is remembered and re-raised."""
+        vm = self._new_vm(request)
+        try:
+            vm.launch(self.rig.options.boot_timeout)
+        except VMError as exc:
+            self.failures[request.key()] = BootFailure(nodeid, exc, vm.workdir)
+            raise
+        return vm
+
+    def acquire(self, request: VMRequest, nodeid: str) -> VM:
+        key = request.key()
+        vm = self.vms.get(key)
+        if vm is not None:
+            try:
+                vm.check_alive()
+                return vm
+            except VMError as exc:
+                # An earlier test on this VM killed the guest; that test reported it.
+                LOG.info("shared VM %s is dead (%s); booting a new one", vm.name, exc)
+                vm.shutdown()
+                del self.vms[key]
+        vm = self.boot(request, nodeid)
+        self.vms[key] = vm
+        return vm
+
+    def release(self, request: VMRequest) -> None:
+        key = request.key()
+        self.wanted[key] -= 1
+        if self.wanted[key] <= 0 and key in self.vms:
+            self.vms.pop(key).shutdown()
+
+    def close(self) -> None:
+        for vm in self.vms.values():
+            vm.shutdown()
+        self.vms.clear()
+
+    def running(self) -> list[VM]:
+        return [vm for vm in self.vms.values() if vm.state is VMState.RUNNING]

@@ -1,0 +1,63 @@
+"""Smoke tests of the rig itself: boot, SSH, serial, dmesg, VM sharing, crash reporting."""
+
+from __future__ import annotations
+
+import pytest
+
+from cocolab.errors import GuestCrashed
+from cocolab.vm import VM
+
+_pids: dict[str, int | None] = {}
+
+
+def test_boots_the_requested_kernel(vm: VM, cocolab_rig) -> None:
+    assert vm.kernel_release == cocolab_rig.kernel.release
+    cmdline = vm.run("cat /proc/cmdline", check=True).stdout
+    assert "panic=-1" in cmdline.split()
+    _pids["default"] = vm.pid
+
+
+def test_ssh_run_reports_exit_status_stdout_and_stderr(vm: VM) -> None:
+    r = vm.run("echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, "out\n", "err\n")
+
+
+def test_ssh_run_passes_stdin(vm: VM) -> None:
+    r = vm.run("tr a-z A-Z", stdin=b"kernel\n")
+    assert r.stdout == "KERNEL\n"
+
+
+def test_serial_console_run_reports_exact_exit_status(vm: VM) -> None:
+    r = vm.console.run("echo $((6 * 7)); exit 3")
+    assert r.returncode == 3
+    assert r.output.strip() == "42"
+    assert vm.console.run("true").returncode == 0
+
+
+def test_dmesg_since_mark_sees_only_new_lines(vm: VM) -> None:
+    vm.run("echo '<6>cocolab-smoke-before' > /dev/kmsg", check=True)
+    vm.dmesg.mark()
+    vm.run("echo '<6>cocolab-smoke-after' > /dev/kmsg", check=True)
+    new = vm.dmesg.since_mark()
+    assert new.contains("cocolab-smoke-after")
+    assert not new.contains("cocolab-smoke-before")
+
+
+def test_tests_with_the_same_request_share_one_vm(vm: VM) -> None:
+    assert _pids.get("default") is not None, "runs after test_boots_the_requested_kernel"
+    assert vm.pid == _pids["default"]
+
+
+@pytest.mark.cmdline("cocolab.smoke=1")
+def test_a_different_request_gets_its_own_vm(vm: VM) -> None:
+    assert "cocolab.smoke=1" in vm.run("cat /proc/cmdline", check=True).stdout.split()
+    assert vm.pid != _pids.get("default")
+
+
+@pytest.mark.fresh_vm
+def test_guest_panic_is_reported_as_a_crash(vm: VM) -> None:
+    with pytest.raises(GuestCrashed) as info:
+        vm.run("echo c > /proc/sysrq-trigger", timeout=60)
+    assert "Kernel panic" in info.value.crash_line or "sysrq" in info.value.console_tail
+    with pytest.raises(GuestCrashed):
+        vm.check_alive()
