@@ -10,6 +10,7 @@
           ├── BootError         QEMU or the guest never reached READY
           │    └── GuestCrashed a panic/Oops/BUG was seen on the console
           ├── VMStateError      a method was called in the wrong lifecycle state
+          ├── TopologyError     the booted guest does not have the devices its test declared
           └── GuestCommandError a guest command could not be run at all (not: it exited non-zero)
 
 A VMError is the rig failing; a test assertion failing is the kernel failing. The pytest plugin
@@ -75,6 +76,10 @@ class GuestCrashed(BootError):
 
 class VMStateError(VMError):
     """A VM method was called in a lifecycle state that does not allow it."""
+
+
+class TopologyError(VMError):
+    """The guest's devices differ from what the test declared: the rig is wrong, not the kernel."""
 
 
 class GuestCommandError(VMError):

@@ -28,6 +28,10 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from cocolab.deadline import Deadline
 from cocolab.errors import BootError, GuestCrashed, VMError, VMStateError
+from cocolab.guest.dmesg import Dmesg
+from cocolab.guest.iomem import IOMem
+from cocolab.guest.pci import PCI
+from cocolab.guest.probe import Probe
 from cocolab.host.process import kill_qemu, start_qemu
 from cocolab.kernel import Kconfig, Kernel
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
@@ -287,9 +291,21 @@ class VM:
         return self.run("uname -r", check=True).stdout.strip()
 
     @cached_property
-    def dmesg(self) -> Any:
-        from cocolab.guest.dmesg import Dmesg
+    def dmesg(self) -> Dmesg:
         return Dmesg(self)
+
+    @cached_property
+    def probe(self) -> Probe:
+        """vm.probe(op, *args): one cocolab-probe call in the guest, as a ProbeResult."""
+        return Probe(self)
+
+    @cached_property
+    def pci(self) -> PCI:
+        return PCI(self)
+
+    def iomem(self) -> IOMem:
+        """/proc/iomem of the guest, read now (as root, so with real addresses)."""
+        return IOMem(self.run("cat /proc/iomem", check=True).stdout)
 
 
 def _close_quietly(qmp: QEMUMonitorProtocol) -> None:

@@ -1,0 +1,112 @@
+"""PCI devices as the guest kernel sees them in sysfs: find, resources, drivers, binding."""
+
+from __future__ import annotations
+
+import errno as errno_mod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cocolab.guest.probe import errname
+
+if TYPE_CHECKING:
+    from cocolab.vm import VM
+
+SYSFS = "/sys/bus/pci/devices"
+IORESOURCE_IO = 0x100
+IORESOURCE_MEM = 0x200
+IORESOURCE_MEM_64 = 0x100000
+
+
+@dataclass(frozen=True)
+class Bar:
+    index: int
+    start: int
+    end: int
+    flags: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+    @property
+    def is_mem(self) -> bool:
+        return bool(self.flags & IORESOURCE_MEM)
+
+
+@dataclass(frozen=True)
+class SysfsWrite:
+    """The outcome of writing a sysfs attribute: ok, or the errno the kernel returned."""
+
+    path: str
+    ok: bool
+    errno: int | None = None
+
+    @property
+    def errname(self) -> str | None:
+        return errname(self.errno) if self.errno is not None else None
+
+    def __str__(self) -> str:
+        return f"write {self.path}: " + ("ok" if self.ok else f"{self.errname}")
+
+
+_ERRNO_BY_TEXT = {
+    "No such device": errno_mod.ENODEV,
+    "Device or resource busy": errno_mod.EBUSY,
+    "Resource busy": errno_mod.EBUSY,
+    "Invalid argument": errno_mod.EINVAL,
+    "Resource temporarily unavailable": errno_mod.EAGAIN,
+    "Try again": errno_mod.EAGAIN,
+    "Operation not permitted": errno_mod.EPERM,
+    "No such file or directory": errno_mod.ENOENT,
+}
+
+
+class PCI:
+    def __init__(self, vm: VM):
+        self._vm = vm
+
+    def devices(self) -> dict[str, tuple[int, int]]:
+        """{BDF: (vendor, device)} for every PCI function."""
+        out = self._vm.run(f"cd {SYSFS} && for d in *; do echo $d $(cat $d/vendor) "
+                           "$(cat $d/device); done", check=True).stdout
+        devices = {}
+        for line in out.splitlines():
+            bdf, vendor, device = line.split()
+            devices[bdf] = (int(vendor, 16), int(device, 16))
+        return devices
+
+    def find(self, vendor: int, device: int) -> list[str]:
+        return sorted(b for b, ids in self.devices().items() if ids == (vendor, device))
+
+    def bars(self, bdf: str) -> list[Bar]:
+        text = self._vm.run(f"cat {SYSFS}/{bdf}/resource", check=True).stdout
+        bars = []
+        for i, line in enumerate(text.splitlines()[:6]):
+            start, end, flags = (int(x, 16) for x in line.split())
+            if start or end:
+                bars.append(Bar(i, start, end, flags))
+        return bars
+
+    def driver_of(self, bdf: str) -> str | None:
+        r = self._vm.run(f"readlink {SYSFS}/{bdf}/driver")
+        return r.stdout.strip().rsplit("/", 1)[-1] if r.ok else None
+
+    def write_attr(self, path: str, value: str) -> SysfsWrite:
+        """Write `value` to a sysfs file with one write(2); report the kernel's errno."""
+        # busybox sh's echo reports "write error: <strerror>"; map that text back to errno.
+        r = self._vm.run(f"echo {value} > {path}")
+        if r.ok:
+            return SysfsWrite(path, True)
+        for text, number in _ERRNO_BY_TEXT.items():
+            if text in r.stderr:
+                return SysfsWrite(path, False, number)
+        return SysfsWrite(path, False, None)
+
+    def unbind(self, bdf: str) -> SysfsWrite:
+        driver = self.driver_of(bdf)
+        if driver is None:
+            return SysfsWrite(f"{SYSFS}/{bdf}/driver/unbind", True)
+        return self.write_attr(f"/sys/bus/pci/drivers/{driver}/unbind", bdf)
+
+    def bind(self, bdf: str, driver: str) -> SysfsWrite:
+        return self.write_attr(f"/sys/bus/pci/drivers/{driver}/bind", bdf)

@@ -1,0 +1,93 @@
+"""The machine every /dev/mem test runs on, and fixtures that find addresses in the guest.
+
+Devices added to the default q35 VM:
+  edu    QEMU's educational device (1234:11e8). No Linux driver claims it, so its 1 MiB BAR0 is
+         an idle BAR; register 0 reads 0x010000ed, which proves a mapping reached the device.
+  e1000  an Intel 82540EM NIC (8086:100e) whose driver is loaded at boot and claims BAR0
+         ('e1000' busy under the BAR in /proc/iomem): the claimed BAR.
+Every address is read from the booted guest (/proc/iomem, sysfs); none is hard-coded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cocolab.errors import TopologyError
+from cocolab.guest.iomem import IOMem
+from cocolab.guest.pci import Bar
+from cocolab.vm import VM
+
+HERE = Path(__file__).parent
+EDU = (0x1234, 0x11E8)
+EDU_ID = bytes.fromhex("ed000001")  # register 0: 0x010000ed, little-endian
+E1000 = (0x8086, 0x100E)
+
+DEVMEM_MACHINE = (
+    pytest.mark.qemu_args(
+        "-device", "edu",
+        "-netdev", "user,id=devmem-nic,restrict=on",
+        "-device", "e1000,netdev=devmem-nic,mac=52:54:00:00:00:02",
+    ),
+    pytest.mark.modules("e1000"),
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # before the cocolab plugin keys VMs by their markers
+    for item in items:
+        if item.path.is_relative_to(HERE) and "vm" in getattr(item, "fixturenames", ()):
+            for mark in DEVMEM_MACHINE:
+                item.add_marker(mark)
+
+
+@dataclass(frozen=True)
+class PciBar:
+    bdf: str
+    bar: Bar
+    claimed_by: str | None
+
+    @property
+    def sysfs_resource(self) -> str:
+        return f"/sys/bus/pci/devices/{self.bdf}/resource{self.bar.index}"
+
+
+@pytest.fixture
+def iomem(vm: VM) -> IOMem:
+    return vm.iomem()
+
+
+def _bar0(vm: VM, ids: tuple[int, int], name: str) -> PciBar:
+    found = vm.pci.find(*ids)
+    if len(found) != 1:
+        raise TopologyError(f"expected one {name} ({ids[0]:04x}:{ids[1]:04x}) in the guest, "
+                            f"found {found}")
+    bdf = found[0]
+    bar = next((b for b in vm.pci.bars(bdf) if b.index == 0 and b.is_mem), None)
+    if bar is None:
+        raise TopologyError(f"{name} {bdf} has no memory BAR0")
+    res = vm.iomem().find(bar.start)
+    claim = res.busy_child.name if res and res.busy_child else None
+    return PciBar(bdf, bar, claim)
+
+
+@pytest.fixture
+def idle_bar(vm: VM) -> PciBar:
+    """edu's BAR0: no driver has claimed it."""
+    bar = _bar0(vm, EDU, "edu")
+    if bar.claimed_by is not None:
+        raise TopologyError(f"edu BAR0 should be idle but /proc/iomem shows {bar.claimed_by!r}")
+    return bar
+
+
+@pytest.fixture
+def claimed_bar(vm: VM) -> PciBar:
+    """e1000's BAR0, claimed by the e1000 driver."""
+    bar = _bar0(vm, E1000, "e1000")
+    if bar.claimed_by != "e1000":
+        raise TopologyError(f"e1000 BAR0 should be claimed by the e1000 driver, /proc/iomem "
+                            f"shows {bar.claimed_by!r} (driver: {vm.pci.driver_of(bar.bdf)})")
+    return bar
