@@ -21,18 +21,19 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--lane", "lane name from qemu-configs/lanes/ or a .toml path "
-           "(env COCOLAB_LANE; default: default)"),
+           "(env COCOLAB_LANE; default: default)", (("metavar", "NAME"),)),
     Option("--kernel", "kernel to boot: debian:<suite>[:<package>], a bzImage, or a build tree "
-           "(env COCOLAB_KERNEL; default: the lane's)"),
-    Option("--kernel-config", "the .config of a --kernel bzImage (default: beside it)"),
+           "(env COCOLAB_KERNEL; default: the lane's)", (("metavar", "SPEC"),)),
+    Option("--kernel-config", "the .config of a --kernel bzImage (default: beside it)",
+           (("metavar", "FILE"),)),
     Option("--modules", "modules of a --kernel bzImage: a dir holding lib/modules/<release> "
-           "(default: beside it)"),
+           "(default: beside it)", (("metavar", "DIR"),)),
     Option("--qemu", "qemu-system-x86_64 binary (env COCOLAB_QEMU; default: the lane's, "
-           "else PATH)"),
+           "else PATH)", (("metavar", "PATH"),)),
     Option("--accel", "accelerator: auto (KVM if a canary boot works, else TCG), kvm, tcg "
            "(env COCOLAB_ACCEL)", (("choices", ACCELS),)),
     Option("--append", "extra kernel command line for every guest (repeatable)",
-           (("action", "append"), ("default", []))),
+           (("action", "append"), ("default", []), ("metavar", "WORDS"))),
     Option("--boot-timeout", "seconds a guest may take to be ready (default: 120)",
-           (("type", float), ("default", 120.0))),
+           (("type", float), ("default", 120.0), ("metavar", "SECONDS"))),
 )

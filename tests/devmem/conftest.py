@@ -10,20 +10,16 @@ Every address is read from the booted guest (/proc/iomem, sysfs); none is hard-c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cocolab.errors import TopologyError
 from cocolab.guest.iomem import IOMem
-from cocolab.guest.pci import Bar
+from cocolab.guest.pci import E1000, EDU, PciBar
 from cocolab.vm import VM
 
 HERE = Path(__file__).parent
-EDU = (0x1234, 0x11E8)
-EDU_ID = bytes.fromhex("ed000001")  # register 0: 0x010000ed, little-endian
-E1000 = (0x8086, 0x100E)
 
 DEVMEM_MACHINE = (
     pytest.mark.qemu_args(
@@ -42,17 +38,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.path.is_relative_to(HERE) and "vm" in getattr(item, "fixturenames", ()):
             for mark in DEVMEM_MACHINE:
                 item.add_marker(mark)
-
-
-@dataclass(frozen=True)
-class PciBar:
-    bdf: str
-    bar: Bar
-    claimed_by: str | None
-
-    @property
-    def sysfs_resource(self) -> str:
-        return f"/sys/bus/pci/devices/{self.bdf}/resource{self.bar.index}"
 
 
 @pytest.fixture

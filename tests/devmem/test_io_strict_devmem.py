@@ -14,8 +14,8 @@ import errno
 import pytest
 
 from cocolab.assertions import assert_allowed, assert_denied, assert_faults, assert_real_data
+from cocolab.guest.pci import PciBar
 from cocolab.vm import VM
-from conftest import PciBar
 
 pytestmark = pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM", "IO_STRICT_DEVMEM")
 

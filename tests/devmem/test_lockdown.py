@@ -17,9 +17,9 @@ from collections.abc import Callable
 import pytest
 
 from cocolab.assertions import assert_allowed, assert_denied, assert_logged, assert_not_logged
+from cocolab.guest.pci import PciBar
 from cocolab.guest.probe import ProbeResult
 from cocolab.vm import VM
-from conftest import PciBar
 
 pytestmark = pytest.mark.kconfig("SECURITY_LOCKDOWN_LSM")
 

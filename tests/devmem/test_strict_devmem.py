@@ -20,8 +20,8 @@ from cocolab.assertions import (
     assert_zero_filled,
 )
 from cocolab.guest.iomem import ONE_MIB, PAGE, IOMem
+from cocolab.guest.pci import EDU_ID, PciBar
 from cocolab.vm import VM
-from conftest import EDU_ID, PciBar
 
 pytestmark = pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM")
 

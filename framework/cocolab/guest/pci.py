@@ -110,3 +110,23 @@ class PCI:
 
     def bind(self, bdf: str, driver: str) -> SysfsWrite:
         return self.write_attr(f"/sys/bus/pci/drivers/{driver}/bind", bdf)
+
+
+@dataclass(frozen=True)
+class PciBar:
+    """One BAR of one function, with the driver claim /proc/iomem shows under it (if any)."""
+
+    bdf: str
+    bar: Bar
+    claimed_by: str | None
+
+    @property
+    def sysfs_resource(self) -> str:
+        return f"{SYSFS}/{self.bdf}/resource{self.bar.index}"
+
+
+EDU = (0x1234, 0x11E8)
+"""QEMU's educational device; no Linux driver binds it."""
+EDU_ID = bytes.fromhex("ed000001")
+"""edu register 0x00 (identification, 0x010000ed) as little-endian bytes."""
+E1000 = (0x8086, 0x100E)

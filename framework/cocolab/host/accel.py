@@ -55,9 +55,9 @@ def _host_key(qemu: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def kvm_canary(qemu: str, deadline: float = CANARY_DEADLINE) -> tuple[bool, str]:
+def kvm_canary(qemu: str, deadline: float = CANARY_DEADLINE,
+               dev: Path = Path("/dev/kvm")) -> tuple[bool, str]:
     """Boot the canary under KVM. (works, why) — `why` is the evidence either way."""
-    dev = Path("/dev/kvm")
     if not dev.exists():
         return False, "/dev/kvm does not exist (no KVM module loaded, or not a KVM host)"
     if not os.access(dev, os.R_OK | os.W_OK):

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -187,7 +188,7 @@ def resolve_debian(spec: DebianSpec, refresh: bool = False) -> Kernel:
         return _kernel_from_meta(spec, dest, info)
 
 
-def _inspect_debian_root(root: Path) -> dict[str, str]:
+def _inspect_debian_root(root: Path) -> dict[str, Any]:
     images = sorted(root.glob("boot/vmlinuz-*")) + sorted(root.glob("usr/lib/modules/*/vmlinuz"))
     if not images:
         raise KernelError(f"no vmlinuz in the unpacked packages under {root}")
@@ -211,7 +212,7 @@ def _inspect_debian_root(root: Path) -> dict[str, str]:
     }
 
 
-def _kernel_from_meta(spec: DebianSpec, dest: Path, info: dict[str, str]) -> Kernel:
+def _kernel_from_meta(spec: DebianSpec, dest: Path, info: dict[str, Any]) -> Kernel:
     root = dest / "root"
     return Kernel(str(spec), root / info["image"], root / info["config"], info["release"],
                   root / info["modules"] if info["modules"] else None)

@@ -8,7 +8,7 @@ lives in config.stash / item.stash.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -153,7 +153,7 @@ def cocolab_rig(pytestconfig: pytest.Config) -> Rig:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     if not report.failed or ITEM_REQUEST not in item.stash:
         return report

@@ -116,6 +116,7 @@ class Console:
         pexpect.EOF / pexpect.TIMEOUT for the caller to turn into its own error.
         """
         with self._held() as spawn:
+            self._raise_if_crashed()
             all_patterns = [*patterns, *CRASH_PATTERNS]
             index = spawn.expect(all_patterns, timeout=max(deadline.remaining(), 0.01))
             if index >= len(patterns):
@@ -136,6 +137,7 @@ class Console:
                 f"printf '\\n%s-%s %d\\n' @@CLE {nonce} $?\n")
         deadline = Deadline(timeout)
         with self._held() as spawn:
+            self._raise_if_crashed()
             spawn.buffer = b""
             spawn.send(line.encode())
             try:
@@ -152,6 +154,12 @@ class Console:
             raw = spawn.before.decode(errors="replace") if isinstance(spawn.before, bytes) else ""
         output = _PRINTK.sub("", raw.replace("\r\n", "\n"))
         return ConsoleResult(command, rc, output.removesuffix("\n"))
+
+    def _raise_if_crashed(self) -> None:
+        # the drain thread may have seen the crash before this caller took the console
+        if self.crash_line is not None:
+            raise GuestCrashed(f"guest crashed: {self.crash_line}", crash_line=self.crash_line,
+                               console_tail=self.tail())
 
     def _expect_marker(self, spawn: _LoggedSocketSpawn, pattern: bytes, deadline: Deadline) -> None:
         index = spawn.expect([pattern, *CRASH_PATTERNS], timeout=max(deadline.remaining(), 0.01))

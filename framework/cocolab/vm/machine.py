@@ -227,7 +227,7 @@ class VM:
                 self._qmp.settimeout(timeout)
                 self._qmp.cmd("quit")
                 self._proc.wait(timeout)
-            except Exception as exc:  # noqa: BLE001 - any failure here ends in kill() below
+            except Exception as exc:
                 LOG.debug("%s: QMP quit failed (%s); killing", self.name, exc)
         self._stack.close()
         if self.state is not VMState.FAILED:

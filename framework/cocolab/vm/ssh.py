@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import select
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,7 +126,7 @@ class SSH:
                     select.select([chan], [], [], 0.2)
             rc = chan.recv_exit_status()
             chan.close()
-        except (paramiko.SSHException, socket.error, EOFError) as exc:
+        except (OSError, paramiko.SSHException, EOFError) as exc:
             alive()
             raise GuestCommandError(f"SSH failed running {command!r}: {exc}") from exc
         return CommandResult(command, rc, out.decode(errors="replace"),

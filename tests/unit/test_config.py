@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cocolab.config import lane_names, load_lane
+from cocolab.config.lane import parse_lane
+from cocolab.errors import ConfigError
+from cocolab.rig import Rig, RigOptions
+
+
+def test_default_lane_loads() -> None:
+    lane = load_lane("default")
+    assert lane.kernel.startswith("debian:")
+    assert "default" in lane_names()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"kernal": "debian:sid"}, "unknown key 'kernal'"),
+    ({"cpus": "2"}, "key 'cpus' must be int"),
+    ({"cpus": True}, "key 'cpus' must be int"),
+    ({"accel": "hvf"}, "key 'accel' is 'hvf'; choose one of auto, kvm, tcg"),
+    ({"machine": "virt"}, "key 'machine' is 'virt'"),
+    ({"append": ["a", 1]}, "key 'append' must be a list of strings"),
+    ({"append": "a b"}, "key 'append' must be list"),
+])
+def test_lane_errors_name_file_and_key(data, message) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_lane("x", data, "/lanes/x.toml")
+    assert str(info.value).startswith("/lanes/x.toml: ")
+
+
+def test_unknown_lane_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"choose one of .*default"):
+        load_lane("nosuchlane")
+
+
+def test_broken_toml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("kernel = \n")
+    with pytest.raises(ConfigError, match=str(bad)):
+        load_lane(str(bad))
+
+
+def test_precedence_cli_over_env_over_lane(monkeypatch) -> None:
+    rig = Rig(RigOptions())
+    assert rig.kernel_setting.value == load_lane("default").kernel
+    assert rig.kernel_setting.source.startswith("lane default")
+    monkeypatch.setenv("COCOLAB_KERNEL", "debian:sid")
+    rig = Rig(RigOptions())
+    assert (rig.kernel_setting.value, rig.kernel_setting.source) == ("debian:sid",
+                                                                      "COCOLAB_KERNEL")
+    rig = Rig(RigOptions(kernel="debian:bookworm"))
+    assert (rig.kernel_setting.value, rig.kernel_setting.source) == ("debian:bookworm",
+                                                                      "--kernel")
+
+
+def test_rig_probes_nothing_until_asked(monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    rig = Rig(RigOptions(qemu="definitely-not-qemu"))
+    assert rig.qemu_setting.value == "definitely-not-qemu"  # constructing it found nothing

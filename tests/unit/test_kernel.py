@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from cocolab.errors import ConfigError, KernelError
+from cocolab.guest_image.build import module_closure
+from cocolab.kernel import BuildTreeSpec, DebianSpec, ImageSpec, Kconfig, parse_kernel_spec
+from cocolab.kernel.apt import kernel_closure
+from cocolab.kernel.resolve import bzimage_release, resolve_image
+
+
+@pytest.mark.parametrize("text, spec", [
+    ("debian:trixie", DebianSpec("trixie")),
+    ("debian:sid", DebianSpec("sid")),
+    ("debian:bookworm:linux-image-6.12-amd64", DebianSpec("bookworm", "linux-image-6.12-amd64")),
+    ("debian:bookworm-backports", DebianSpec("bookworm-backports")),
+])
+def test_debian_specs(text: str, spec: DebianSpec) -> None:
+    assert parse_kernel_spec(text) == spec
+    assert str(spec) == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("debian:", "not debian:<suite>"),
+    ("debian:Trixie", "not debian:<suite>"),
+    ("debian:sid:Bad_Name", "not a Debian package name"),
+    ("debian:a:b:c", "not debian:<suite>"),
+    ("/no/such/kernel", "neither debian:<suite> nor an existing"),
+])
+def test_bad_specs_name_the_option(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_kernel_spec(text, source="COCOLAB_KERNEL")
+    assert "COCOLAB_KERNEL" in str(info.value)
+
+
+def test_build_tree_needs_a_bzimage(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="without arch/x86/boot/bzImage"):
+        parse_kernel_spec(str(tmp_path))
+    (tmp_path / "arch/x86/boot").mkdir(parents=True)
+    (tmp_path / "arch/x86/boot/bzImage").write_bytes(b"")
+    assert parse_kernel_spec(str(tmp_path)) == BuildTreeSpec(tmp_path)
+
+
+def test_config_and_modules_only_for_an_image(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="do not apply"):
+        parse_kernel_spec("debian:sid", config="x")
+    image = tmp_path / "bzImage"
+    image.write_bytes(b"")
+    spec = parse_kernel_spec(str(image), config=str(tmp_path / "cfg"))
+    assert spec == ImageSpec(image, tmp_path / "cfg", None)
+
+
+def fake_bzimage(path: Path, version: str) -> Path:
+    head = bytearray(0x4000)
+    head[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", head, 0x20E, 0x1000)
+    text = f"{version} (builder@host) #1 SMP".encode() + b"\0"
+    head[0x1200:0x1200 + len(text)] = text
+    path.write_bytes(bytes(head))
+    return path
+
+
+def test_release_is_read_from_the_boot_header(tmp_path: Path) -> None:
+    image = fake_bzimage(tmp_path / "bzImage", "6.18.0-rc1+")
+    assert bzimage_release(image) == "6.18.0-rc1+"
+    (tmp_path / "junk").write_bytes(b"\0" * 0x1000)
+    with pytest.raises(KernelError, match="not an x86 bzImage"):
+        bzimage_release(tmp_path / "junk")
+
+
+def test_image_finds_config_beside_it(tmp_path: Path) -> None:
+    image = fake_bzimage(tmp_path / "bzImage", "6.18.0")
+    with pytest.raises(KernelError, match="--kernel-config"):
+        resolve_image(ImageSpec(image))
+    (tmp_path / "config-6.18.0").write_text("CONFIG_DEVMEM=y\n")
+    kernel = resolve_image(ImageSpec(image))
+    assert kernel.release == "6.18.0"
+    assert kernel.kconfig.builtin("DEVMEM")
+    assert kernel.modules is None
+
+
+def test_kconfig_values() -> None:
+    k = Kconfig.parse("CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_D=\"x\"\n")
+    assert k.builtin("A") and k.enabled("CONFIG_B") and not k.builtin("B")
+    assert k.get("C") is None and k.get("D") == '"x"'
+    assert k.describe("C") == "CONFIG_C is not set"
+    assert k.describe("A") == "CONFIG_A=y"
+
+
+class FakeApt:
+    def __init__(self, deps: dict[str, list[str]]):
+        self.deps = deps
+
+    def depends(self, package: str) -> list[str]:
+        return self.deps.get(package, [])
+
+
+def test_kernel_closure_6x_layout() -> None:
+    apt = FakeApt({"linux-image-amd64": ["linux-image-6.12.57+deb13-amd64"],
+                   "linux-image-6.12.57+deb13-amd64": ["kmod", "linux-base",
+                                                       "initramfs-tools"]})
+    assert kernel_closure(apt, "linux-image-amd64") == [  # type: ignore[arg-type]
+        "linux-image-amd64", "linux-image-6.12.57+deb13-amd64"]
+
+
+def test_kernel_closure_split_7x_layout() -> None:
+    v = "7.2.13+deb14-amd64"
+    apt = FakeApt({
+        "linux-image-amd64": ["linux-base-amd64", f"linux-image-{v}"],
+        "linux-base-amd64": [f"linux-base-{v}"],
+        f"linux-image-{v}": ["dracut", f"linux-base-{v}", f"linux-binary-{v}",
+                             f"linux-modules-{v}"],
+    })
+    got = kernel_closure(apt, "linux-image-amd64")  # type: ignore[arg-type]
+    assert set(got) == {"linux-image-amd64", "linux-base-amd64", f"linux-image-{v}",
+                        f"linux-base-{v}", f"linux-binary-{v}", f"linux-modules-{v}"}
+
+
+def test_module_closure_follows_modules_dep(tmp_path: Path) -> None:
+    (tmp_path / "modules.dep").write_text(
+        "kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz "
+        "kernel/drivers/vfio/vfio.ko.xz\n"
+        "kernel/drivers/vfio/pci/vfio-pci-core.ko.xz: kernel/drivers/vfio/vfio.ko.xz\n"
+        "kernel/drivers/vfio/vfio.ko.xz:\n"
+        "kernel/drivers/net/e1000.ko.xz:\n")
+    assert module_closure(tmp_path, ["vfio_pci", "absent"]) == [
+        "kernel/drivers/vfio/pci/vfio-pci-core.ko.xz", "kernel/drivers/vfio/pci/vfio-pci.ko.xz",
+        "kernel/drivers/vfio/vfio.ko.xz"]

@@ -1,0 +1,61 @@
+"""The pytest plugin, black-box with pytester; nothing here boots a VM."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+NO_QEMU = ("--qemu", "/nonexistent/qemu-system-x86_64", "-p", "no:cacheprovider")
+
+
+def test_markers_are_registered_with_their_signature(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.cmdline(*words):*",
+                                 "@pytest.mark.kconfig(*options):*"])
+
+
+def test_options_are_in_help(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--kernel=SPEC*", "*--accel=*", "*--append=WORDS*"])
+
+
+def test_a_bad_marker_argument_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.cmdline(1)
+        def test_x(vm): pass
+    """)
+    result = pytester.runpytest("--collect-only", *NO_QEMU)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*takes strings only: @pytest.mark.cmdline(*words)*"])
+
+
+def test_a_malformed_kconfig_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.kconfig("strict-devmem")
+        def test_x(vm): pass
+    """)
+    result = pytester.runpytest("--collect-only", *NO_QEMU)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'strict-devmem' is not NAME, NAME=y, NAME=m or NAME=n*"])
+
+
+def test_an_unknown_lane_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--lane", "nosuchlane", *NO_QEMU)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lane 'nosuchlane': no such lane; choose one of*"])
+
+
+def test_header_says_why_qemu_is_unavailable(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest(*NO_QEMU)
+    result.stdout.fnmatch_lines(["cocolab lane: default*", "cocolab kernel: debian:*",
+                                 "cocolab QEMU/accelerator: unavailable: --qemu *"])
+    assert result.ret == 0
+
+
+def test_tests_without_vm_never_touch_qemu(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain(): assert True")
+    result = pytester.runpytest(*NO_QEMU)
+    result.assert_outcomes(passed=1)
