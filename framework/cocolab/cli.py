@@ -1,0 +1,118 @@
+"""The cocolab command: thin over the same layers the pytest plugin uses.
+
+  cocolab doctor   what this host offers: QEMU, accelerator (and why), the lane's kernel
+  cocolab setup    fetch the kernel and build the guest image now (pre-warms the cache)
+  cocolab shell    boot the VM a test would boot and give you a root shell in it
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import termios
+import tty
+from pathlib import Path
+
+from cocolab.errors import CocolabError
+from cocolab.options import OPTIONS
+from cocolab.rig import Rig, RigOptions
+from cocolab.vm import VM
+
+
+def _rig(args: argparse.Namespace) -> Rig:
+    return Rig(RigOptions(
+        lane=args.lane, kernel=args.kernel, kernel_config=args.kernel_config,
+        modules=args.modules, qemu=args.qemu, accel=args.accel,
+        append=tuple(w for a in args.append or [] for w in a.split()),
+        boot_timeout=args.boot_timeout,
+    ))
+
+
+def doctor(rig: Rig) -> int:
+    print(f"lane:        {rig.lane.name} ({rig.lane.source})")
+    print(f"QEMU:        {rig.qemu_info.binary} {rig.qemu_info.version}")
+    print(f"accelerator: {rig.accel.accel} ({rig.accel.reason})")
+    print(f"kernel:      {rig.kernel_setting.value} (from {rig.kernel_setting.source})")
+    print(f"             {rig.kernel.release}: {rig.kernel.image}")
+    print(f"guest image: {rig.image.initrd}")
+    return 0
+
+
+def _interactive(vm: VM) -> int:
+    """A root shell in the guest: OpenSSH if installed, else a paramiko pty."""
+    assert vm.ssh_port is not None
+    ssh = shutil.which("ssh")
+    if ssh:
+        return subprocess.call([ssh, "-i", str(vm.ssh_key), "-p", str(vm.ssh_port),
+                                "-o", "StrictHostKeyChecking=no", "-o",
+                                "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                                "root@127.0.0.1"])
+    size = shutil.get_terminal_size()
+    chan = vm.ssh.client.invoke_shell(term=os.environ.get("TERM", "vt100"),
+                                      width=size.columns, height=size.lines)
+    saved = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
+    try:
+        if saved:
+            tty.setraw(sys.stdin.fileno())
+        while not chan.exit_status_ready():
+            ready, _, _ = select.select([chan, sys.stdin], [], [], 0.5)
+            if chan in ready:
+                data = chan.recv(4096)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if sys.stdin in ready:
+                data = os.read(sys.stdin.fileno(), 1024)
+                if not data:
+                    break
+                chan.sendall(data)
+    finally:
+        if saved:
+            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
+    return 0
+
+
+def shell(rig: Rig, qemu_args: list[str]) -> int:
+    config = rig.vm_config(qemu_args=tuple(qemu_args))
+    workdir = Path(tempfile.mkdtemp(prefix="cocolab-shell-"))
+    print(f"booting {rig.kernel.release} ({rig.accel.accel}); logs in {workdir}",
+          file=sys.stderr)
+    with VM(config, workdir, rig.kernel, rig.image.ssh_key, name="shell") as vm:
+        print(f"ready in {vm.boot_seconds:.1f}s; exit the shell to stop the VM", file=sys.stderr)
+        return _interactive(vm)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cocolab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("doctor", "setup", "shell"))
+    for opt in OPTIONS:
+        parser.add_argument(opt.flag, dest=opt.dest, help=opt.help, **dict(opt.kwargs))
+    parser.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
+                        help="extra QEMU argument (repeatable), as @pytest.mark.qemu_args")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    try:
+        rig = _rig(args)
+        if args.command == "doctor":
+            return doctor(rig)
+        if args.command == "setup":
+            print(f"kernel {rig.kernel.release}: {rig.kernel.image}")
+            print(f"guest image: {rig.image.initrd}")
+            return 0
+        return shell(rig, args.qemu_arg)
+    except CocolabError as exc:
+        print(f"cocolab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
