@@ -71,6 +71,9 @@ class VM:
         self.state = VMState.CREATED
         self.argv: list[str] = []
         self.boot_seconds: float | None = None
+        """From starting QEMU to the first SSH command done (the guest's `uname -r`)."""
+        self.ready_seconds: float | None = None
+        """From starting QEMU to the READY token on the console."""
         self.failure: VMError | None = None
         self._stack = ExitStack()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -137,11 +140,16 @@ class VM:
         conn = self._accept_console(listener, deadline)
         self._console = Console(conn, self.console_log)
         self._stack.callback(self._console.close)
-        qmp.accept(timeout=max(deadline.remaining(), 1.0))
+        try:
+            qmp.accept(timeout=max(deadline.remaining(), 1.0))
+        except Exception as exc:  # qemu.qmp raises ConnectError, EOFError, asyncio timeouts
+            self._check_process("while starting")
+            raise BootError(f"QMP did not come up: {exc}", argv=self.argv) from exc
         self._qmp = qmp
         self.ssh_port = self._forwarded_port()
 
         self._wait_ready(runtime.token, deadline)
+        self.ready_seconds = deadline.elapsed()
         self._ssh = SSH(self.ssh_port, self.ssh_key)
         self._stack.callback(self._ssh.close)
         self._ssh.connect(deadline, alive=self.check_alive)

@@ -1,0 +1,69 @@
+"""How the plugin reports rig trouble, seen from outside with pytester (real QEMU, one boot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cocolab.paths import cache_root
+
+pytest_plugins = ["pytester"]
+CACHE = cache_root()  # now, before pytester points HOME at a temp dir
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("COCOLAB_CACHE", str(CACHE))  # the warm kernel and image cache
+
+    def run(source: str, *args: str) -> pytest.RunResult:
+        pytester.makepyfile(source)
+        return pytester.runpytest_subprocess("-rs", "--results", str(tmp_path / "results"),
+                                             *args)
+    return run
+
+
+def test_a_vm_that_cannot_boot_errors_once_and_its_dependents_skip(inner) -> None:
+    result = inner("""
+        import pytest
+        pytestmark = pytest.mark.qemu_args("-device", "no-such-device-model")
+        def test_first(vm): pass
+        def test_second(vm): pass
+    """)
+    result.assert_outcomes(errors=1, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*BootError: QEMU exited while starting with status 1*no-such-device-model*",
+        "SKIPPED*its VM (qemu: -device no-such-device-model) failed to boot in "
+        "*test_first*",
+    ])
+
+
+def test_a_missing_kernel_option_skips_with_its_name(inner) -> None:
+    result = inner("""
+        import pytest
+        @pytest.mark.kconfig("COCOLAB_NO_SUCH_OPTION")
+        def test_needs_it(vm): pass
+    """)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([
+        "SKIPPED*needs CONFIG_COCOLAB_NO_SUCH_OPTION=y or =m, kernel has "
+        "CONFIG_COCOLAB_NO_SUCH_OPTION is not set*--kernel*"])
+
+
+def test_a_failing_test_leaves_a_bundle_that_relaunches_its_vm(inner, tmp_path: Path) -> None:
+    result = inner("""
+        import pytest
+        @pytest.mark.cmdline("cocolab.bundle=1")
+        def test_fails(vm):
+            assert vm.run("cat /proc/cmdline").stdout == "nope"
+    """)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*failure bundle: *", "*re-enter this VM: *relaunch.sh"])
+    bundles = list((tmp_path / "results/failures").iterdir())
+    assert len(bundles) == 1
+    bundle = bundles[0]
+    assert "COCOLAB READY" in (bundle / "console.log").read_text()
+    assert "cocolab.bundle=1" in (bundle / "dmesg.txt").read_text()
+    relaunch = (bundle / "relaunch.sh").read_text()
+    assert "cocolab.bundle=1" in relaunch and "restrict=on" in relaunch
+    assert (bundle / "argv.txt").read_text().startswith("/")
