@@ -54,6 +54,8 @@ def vng_runs(rig: Rig, runs: int) -> tuple[list[float] | None, str]:
     vng = shutil.which("vng")
     if vng is None:
         return None, "vng not on PATH (pip install virtme-ng to compare)"
+    if shutil.which("udevadm") is None:
+        return None, "vng needs the host's udev (apt-get install udev) and there is none"
     argv = [vng, "--run", str(rig.kernel.image), "--exec", "uname -r"]
     if rig.accel.accel == "tcg":
         argv.append("--disable-kvm")
