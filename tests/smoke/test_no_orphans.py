@@ -1,0 +1,62 @@
+"""QEMU never outlives the test run that started it, even when that run is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cocolab.deadline import Deadline
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # fields after the ')' that ends comm: state ppid ...
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigkill_of_pytest_mid_boot_takes_qemu_down(tmp_path: Path) -> None:
+    (tmp_path / "test_inner.py").write_text("def test_boot(vm): pass\n")
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "--results", str(tmp_path / "results"), str(tmp_path / "test_inner.py")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = Deadline(60)
+        qemu: list[int] = []
+        while not qemu and not deadline.expired() and inner.poll() is None:
+            qemu = [p for p in children(inner.pid)
+                    if Path(f"/proc/{p}/comm").read_text().startswith("qemu-system")]
+            time.sleep(0.05)  # poll interval
+        assert qemu, "the inner pytest never started QEMU"
+        os.kill(inner.pid, signal.SIGKILL)
+        inner.wait()
+        deadline = Deadline(10)
+        while any(alive(p) for p in qemu) and not deadline.expired():
+            time.sleep(0.05)
+        assert not any(alive(p) for p in qemu), f"QEMU {qemu} outlived its SIGKILLed pytest"
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
