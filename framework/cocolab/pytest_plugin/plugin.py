@@ -119,7 +119,17 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     config = request.config
     rig, pool = config.stash[RIG], config.stash[POOL]
     vm_req = item.stash.get(ITEM_REQUEST, None) or vm_request(item)
-    _kernel_gate(item, rig)
+    try:
+        _kernel_gate(item, rig)
+        rig.accel, rig.image  # noqa: B018 - resolve the host side first: one clear error
+    except BaseException as exc:
+        if not vm_req.fresh:
+            pool.release(vm_req)  # this test will not use its share of the VM
+        if isinstance(exc, CocolabError) and not isinstance(exc, VMError):
+            # The host, the kernel or the config cannot give this test a VM: an error, in
+            # one line, for every test that needs one.
+            pytest.fail(f"cocolab: {exc}", pytrace=False)
+        raise
     if vm_req.fresh:
         booted = pool.boot(vm_req, item.nodeid)
         item.stash[ITEM_VM] = booted
