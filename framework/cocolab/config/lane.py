@@ -13,6 +13,7 @@ from cocolab.errors import ConfigError
 from cocolab.paths import CONFIGS_DIR
 
 ACCELS = ("auto", "kvm", "tcg")
+CC_KINDS = ("", "tdx", "snp")
 MACHINES = ("q35", "pc", "microvm")
 
 
@@ -28,11 +29,13 @@ class Lane:
     memory_mib: int = 1024
     cpus: int = 2
     append: tuple[str, ...] = field(default=())
+    cc: str = ""
+    """'tdx' or 'snp' for a confidential-computing lane: its guests must prove it."""
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "description": str, "kernel": str, "machine": str, "accel": str, "qemu": str,
-    "memory_mib": int, "cpus": int, "append": list,
+    "memory_mib": int, "cpus": int, "append": list, "cc": str,
 }
 
 
@@ -74,6 +77,9 @@ def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
     if data.get("machine", "q35") not in MACHINES:
         raise ConfigError(f"{source}: key 'machine' is {data['machine']!r}; choose one of "
                           f"{', '.join(MACHINES)}")
+    if data.get("cc", "") not in CC_KINDS:
+        raise ConfigError(f"{source}: key 'cc' is {data['cc']!r}; choose one of "
+                          f"{', '.join(repr(k) for k in CC_KINDS)}")
     append = data.get("append", [])
     assert isinstance(append, list)
     if not all(isinstance(w, str) for w in append):

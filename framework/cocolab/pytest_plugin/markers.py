@@ -17,6 +17,7 @@ MARKERS = {
     "kconfig(*options)": "skip unless the kernel config has each option: 'NAME' (=y or =m), "
                          "'NAME=y', 'NAME=m' or 'NAME=n' (not set)",
     "fresh_vm": "boot a VM for this test alone instead of sharing one",
+    "destructive": "the test kills its guest on purpose; runs only with --destructive",
 }
 
 _KCONFIG = re.compile(r"^(?:CONFIG_)?([A-Z0-9_]+)(?:=([ymn]))?$")

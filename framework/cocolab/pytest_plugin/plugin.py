@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cocolab.errors import CocolabError, ConfigError, VMError
+from cocolab.guest.cc import CCProof, cc_proof
 from cocolab.options import OPTIONS
 from cocolab.pytest_plugin.bundle import write_bundle
 from cocolab.pytest_plugin.markers import (
@@ -38,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cocolab", "cocolab: boot real kernels under QEMU")
     for opt in OPTIONS:
         group.addoption(opt.flag, dest="cocolab_" + opt.dest, help=opt.help, **dict(opt.kwargs))
+    group.addoption("--destructive", dest="cocolab_destructive", action="store_true",
+                    help="also run tests marked destructive (they kill their guest on purpose)")
     group.addoption("--results", dest="cocolab_results", default="results",
                     help="where VM logs and failure bundles go (default: ./results)")
 
@@ -101,6 +104,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(f"vm-{request.key()}"))
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("destructive") and not item.config.getoption(
+            "cocolab_destructive"):
+        pytest.skip("destructive: this test kills its guest on purpose; pass --destructive "
+                    "to run it")
+
+
 def _kernel_gate(item: pytest.Item, rig: Rig) -> None:
     reqs = kconfig_requirements(item)
     if not reqs:
@@ -153,6 +163,23 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
         yield shared
     finally:
         pool.release(vm_req)
+
+
+@pytest.fixture
+def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
+    """The guest's proof that it is confidential. Skips on a non-CC lane (before booting); on
+    a CC lane a guest that cannot prove it is a test *error*: a CC test must never pass on a
+    plain guest. Requests `vm` itself, so tests list it first or not at all."""
+    lane = cocolab_rig.lane
+    if not lane.cc:
+        pytest.skip(f"lane {lane.name} boots a non-confidential guest; this test needs a TDX "
+                    "or SEV-SNP guest: run it on such a host with --lane tdx or --lane snp")
+    vm: VM = request.getfixturevalue("vm")
+    proof = cc_proof(vm, lane.cc)
+    if proof.kind != lane.cc:
+        pytest.fail(f"cocolab: lane {lane.name} asks for a {lane.cc} guest but the guest is "
+                    f"{proof}", pytrace=False)
+    return proof
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,67 @@
+"""Proof, from inside a guest, that it is a confidential (TDX or SEV-SNP) guest.
+
+A lane can only *ask* for a confidential guest; firmware, QEMU or the host may silently give a
+plain one. The guest proves it with two independent kinds of evidence: the kernel's own boot
+message, and a device or interface only a CC guest kernel creates. The wordings used across
+kernel versions (arch/x86/mm/mem_encrypt.c print_mem_encrypt_feature_info(); before v5.19 it
+said "AMD Memory Encryption Features active:"; arch/x86/coco/tdx/tdx.c "tdx: Guest detected"):
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cocolab.vm import VM
+
+KERNEL_MESSAGES = {
+    "tdx": (r"Memory Encryption Features active: Intel TDX", r"\btdx: Guest detected"),
+    "snp": (r"Memory Encryption Features active: (AMD )?SEV SEV-ES SEV-SNP",
+            r"AMD Memory Encryption Features active: SEV SEV-ES SEV-SNP",
+            r"\bSEV: SNP guest platform device"),
+}
+INTERFACES = {
+    "tdx": ("/dev/tdx_guest",),
+    "snp": ("/dev/sev-guest",),
+}
+TSM_PROVIDERS = {"tdx": "tdx_guest", "snp": "sev_guest"}
+CPU_FLAGS = {"tdx": "tdx_guest", "snp": "sev_snp"}
+
+
+@dataclass(frozen=True)
+class CCProof:
+    kind: str | None
+    """'tdx' or 'snp' once both kinds of evidence agree, else None."""
+    messages: tuple[str, ...]
+    interfaces: tuple[str, ...]
+
+    def __str__(self) -> str:
+        if self.kind:
+            return f"{self.kind} guest: {'; '.join(self.messages + self.interfaces)}"
+        seen = "; ".join(self.messages + self.interfaces) or "no CC boot message, device, " \
+            "configfs-tsm provider or CPU flag"
+        return f"not proven confidential ({seen})"
+
+
+def judge(kind: str, dmesg: str, present: set[str], tsm_provider: str, cpu_flags: set[str]
+          ) -> CCProof:
+    """Decide from what the guest showed; pure, for unit tests."""
+    messages = tuple(line.strip() for line in dmesg.splitlines()
+                     if any(re.search(p, line) for p in KERNEL_MESSAGES[kind]))
+    interfaces = tuple(p for p in INTERFACES[kind] if p in present)
+    if tsm_provider == TSM_PROVIDERS[kind]:
+        interfaces += (f"configfs-tsm provider {tsm_provider}",)
+    if CPU_FLAGS[kind] in cpu_flags:
+        interfaces += (f"cpu flag {CPU_FLAGS[kind]}",)
+    return CCProof(kind if messages and interfaces else None, messages, interfaces)
+
+
+def cc_proof(vm: VM, kind: str) -> CCProof:
+    dmesg = vm.run("dmesg").stdout
+    present = {p for p in INTERFACES[kind] if vm.run(f"test -e {p}").ok}
+    report = vm.run("d=$(mktemp -d /sys/kernel/config/tsm/report/cocolab.XXXX) && "
+                    "cat $d/provider; rmdir $d 2>/dev/null")
+    flags = vm.run("grep -m1 '^flags' /proc/cpuinfo").stdout.split()
+    return judge(kind, dmesg, present, report.stdout.strip() if report.ok else "", set(flags))

@@ -1,0 +1,54 @@
+"""/dev/mem and /dev/port in confidential guests (TDX, SEV-SNP).
+
+The proposal: Dan Williams, "x86/devmem: Drop /dev/mem access for confidential guests" (v5 2/2,
+2025-04-29): open_port() returns EPERM when STRICT_DEVMEM=y and
+cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT). Patch 1/2 merged (1b3f2bd04d90, v6.16); patch 2/2
+is not in mainline (kernel-behaviors.md §1.0). On a kernel without it the open succeeds: that
+is reported as an expected failure naming the patch, never as a pass.
+These tests need a guest that proved it is confidential (the cc_guest fixture); on any other
+lane they skip and say which lane to use.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from cocolab.assertions import assert_denied
+from cocolab.errors import VMError
+from cocolab.guest.cc import CCProof
+from cocolab.vm import VM
+
+PATCH = ("kernel lacks 'x86/devmem: Drop /dev/mem access for confidential guests' "
+         "(Dan Williams, v5 2/2, 2025-04-29; not in mainline): known gap")
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/dev/mem", marks=pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM")),
+    pytest.param("/dev/port", marks=pytest.mark.kconfig("DEVPORT", "STRICT_DEVMEM")),
+])
+def test_open_is_denied_in_a_confidential_guest(cc_guest: CCProof, vm: VM, path: str) -> None:
+    result = vm.probe("open", path)
+    if result.ok:
+        pytest.xfail(f"{path} opened in a proven {cc_guest.kind} guest: {PATCH}")
+    assert_denied(result, errno.EPERM, stage="open")
+
+
+@pytest.mark.destructive
+@pytest.mark.fresh_vm
+@pytest.mark.kconfig("DEVMEM")
+def test_bios_data_area_read_kills_a_td(cc_guest: CCProof, vm: VM) -> None:
+    """Nikolay Borisov's report (2025-03-18): reading the BIOS data area through /dev/mem maps a
+    private page shared; the reboot path's later private access to 0x472 takes a SEPT
+    violation and the TD is killed. Expected: the guest dies, and cocolab says so."""
+    if cc_guest.kind != "tdx":
+        pytest.skip("the BIOS-data-area kill is specific to TDX; this is a "
+                    f"{cc_guest.kind} guest")
+    read = vm.probe("read", "/dev/mem", 0x497, 1)
+    if not read.ok:
+        pytest.skip(f"the read itself was refused ({read}): this kernel already protects it")
+    with pytest.raises(VMError) as info:
+        vm.run("reboot -f", timeout=120)
+        vm.check_alive()
+    assert "exited" in str(info.value) or "crashed" in str(info.value)
