@@ -3,7 +3,8 @@
     CocolabError
      ├── ConfigError            a lane, option or marker is wrong (names its source)
      ├── HostError              this host lacks something: QEMU, a package, an accelerator
-     │    └── AccelError        the chosen accelerator failed its canary boot
+     │    ├── AccelError        the chosen accelerator failed its canary boot
+     │    └── MissingQemuFeature  this QEMU lacks a device or machine a test needs (a skip)
      ├── KernelError            a kernel could not be found, fetched or understood
      ├── ImageError             the guest initramfs could not be built
      └── VMError                a booted (or booting) VM misbehaved: this is the rig's side
@@ -34,6 +35,10 @@ class HostError(CocolabError):
 
 class AccelError(HostError):
     """An accelerator failed its canary boot."""
+
+
+class MissingQemuFeature(HostError):
+    """This QEMU lacks a machine type or device model; tests that need it skip."""
 
 
 class KernelError(CocolabError):

@@ -12,10 +12,20 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from cocolab.config import Lane, load_lane
+from cocolab.errors import MissingQemuFeature
 from cocolab.guest_image import GuestImage, build_guest_image
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
 from cocolab.qemu import VMConfig
+from cocolab.qemu.topology import topology_args, viommu_args
+from cocolab.topology import (
+    ExpectedView,
+    Machine,
+    Topology,
+    expected_view,
+    load_machine,
+    load_topology,
+)
 
 
 @dataclass(frozen=True)
@@ -89,18 +99,54 @@ class Rig:
 
     def vm_config(self, cmdline: tuple[str, ...] = (), qemu_args: tuple[str, ...] = (),
                   modules: tuple[str, ...] = ()) -> VMConfig:
-        """The VM this rig boots, plus a test's own cmdline words, QEMU args and modules."""
-        base_modules = ("virtio_pci", "virtio_net")
+        """The lane's VM, plus a test's own cmdline words, QEMU args and modules."""
+        return self.plan(cmdline, qemu_args, modules)[0]
+
+    def plan(self, cmdline: tuple[str, ...] = (), qemu_args: tuple[str, ...] = (),
+             modules: tuple[str, ...] = (), machine: str | None = None,
+             topology: str | None = None) -> tuple[VMConfig, ExpectedView | None]:
+        """The VM for a request, and the guest view its topology implies (if it has one).
+
+        The machine is the marker's, else the topology's, else the lane's. Raises
+        MissingQemuFeature when this QEMU lacks a machine type or device model it needs.
+        """
+        topo = load_topology(topology) if topology else None
+        mach = load_machine(machine or (topo.machine if topo else None) or self.lane.machine)
+        view = expected_view(topo, mach) if topo else None
+        self._require(mach, topo)
+        microvm = mach.type == "microvm"
+        transport = "virtio_mmio" if microvm else "virtio_pci"
+        wanted = (transport, *mach.modules, "virtio_net", *modules)
         return VMConfig(
             qemu=self.qemu_path,
             kernel=self.kernel.image,
             initrd=self.image.initrd,
             accel=self.accel.accel,
-            machine=self.lane.machine,
+            machine=mach.type,
+            machine_options=mach.options,
             memory_mib=self.lane.memory_mib,
             cpus=self.lane.cpus,
-            cmdline=(*self.append, *cmdline),
-            modules=(*base_modules, *(m for m in modules if m not in base_modules)),
-            qemu_args=qemu_args,
-            labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec))),
-        )
+            cmdline=(*mach.cmdline, *self.append, *cmdline),
+            modules=tuple(dict.fromkeys(wanted)),
+            platform_args=tuple(viommu_args(mach)),
+            qemu_args=(*(topology_args(view) if view else ()), *qemu_args),
+            nic_model="virtio-net-device" if microvm else "virtio-net-pci",
+            labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec)),
+                    ("machine", mach.name), ("topology", topo.name if topo else "")),
+        ), view
+
+    def _require(self, machine: Machine, topo: Topology | None) -> None:
+        info = self.qemu_info
+        where = f"QEMU {info.version} ({info.binary})"
+        if not info.has_machine(machine.type):
+            raise MissingQemuFeature(f"{where} has no machine type {machine.type!r} (machine "
+                                     f"{machine.name}); use another QEMU with --qemu")
+        needed = [d.model.name for d in topo.devices] if topo else []
+        if machine.viommu:
+            needed.append("virtio-iommu-pci" if machine.viommu == "virtio-iommu"
+                          else machine.viommu)
+        missing = sorted({n for n in needed if not info.has_device(n)})
+        if missing:
+            for_what = f"topology {topo.name}" if topo else f"machine {machine.name}"
+            raise MissingQemuFeature(f"{where} has no device {', '.join(missing)} (needed by "
+                                     f"{for_what}); use a QEMU that has it (--qemu)")

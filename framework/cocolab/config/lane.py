@@ -14,7 +14,6 @@ from cocolab.paths import CONFIGS_DIR
 
 ACCELS = ("auto", "kvm", "tcg")
 CC_KINDS = ("", "tdx", "snp")
-MACHINES = ("q35", "pc", "microvm")
 
 
 @dataclass(frozen=True)
@@ -74,9 +73,11 @@ def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
     if data.get("accel", "auto") not in ACCELS:
         raise ConfigError(f"{source}: key 'accel' is {data['accel']!r}; choose one of "
                           f"{', '.join(ACCELS)}")
-    if data.get("machine", "q35") not in MACHINES:
-        raise ConfigError(f"{source}: key 'machine' is {data['machine']!r}; choose one of "
-                          f"{', '.join(MACHINES)}")
+    if "machine" in data:
+        from cocolab.topology.schema import machine_names
+        if data["machine"] not in machine_names():
+            raise ConfigError(f"{source}: key 'machine' is {data['machine']!r}; choose one of "
+                              f"{', '.join(machine_names())} (qemu-configs/machines/)")
     if data.get("cc", "") not in CC_KINDS:
         raise ConfigError(f"{source}: key 'cc' is {data['cc']!r}; choose one of "
                           f"{', '.join(repr(k) for k in CC_KINDS)}")

@@ -16,6 +16,10 @@ MARKERS = {
     "modules(*names)": "kernel modules the guest's /init loads before sshd",
     "kconfig(*options)": "skip unless the kernel config has each option: 'NAME' (=y or =m), "
                          "'NAME=y', 'NAME=m' or 'NAME=n' (not set)",
+    "topology(name)": "boot on this topology from qemu-configs/topologies/ (verified in the "
+                      "guest before the test runs)",
+    "machine(name)": "boot this machine from qemu-configs/machines/ (default: the topology's, "
+                     "else the lane's)",
     "fresh_vm": "boot a VM for this test alone instead of sharing one",
     "destructive": "the test kills its guest on purpose; runs only with --destructive",
 }
@@ -30,14 +34,20 @@ class VMRequest:
     cmdline: tuple[str, ...] = ()
     qemu_args: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
+    machine: str | None = None
+    topology: str | None = None
     fresh: bool = False
 
     def key(self) -> str:
-        text = repr((self.cmdline, self.qemu_args, self.modules))
+        text = repr((self.cmdline, self.qemu_args, self.modules, self.machine, self.topology))
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def describe(self) -> str:
         parts = []
+        if self.topology:
+            parts.append(f"topology: {self.topology}")
+        if self.machine:
+            parts.append(f"machine: {self.machine}")
         if self.cmdline:
             parts.append("cmdline: " + " ".join(self.cmdline))
         if self.qemu_args:
@@ -59,11 +69,23 @@ def _strings(item: pytest.Item, name: str) -> tuple[str, ...]:
     return tuple(words)
 
 
+def _one(item: pytest.Item, name: str) -> str | None:
+    mark = item.get_closest_marker(name)
+    if mark is None:
+        return None
+    if len(mark.args) != 1 or mark.kwargs or not isinstance(mark.args[0], str):
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name} takes one name: "
+                                f"@pytest.mark.{name}(\"NAME\")")
+    return mark.args[0]
+
+
 def vm_request(item: pytest.Item) -> VMRequest:
     return VMRequest(
         cmdline=_strings(item, "cmdline"),
         qemu_args=_strings(item, "qemu_args"),
         modules=_strings(item, "modules"),
+        machine=_one(item, "machine"),
+        topology=_one(item, "topology"),
         fresh=item.get_closest_marker("fresh_vm") is not None,
     )
 

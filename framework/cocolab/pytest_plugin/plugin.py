@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cocolab.errors import CocolabError, ConfigError, VMError
+from cocolab.errors import CocolabError, ConfigError, MissingQemuFeature, VMError
 from cocolab.guest.cc import CCProof, cc_proof
 from cocolab.options import OPTIONS
 from cocolab.pytest_plugin.bundle import write_bundle
@@ -132,9 +132,13 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     try:
         _kernel_gate(item, rig)
         rig.accel, rig.image  # noqa: B018 - resolve the host side first: one clear error
+        rig.plan(vm_req.cmdline, vm_req.qemu_args, vm_req.modules, vm_req.machine,
+                 vm_req.topology)  # a bad machine/topology or a QEMU lacking a device
     except BaseException as exc:
         if not vm_req.fresh:
             pool.release(vm_req)  # this test will not use its share of the VM
+        if isinstance(exc, MissingQemuFeature):
+            pytest.skip(str(exc))
         if isinstance(exc, CocolabError) and not isinstance(exc, VMError):
             # The host, the kernel or the config cannot give this test a VM: an error, in
             # one line, for every test that needs one.

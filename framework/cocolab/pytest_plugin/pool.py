@@ -41,18 +41,25 @@ class VMPool:
     def _new_vm(self, request: VMRequest) -> VM:
         self._boots += 1
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        config = self.rig.vm_config(request.cmdline, request.qemu_args, request.modules)
+        config, view = self.rig.plan(request.cmdline, request.qemu_args, request.modules,
+                                     request.machine, request.topology)
         name = f"{worker}-{self._boots:03d}-{request.key()}"
         return VM(config, self.workdir / name, self.rig.kernel, self.rig.image.ssh_key,
-                  name=name)
+                  name=name, topology=view)
 
     def boot(self, request: VMRequest, nodeid: str) -> VM:
-        """A new VM for `request`, launched; a boot failure is remembered and re-raised."""
+        """A new VM for `request`, launched and, if it declares a topology, verified.
+
+        A boot or verification failure is remembered and re-raised.
+        """
         vm = self._new_vm(request)
         try:
             vm.launch(self.rig.options.boot_timeout)
+            if vm.expected is not None:
+                vm.topology.verify()
         except VMError as exc:
             self.failures[request.key()] = BootFailure(nodeid, exc, vm.workdir)
+            vm.shutdown()
             raise
         return vm
 

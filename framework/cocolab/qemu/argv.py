@@ -34,7 +34,10 @@ class VMConfig:
     """Extra kernel command line words (lane, --append, markers), in that order."""
     modules: tuple[str, ...] = ("virtio_pci", "virtio_net")
     """Modules /init loads before starting sshd."""
+    platform_args: tuple[str, ...] = ()
+    """Devices the machine implies (its vIOMMU), placed before every other device."""
     qemu_args: tuple[str, ...] = ()
+    """Topology devices, then a test's own QEMU arguments."""
     nic_model: str = "virtio-net-pci"
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
     """Free-form (key, value) notes for reports; not part of the VM's identity."""
@@ -81,7 +84,7 @@ def base_args(config: VMConfig) -> list[str]:
 def machine_args(config: VMConfig) -> list[str]:
     machine = ",".join([config.machine, *config.machine_options])
     return ["-machine", machine, "-accel", config.accel, "-cpu", config.cpu,
-            "-m", f"{config.memory_mib}M", "-smp", str(config.cpus)]
+            "-m", f"{config.memory_mib}M", "-smp", str(config.cpus), *config.platform_args]
 
 
 def boot_args(config: VMConfig, token: str) -> list[str]:

@@ -32,9 +32,11 @@ from cocolab.guest.dmesg import Dmesg
 from cocolab.guest.iomem import IOMem
 from cocolab.guest.pci import PCI
 from cocolab.guest.probe import Probe
+from cocolab.guest.topology import GuestTopology
 from cocolab.host.process import kill_qemu, start_qemu
 from cocolab.kernel import Kconfig, Kernel
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
+from cocolab.topology import ExpectedView
 from cocolab.vm.console import Console
 from cocolab.vm.ssh import SSH, CommandResult
 
@@ -62,8 +64,10 @@ class VM:
     """One QEMU guest booted from `config`. Use as a context manager."""
 
     def __init__(self, config: VMConfig, workdir: Path, kernel: Kernel, ssh_key: Path,
-                 name: str = "vm"):
+                 name: str = "vm", topology: ExpectedView | None = None):
         self.config = config
+        self.expected = topology
+        """What the guest should enumerate, when the VM was built from a topology."""
         self.workdir = workdir
         self.kernel = kernel
         self.ssh_key = ssh_key
@@ -306,6 +310,14 @@ class VM:
     def probe(self) -> Probe:
         """vm.probe(op, *args): one cocolab-probe call in the guest, as a ProbeResult."""
         return Probe(self)
+
+    @cached_property
+    def topology(self) -> GuestTopology:
+        """The declared topology, checkable against the guest: vm.topology.verify()."""
+        if self.expected is None:
+            raise VMStateError(f"{self.name} was not booted from a topology "
+                               "(@pytest.mark.topology)")
+        return GuestTopology(self, self.expected)
 
     @cached_property
     def pci(self) -> PCI:

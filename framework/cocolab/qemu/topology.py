@@ -1,0 +1,61 @@
+"""-device arguments for a machine's vIOMMU and a topology. Pure, like argv.py."""
+
+from __future__ import annotations
+
+from cocolab.topology import ExpectedView, Machine
+from cocolab.topology.models import Kind
+
+
+def _onoff(value: object) -> str:
+    return "on" if value else "off"
+
+
+def viommu_args(machine: Machine) -> list[str]:
+    if not machine.viommu:
+        return []
+    model = "virtio-iommu-pci" if machine.viommu == "virtio-iommu" else machine.viommu
+    # first among -device options: QEMU wants the vIOMMU before the PCI devices it translates
+    return ["-device", ",".join([model, *machine.viommu_options])]
+
+
+def _props(view: ExpectedView, ident: str) -> list[str]:
+    dev = view.topology.device(ident)
+    out = []
+    for key, value in dev.props:
+        if key == "chassis":
+            out.append(f"chassis_nr={value}" if dev.model.kind is Kind.PCI_BRIDGE
+                       else f"chassis={value}")
+        elif key == "acs":
+            out.append(f"disable-acs={_onoff(not value)}")
+        elif isinstance(value, bool):
+            out.append(f"{key}={_onoff(value)}")
+        else:
+            out.append(f"{key}={value}")
+    return out
+
+
+def topology_args(view: ExpectedView) -> list[str]:
+    """Backends first (netdevs, block nodes), then devices in declaration order."""
+    machine = view.machine
+    backends: list[str] = []
+    devices: list[str] = []
+    for index, dev in enumerate(view.topology.devices):
+        opts = [dev.model.name, f"id={dev.id}"]
+        if dev.model.kind is Kind.USB_DEVICE:
+            opts.append(f"bus={dev.bus}.0")
+        else:
+            placed = view.placed[dev.id]
+            opts += [f"bus={dev.bus or machine.root_bus}", f"addr={placed.addr}"]
+            if dev.multifunction:
+                opts.append("multifunction=on")
+        opts += _props(view, dev.id)
+        if dev.model.nic:
+            backends += ["-netdev", f"user,id={dev.id}-net,restrict=on"]
+            opts += [f"netdev={dev.id}-net", f"mac=52:54:00:cc:00:{index + 1:02x}"]
+        if dev.model.drive:
+            backends += ["-blockdev", f"driver=null-co,node-name={dev.id}-blk,size=67108864"]
+            opts.append(f"drive={dev.id}-blk")
+            if dev.model.name == "nvme":
+                opts.append(f"serial=cocolab-{dev.id}")
+        devices += ["-device", ",".join(opts)]
+    return backends + devices

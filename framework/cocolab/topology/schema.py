@@ -1,0 +1,280 @@
+"""Machines and topologies from qemu-configs/, validated: every error names file, key, choices.
+
+    qemu-configs/machines/NAME.toml    machine type, vIOMMU, the cmdline and modules it implies
+    qemu-configs/topologies/NAME.toml  a tree of PCI devices (and USB devices on an xHCI)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cocolab.errors import ConfigError
+from cocolab.paths import CONFIGS_DIR
+from cocolab.topology.models import MODELS, Kind, Model
+
+MACHINE_TYPES = ("q35", "pc", "microvm")
+VIOMMUS = ("", "intel-iommu", "amd-iommu", "virtio-iommu")
+_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_ADDR = re.compile(r"^([0-9a-fA-F]{1,2})(?:\.([0-7]))?$")
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    source: str
+    type: str = "q35"
+    description: str = ""
+    options: tuple[str, ...] = ()
+    viommu: str = ""
+    viommu_options: tuple[str, ...] = ()
+    cmdline: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+
+    @property
+    def root_bus(self) -> str:
+        return {"q35": "pcie.0", "pc": "pci.0", "microvm": "pcie.0"}[self.type]
+
+    @property
+    def root_is_pcie(self) -> bool:
+        return self.type in ("q35", "microvm")
+
+    @property
+    def has_pci(self) -> bool:
+        return self.type != "microvm" or "pcie=on" in self.options
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    model: Model
+    bus: str | None
+    """The id of the parent device, or None for the machine's root bus (or, for USB, the
+    xHCI controller)."""
+    slot: int | None
+    function: int | None
+    multifunction: bool
+    props: tuple[tuple[str, Any], ...]
+
+    def prop(self, name: str, default: Any = None) -> Any:
+        return dict(self.props).get(name, default)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    source: str
+    machine: str
+    description: str
+    devices: tuple[Device, ...]
+
+    def device(self, ident: str) -> Device:
+        for dev in self.devices:
+            if dev.id == ident:
+                return dev
+        raise KeyError(ident)
+
+
+def _check_keys(data: dict[str, Any], allowed: dict[str, type | tuple[type, ...]],
+                where: str) -> None:
+    for key, value in data.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: "
+                              f"{', '.join(sorted(allowed))}")
+        want = allowed[key]
+        if not isinstance(value, want) or (isinstance(value, bool) and want is int):
+            names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ConfigError(f"{where}: key {key!r} must be {names}, not "
+                              f"{type(value).__name__}")
+
+
+def _strings(data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: key {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _names(kind: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS_DIR / kind).glob("*.toml"))
+
+
+def _path(kind: str, name: str, what: str) -> Path:
+    path = Path(name) if name.endswith(".toml") else CONFIGS_DIR / kind / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"{what} {name!r}: no such {what}; choose one of "
+                          f"{', '.join(_names(kind))} or give a path to a .toml file")
+    return path
+
+
+def machine_names() -> list[str]:
+    return _names("machines")
+
+
+def topology_names() -> list[str]:
+    return _names("topologies")
+
+
+def load_machine(name: str) -> Machine:
+    path = _path("machines", name, "machine")
+    return parse_machine(path.stem, _read(path), str(path))
+
+
+def parse_machine(name: str, data: dict[str, Any], source: str) -> Machine:
+    _check_keys(data, {"type": str, "description": str, "options": list, "viommu": str,
+                       "viommu_options": list, "cmdline": list, "modules": list}, source)
+    mtype = data.get("type", "q35")
+    if mtype not in MACHINE_TYPES:
+        raise ConfigError(f"{source}: key 'type' is {mtype!r}; choose one of "
+                          f"{', '.join(MACHINE_TYPES)}")
+    viommu = data.get("viommu", "")
+    if viommu not in VIOMMUS:
+        raise ConfigError(f"{source}: key 'viommu' is {viommu!r}; choose one of "
+                          f"{', '.join(repr(v) for v in VIOMMUS)}")
+    if viommu in ("intel-iommu", "amd-iommu") and mtype != "q35":
+        raise ConfigError(f"{source}: key 'viommu': {viommu} needs type q35, not {mtype}")
+    return Machine(
+        name=name, source=source, type=mtype, description=data.get("description", ""),
+        options=_strings(data, "options", source), viommu=viommu,
+        viommu_options=_strings(data, "viommu_options", source),
+        cmdline=_strings(data, "cmdline", source), modules=_strings(data, "modules", source))
+
+
+_DEVICE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "id": str, "model": str, "bus": str, "addr": str, "multifunction": bool,
+    "chassis": int, "slot": int, "shpc": bool, "acs": bool,
+    "iommu_platform": bool, "disable-legacy": bool, "disable-modern": bool,
+}
+_PROP_TYPES = {"chassis": int, "slot": int, "shpc": bool, "acs": bool,
+               "iommu_platform": bool, "disable-legacy": bool, "disable-modern": bool}
+
+
+def load_topology(name: str) -> Topology:
+    path = _path("topologies", name, "topology")
+    return parse_topology(path.stem, _read(path), str(path))
+
+
+def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
+    _check_keys(data, {"description": str, "machine": str, "device": list}, source)
+    devices = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data.get("device", [])):
+        where = f"{source}: device[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table ([[device]])")
+        _check_keys(raw, _DEVICE_KEYS, where)
+        ident = raw.get("id")
+        if ident is None:
+            raise ConfigError(f"{where}: key 'id' is missing")
+        where = f"{source}: device {ident!r}"
+        if not _ID.match(ident):
+            raise ConfigError(f"{where}: key 'id' must be lower-case letters, digits and '-'")
+        if ident in seen:
+            raise ConfigError(f"{where}: key 'id' repeats an earlier device's id")
+        seen.add(ident)
+        model_name = raw.get("model")
+        if model_name not in MODELS:
+            raise ConfigError(f"{where}: key 'model' is {model_name!r}; choose one of "
+                              f"{', '.join(sorted(MODELS))}")
+        model = MODELS[model_name]
+        props = {k: v for k, v in raw.items() if k in _PROP_TYPES}
+        for key in props:
+            if key not in model.props:
+                valid = ", ".join(sorted(model.props)) or "none"
+                raise ConfigError(f"{where}: key {key!r} does not apply to {model_name}; its "
+                                  f"properties: {valid}")
+        slot = function = None
+        if "addr" in raw:
+            m = _ADDR.match(raw["addr"])
+            if not m or int(m.group(1), 16) > 31:
+                raise ConfigError(f"{where}: key 'addr' is {raw['addr']!r}; write SLOT or "
+                                  "SLOT.FUNCTION in hex, slot 00-1f, function 0-7 (e.g. '05.1')")
+            slot, function = int(m.group(1), 16), int(m.group(2) or 0)
+        if model.kind is Kind.PCI_BRIDGE and "chassis" not in props:
+            raise ConfigError(f"{where}: a pci-bridge needs key 'chassis' (a number unique "
+                              "among bridges and ports)")
+        if model.kind in (Kind.ROOT_PORT, Kind.SWITCH_DOWN) and "chassis" not in props:
+            raise ConfigError(f"{where}: a {model_name} needs key 'chassis' (with 'slot', "
+                              "unique among ports)")
+        devices.append(Device(ident, model, raw.get("bus"), slot, function,
+                              raw.get("multifunction", False), tuple(sorted(props.items()))))
+    machine = data.get("machine", "q35")
+    topo = Topology(name, source, machine, data.get("description", ""), tuple(devices))
+    _check_tree(topo)
+    return topo
+
+
+def _check_tree(topo: Topology) -> None:
+    by_id = {d.id: d for d in topo.devices}
+    ports: set[tuple[int, int]] = set()
+    for dev in topo.devices:
+        where = f"{topo.source}: device {dev.id!r}"
+        parent = by_id.get(dev.bus) if dev.bus else None
+        if dev.bus and parent is None:
+            raise ConfigError(f"{where}: key 'bus' is {dev.bus!r}, which is no device here; "
+                              f"buses: the root (leave 'bus' out) or one of "
+                              f"{', '.join(d.id for d in topo.devices if d.model.kind.is_bridge or d.model.kind is Kind.USB_HOST) or 'none'}")
+        kind = dev.model.kind
+        if kind is Kind.USB_DEVICE:
+            if parent is None or parent.model.kind is not Kind.USB_HOST:
+                raise ConfigError(f"{where}: key 'bus' must name a qemu-xhci controller for a "
+                                  f"USB device ({dev.model.name})")
+            continue
+        if parent is not None and not parent.model.kind.is_bridge:
+            raise ConfigError(f"{where}: key 'bus' is {dev.bus!r}, a {parent.model.name}, "
+                              "which has no bus for devices")
+        pkind = parent.model.kind if parent else None
+        if kind is Kind.ROOT_PORT and parent is not None:
+            raise ConfigError(f"{where}: a pcie-root-port goes on the root bus (no 'bus' key)")
+        if kind is Kind.SWITCH_UP and pkind not in (Kind.ROOT_PORT, Kind.SWITCH_DOWN):
+            raise ConfigError(f"{where}: key 'bus' of an x3130-upstream must name a "
+                              "pcie-root-port or xio3130-downstream")
+        if kind is Kind.SWITCH_DOWN and pkind is not Kind.SWITCH_UP:
+            raise ConfigError(f"{where}: key 'bus' of an xio3130-downstream must name an "
+                              "x3130-upstream")
+        if pkind is Kind.SWITCH_UP and kind is not Kind.SWITCH_DOWN:
+            raise ConfigError(f"{where}: only xio3130-downstream ports go below an "
+                              "x3130-upstream")
+        if kind is Kind.PCIE_PCI_BRIDGE and pkind in (Kind.PCI_BRIDGE, Kind.PCIE_PCI_BRIDGE):
+            raise ConfigError(f"{where}: a pcie-pci-bridge needs a PCIe bus, not a bridge's "
+                              "conventional bus")
+        if pkind is not None and pkind.is_port and dev.slot not in (None, 0):
+            raise ConfigError(f"{where}: key 'addr': below a PCIe port the only slot is 00")
+        if kind in (Kind.ROOT_PORT, Kind.SWITCH_DOWN):
+            key = (dev.prop("chassis"), dev.prop("slot", 0))
+            if key in ports:
+                raise ConfigError(f"{where}: keys 'chassis'/'slot' {key} repeat another port's")
+            ports.add(key)
+    _check_functions(topo)
+
+
+def _check_functions(topo: Topology) -> None:
+    slots: dict[tuple[str | None, int], dict[int, Device]] = {}
+    for dev in topo.devices:
+        if dev.slot is None or dev.model.kind is Kind.USB_DEVICE:
+            continue
+        fns = slots.setdefault((dev.bus, dev.slot), {})
+        assert dev.function is not None
+        if dev.function in fns:
+            raise ConfigError(f"{topo.source}: device {dev.id!r}: key 'addr' "
+                              f"{dev.slot:02x}.{dev.function} is already {fns[dev.function].id!r}'s")
+        fns[dev.function] = dev
+    for (_, slot), fns in slots.items():
+        if len(fns) > 1:
+            if 0 not in fns:
+                first = min(fns.values(), key=lambda d: d.function or 0)
+                raise ConfigError(f"{topo.source}: device {first.id!r}: slot {slot:02x} has "
+                                  "functions but no function 0")
+            if not fns[0].multifunction:
+                raise ConfigError(f"{topo.source}: device {fns[0].id!r}: slot {slot:02x} has "
+                                  "several functions; set multifunction = true on function 0")

@@ -1,0 +1,53 @@
+"""Every shipped topology boots on the lane's kernel and the guest enumerates what it declares.
+
+The plugin verifies a topology once per booted VM before any test uses it; these tests make the
+check explicit and show that a wrong declaration is caught, with a readable diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cocolab.errors import TopologyError
+from cocolab.topology import topology_names
+from cocolab.vm import VM
+
+ALL = [pytest.param(name, marks=pytest.mark.topology(name)) for name in topology_names()]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_topology_matches_the_guest(vm: VM, name: str) -> None:
+    assert vm.expected is not None and vm.expected.topology.name == name
+    vm.topology.verify()
+
+
+@pytest.mark.topology("shared-group")
+def test_a_wrong_declaration_is_caught_with_a_diff(vm: VM) -> None:
+    view = vm.topology.view
+    assert view.groups is not None
+    # Pretend the two NICs were isolated from each other and from their bridge.
+    wrong = dataclasses.replace(view, groups=(frozenset({"br0"}), frozenset({"nic-a"}),
+                                              frozenset({"nic-b"})))
+    from cocolab.guest.topology import GuestTopology
+    with pytest.raises(TopologyError) as info:
+        GuestTopology(vm, wrong).verify()
+    text = str(info.value)
+    assert "expected: {br0} {nic-a} {nic-b}" in text
+    assert "guest:    {br0, nic-a, nic-b}" in text
+
+
+@pytest.mark.topology("usb-xhci")
+def test_usb_devices_enumerate_on_the_xhci(vm: VM) -> None:
+    vm.run("modprobe xhci_pci", check=True)
+    # the hub reports its ports asynchronously: wait up to 20 s for all three
+    wanted = ("QEMU USB Keyboard", "QEMU USB Tablet", "QEMU USB HARDDRIVE")
+    script = ("for i in $(seq 100); do n=0; for p in " +
+              " ".join(f"'{w}'" for w in wanted) +
+              "; do grep -qx \"$p\" /sys/bus/usb/devices/*/product 2>/dev/null && "
+              "n=$((n+1)); done; [ $n = 3 ] && break; sleep 0.2; done; "
+              "cat /sys/bus/usb/devices/*/product")
+    products = vm.run(script, check=True).stdout.splitlines()
+    for name in wanted:
+        assert name in products
