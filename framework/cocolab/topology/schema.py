@@ -221,9 +221,11 @@ def _check_tree(topo: Topology) -> None:
         where = f"{topo.source}: device {dev.id!r}"
         parent = by_id.get(dev.bus) if dev.bus else None
         if dev.bus and parent is None:
+            buses = [d.id for d in topo.devices
+                     if d.model.kind.is_bridge or d.model.kind is Kind.USB_HOST]
             raise ConfigError(f"{where}: key 'bus' is {dev.bus!r}, which is no device here; "
                               f"buses: the root (leave 'bus' out) or one of "
-                              f"{', '.join(d.id for d in topo.devices if d.model.kind.is_bridge or d.model.kind is Kind.USB_HOST) or 'none'}")
+                              f"{', '.join(buses) or 'none'}")
         kind = dev.model.kind
         if kind is Kind.USB_DEVICE:
             if parent is None or parent.model.kind is not Kind.USB_HOST:
@@ -266,8 +268,9 @@ def _check_functions(topo: Topology) -> None:
         fns = slots.setdefault((dev.bus, dev.slot), {})
         assert dev.function is not None
         if dev.function in fns:
+            other = fns[dev.function].id
             raise ConfigError(f"{topo.source}: device {dev.id!r}: key 'addr' "
-                              f"{dev.slot:02x}.{dev.function} is already {fns[dev.function].id!r}'s")
+                              f"{dev.slot:02x}.{dev.function} is already {other!r}'s")
         fns[dev.function] = dev
     for (_, slot), fns in slots.items():
         if len(fns) > 1:
