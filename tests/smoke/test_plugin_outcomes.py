@@ -67,3 +67,19 @@ def test_a_failing_test_leaves_a_bundle_that_relaunches_its_vm(inner, tmp_path: 
     relaunch = (bundle / "relaunch.sh").read_text()
     assert "cocolab.bundle=1" in relaunch and "restrict=on" in relaunch
     assert (bundle / "argv.txt").read_text().startswith("/")
+
+
+def test_a_device_this_qemu_lacks_is_a_skip_that_names_it(inner, tmp_path: Path,
+                                                          cocolab_rig) -> None:
+    if cocolab_rig.qemu_info.has_device("igb"):
+        pytest.skip(f"QEMU {cocolab_rig.qemu_info.version} has igb; nothing to show here")
+    topo = tmp_path / "with-igb.toml"
+    topo.write_text('machine = "q35"\n[[device]]\nid = "nic"\nmodel = "igb"\n')
+    result = inner(f"""
+        import pytest
+        @pytest.mark.topology({str(topo)!r})
+        def test_needs_igb(vm): pass
+    """)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*QEMU * has no device igb (needed by topology "
+                                 "with-igb); use a QEMU that has it (--qemu)*"])
