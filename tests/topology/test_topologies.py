@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 
 from cocolab.errors import TopologyError
-from cocolab.topology import topology_names
+from cocolab.topology import machine_names, topology_names
 from cocolab.vm import VM
 
 ALL = [pytest.param(name, marks=pytest.mark.topology(name)) for name in topology_names()]
@@ -51,3 +51,13 @@ def test_usb_devices_enumerate_on_the_xhci(vm: VM) -> None:
     products = vm.run(script, check=True).stdout.splitlines()
     for name in wanted:
         assert name in products
+
+
+MACHINES = [pytest.param(m, marks=[pytest.mark.machine(m), pytest.mark.topology("flat")])
+            for m in machine_names()]
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_every_machine_boots_the_flat_topology(vm: VM, machine: str) -> None:
+    assert vm.expected is not None and vm.expected.machine.name == machine
+    vm.topology.verify()

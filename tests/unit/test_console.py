@@ -104,3 +104,11 @@ def test_expect_times_out_with_pexpect_timeout(pair) -> None:
     console, _ = pair
     with pytest.raises(pexpect.TIMEOUT):
         console.expect([b"never"], Deadline(0.3))
+
+
+def test_expect_reports_what_it_matched(pair) -> None:
+    console, guest = pair
+    guest.sendall(b"COCOLAB FAILED no NIC with MAC 52:54:00:12:34:56\r\n")
+    index = console.expect([b"COCOLAB READY t", rb"COCOLAB FAILED ([^\r\n]*)"], Deadline(5))
+    assert index == 1
+    assert console.last_match == "no NIC with MAC 52:54:00:12:34:56"

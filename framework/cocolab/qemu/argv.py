@@ -106,9 +106,12 @@ def qmp_args(runtime: Runtime) -> list[str]:
 def netdev_args(config: VMConfig, host_port: int = 0) -> list[str]:
     # restrict=on: the guest reaches nothing outside. Port 0 lets the host kernel pick a free
     # port (race-free under xdist); cocolab reads it back with 'info usernet'.
+    device = f"{config.nic_model},netdev=net0,mac={NIC_MAC}"
+    if config.nic_model.endswith("-pci"):
+        device += ",romfile="  # no option ROM: nothing boots from the network
     return ["-netdev",
             f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_SSH_PORT}",
-            "-device", f"{config.nic_model},netdev=net0,mac={NIC_MAC},romfile="]
+            "-device", device]
 
 
 def build_argv(config: VMConfig, runtime: Runtime) -> list[str]:

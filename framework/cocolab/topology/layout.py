@@ -62,7 +62,8 @@ class ExpectedView:
     placed: dict[str, Placed]
     """PCI functions by device id (USB devices are not PCI functions)."""
     groups: tuple[frozenset[str], ...] | None
-    """IOMMU groups as sets of device ids; None when the machine has no vIOMMU."""
+    """IOMMU groups as sets of device ids; None when the machine's guest forms none at boot
+    (no vIOMMU, or virtio-iommu: see Machine.groups_at_boot)."""
     parents: dict[str, str | None] = field(default_factory=dict)
 
     def under_port(self, ident: str) -> bool:
@@ -150,7 +151,7 @@ def expected_view(topo: Topology, machine: Machine) -> ExpectedView:
 
     scan(None, 0)
     parents = {d.id: d.bus for d in topo.devices}
-    groups = _groups(topo, placed, order) if machine.viommu else None
+    groups = _groups(topo, placed, order) if machine.groups_at_boot else None
     return ExpectedView(topo, machine, placed, groups, parents)
 
 

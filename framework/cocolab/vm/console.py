@@ -70,6 +70,8 @@ class Console:
         self._wanted = threading.Event()
         self._stop = threading.Event()
         self.crash_line: str | None = None
+        self.last_match = ""
+        """What expect() matched last (its first group, if the pattern has one)."""
         self.eof = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="cocolab-console", daemon=True)
         self._thread.start()
@@ -123,6 +125,11 @@ class Console:
                 self._note_crash(index - len(patterns))
                 raise GuestCrashed(f"guest crashed: {self.crash_line}",
                                    crash_line=self.crash_line or "", console_tail=self.tail())
+            match = spawn.match
+            groups = match.groups() if match is not None and hasattr(match, "groups") else ()
+            self.last_match = (groups[0].decode(errors="replace") if groups
+                               else spawn.after.decode(errors="replace")
+                               if isinstance(spawn.after, bytes) else "")
             return index
 
     def run(self, command: str, timeout: float = 30.0) -> ConsoleResult:

@@ -192,7 +192,12 @@ class VM:
     def _wait_ready(self, token: str, deadline: Deadline) -> None:
         assert self._console is not None
         try:
-            self._console.expect([f"COCOLAB READY {token}".encode()], deadline)
+            index = self._console.expect([f"COCOLAB READY {token}".encode(),
+                                          rb"COCOLAB FAILED ([^\r\n]*)"], deadline)
+            if index == 1:
+                spawn_match = self._console.last_match
+                raise BootError(f"the guest's /init gave up: {spawn_match}",
+                                console_tail=self._console.tail(), argv=self.argv)
         except GuestCrashed as exc:
             exc.argv = self.argv
             raise
