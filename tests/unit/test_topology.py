@@ -98,9 +98,9 @@ def test_malformed_machines_name_file_and_key(data, message) -> None:
 
 
 def test_unknown_names_list_the_choices() -> None:
-    with pytest.raises(ConfigError, match="no such topology; choose one of .*shared-group"):
+    with pytest.raises(ConfigError, match=r"no such topology; choose one of .*shared-group"):
         load_topology("nope")
-    with pytest.raises(ConfigError, match="no such machine; choose one of .*q35-intel-iommu"):
+    with pytest.raises(ConfigError, match=r"no such machine; choose one of .*q35-intel-iommu"):
         load_machine("nope")
 
 
