@@ -111,6 +111,28 @@ class PCI:
     def bind(self, bdf: str, driver: str) -> SysfsWrite:
         return self.write_attr(f"/sys/bus/pci/drivers/{driver}/bind", bdf)
 
+    def driver_override(self, bdf: str, driver: str | None) -> SysfsWrite:
+        """Set (or with None clear) which driver alone may bind the device."""
+        return self.write_attr(f"{SYSFS}/{bdf}/driver_override", driver or "")
+
+    def drivers_probe(self, bdf: str) -> SysfsWrite:
+        """Ask the PCI core to find a driver for the device (/sys/bus/pci/drivers_probe)."""
+        return self.write_attr("/sys/bus/pci/drivers_probe", bdf)
+
+    def use(self, bdf: str, driver: str) -> SysfsWrite:
+        """Move the device to `driver`: unbind, override, bind. Returns the bind's outcome."""
+        if self.driver_of(bdf) == driver:
+            return SysfsWrite(f"/sys/bus/pci/drivers/{driver}/bind", True)
+        unbound = self.unbind(bdf)
+        if not unbound.ok:
+            return unbound
+        self.driver_override(bdf, driver)
+        return self.bind(bdf, driver)
+
+    def iommu_group(self, bdf: str) -> str | None:
+        r = self._vm.run(f"readlink {SYSFS}/{bdf}/iommu_group")
+        return r.stdout.strip().rsplit("/", 1)[-1] if r.ok else None
+
 
 @dataclass(frozen=True)
 class PciBar:

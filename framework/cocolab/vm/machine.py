@@ -33,6 +33,7 @@ from cocolab.guest.iomem import IOMem
 from cocolab.guest.pci import PCI
 from cocolab.guest.probe import Probe
 from cocolab.guest.topology import GuestTopology
+from cocolab.guest.vfio import VFIO
 from cocolab.host.process import kill_qemu, start_qemu
 from cocolab.kernel import Kconfig, Kernel
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
@@ -327,6 +328,10 @@ class VM:
     @cached_property
     def pci(self) -> PCI:
         return PCI(self)
+
+    @cached_property
+    def vfio(self) -> VFIO:
+        return VFIO(self)
 
     def iomem(self) -> IOMem:
         """/proc/iomem of the guest, read now (as root, so with real addresses)."""

@@ -1,0 +1,54 @@
+"""DMA ownership suite: shared fixtures.
+
+Rules (kernel-behaviors.md §3; Lu Baolu's "Fix BUG_ON in vfio_iommu_group_notifier()" series,
+mainline v5.19): a kernel driver's probe calls iommu_device_use_default_domain() from
+pci_dma_configure() unless the driver sets driver_managed_dma (vfio-pci, pci-stub, pcieport),
+and fails -EBUSY while user space owns the group; user space cannot claim a group
+(iommu_group_claim_dma_owner) while a kernel DMA driver is bound in it (-EPERM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cocolab.vm import VM
+
+HERE = Path(__file__).parent
+MODULES = pytest.mark.modules("e1000", "e1000e", "vfio_pci", "vfio_iommu_type1", "pci_stub")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # every guest of this suite loads the NIC drivers, VFIO and pci-stub at boot; added
+    # before the cocolab plugin keys VMs by their markers
+    for item in items:
+        if item.path.is_relative_to(HERE) and "vm" in getattr(item, "fixturenames", ()):
+            item.add_marker(MODULES)
+
+
+@pytest.fixture(autouse=True)
+def restore_drivers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests move devices between drivers; put every declared device back afterwards, so the
+    VM can be shared with the next test."""
+    if "vm" not in request.fixturenames:
+        yield
+        return
+    vm: VM = request.getfixturevalue("vm")
+    if vm.expected is None:
+        yield
+        return
+    before = {i: vm.pci.driver_of(p.bdf) for i, p in vm.expected.placed.items()}
+    yield
+    for ident, driver in before.items():
+        bdf = vm.expected.placed[ident].bdf
+        if vm.pci.driver_of(bdf) == driver:
+            continue
+        vm.pci.unbind(bdf)
+        vm.pci.driver_override(bdf, None)
+        if driver is not None:
+            vm.pci.driver_override(bdf, driver)
+            vm.pci.bind(bdf, driver).ok or pytest.fail(f"could not give {bdf} back to {driver}")
+            vm.pci.driver_override(bdf, None)
