@@ -28,7 +28,7 @@ from cocolab.vm import VM
 def _rig(args: argparse.Namespace) -> Rig:
     return Rig(RigOptions(
         lane=args.lane, kernel=args.kernel, kernel_config=args.kernel_config,
-        modules=args.modules, qemu=args.qemu, accel=args.accel,
+        modules=args.modules, qemu=args.qemu, accel=args.accel, firmware=args.firmware,
         append=tuple(w for a in args.append or [] for w in a.split()),
         boot_timeout=args.boot_timeout,
     ))

@@ -4,7 +4,8 @@
      ├── ConfigError            a lane, option or marker is wrong (names its source)
      ├── HostError              this host lacks something: QEMU, a package, an accelerator
      │    ├── AccelError        the chosen accelerator failed its canary boot
-     │    └── MissingQemuFeature  this QEMU lacks a device or machine a test needs (a skip)
+     │    ├── MissingQemuFeature  this QEMU lacks a device or machine a test needs (a skip)
+     │    └── MissingCCHost     this host cannot run a TDX/SNP guest (a skip, with every reason)
      ├── KernelError            a kernel could not be found, fetched or understood
      ├── ImageError             the guest initramfs could not be built
      └── VMError                a booted (or booting) VM misbehaved: this is the rig's side
@@ -39,6 +40,10 @@ class AccelError(HostError):
 
 class MissingQemuFeature(HostError):
     """This QEMU lacks a machine type or device model; tests that need it skip."""
+
+
+class MissingCCHost(HostError):
+    """This host cannot run the confidential guest a lane asks for; tests that need one skip."""
 
 
 class KernelError(CocolabError):

@@ -30,6 +30,9 @@ OPTIONS: tuple[Option, ...] = (
            "(default: beside it)", (("metavar", "DIR"),)),
     Option("--qemu", "qemu-system-x86_64 binary (env COCOLAB_QEMU; default: the lane's, "
            "else PATH)", (("metavar", "PATH"),)),
+    Option("--firmware", "firmware (-bios) for confidential lanes: an OVMF with TDVF or SEV "
+           "support (default: the lane's, else the usual distribution paths)",
+           (("metavar", "FILE"),)),
     Option("--accel", "accelerator: auto (KVM if a canary boot works, else TCG), kvm, tcg "
            "(env COCOLAB_ACCEL)", (("choices", ACCELS),)),
     Option("--append", "extra kernel command line for every guest (repeatable)",

@@ -7,16 +7,20 @@ Nothing is probed at construction; each fact is resolved (and cached) when first
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from cocolab.config import Lane, load_lane
-from cocolab.errors import MissingQemuFeature
+from cocolab.errors import ConfigError, HostError, MissingCCHost, MissingQemuFeature
 from cocolab.guest_image import GuestImage, build_guest_image
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
+from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
 from cocolab.qemu import VMConfig
+from cocolab.qemu.cc import cc_machine_options, cc_platform_args
 from cocolab.qemu.topology import topology_args, viommu_args
 from cocolab.topology import (
     ExpectedView,
@@ -51,6 +55,7 @@ class RigOptions:
     modules: str | None = None
     qemu: str | None = None
     accel: str | None = None
+    firmware: str | None = None
     append: tuple[str, ...] = ()
     boot_timeout: float = 120.0
 
@@ -66,6 +71,9 @@ class Rig:
                                  self.lane)
         self.accel_setting = pick(options.accel, "--accel", "COCOLAB_ACCEL", self.lane.accel,
                                   self.lane)
+        if self.lane.cc and load_machine(self.lane.machine).cc != self.lane.cc:
+            raise ConfigError(f"{self.lane.source}: key 'cc' is {self.lane.cc!r} but machine "
+                              f"{self.lane.machine!r} boots no {self.lane.cc} guest")
 
     @cached_property
     def kernel_spec(self) -> KernelSpec:
@@ -114,6 +122,7 @@ class Rig:
         mach = load_machine(machine or (topo.machine if topo else None) or self.lane.machine)
         view = expected_view(topo, mach) if topo else None
         self._require(mach, topo)
+        cc_options, cc_args = self._cc(mach)
         microvm = mach.type == "microvm"
         transport = "virtio_mmio" if microvm else "virtio_pci"
         wanted = (transport, *mach.modules, "virtio_net", *modules)
@@ -123,17 +132,52 @@ class Rig:
             initrd=self.image.initrd,
             accel=self.accel.accel,
             machine=mach.type,
-            machine_options=mach.options,
+            machine_options=(*mach.options, *cc_options),
             memory_mib=self.lane.memory_mib,
             cpus=self.lane.cpus,
             cmdline=(*mach.cmdline, *self.append, *cmdline),
             modules=tuple(dict.fromkeys(wanted)),
-            platform_args=tuple(viommu_args(mach)),
+            platform_args=(*cc_args, *viommu_args(mach)),
             qemu_args=(*(topology_args(view) if view else ()), *qemu_args),
             nic_model="virtio-net-device" if microvm else "virtio-net-pci",
             labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec)),
                     ("machine", mach.name), ("topology", topo.name if topo else "")),
         ), view
+
+    def firmware(self, kind: str) -> FirmwareSearch:
+        return find_firmware(kind, self.options.firmware, self.lane.firmware or None,
+                             self.lane.source)
+
+    @functools.cache  # noqa: B019 - one Rig per run; the answer does not change within it
+    def cc_problems(self, kind: str) -> list[str]:
+        """What keeps this host from booting a `kind` guest; empty when nothing does."""
+        try:
+            qemu: QemuInfo | None = self.qemu_info
+        except HostError:
+            qemu = None
+        try:
+            accel: AccelChoice | None = self.accel
+        except HostError as exc:
+            accel = AccelChoice("none", str(exc))
+        return host_problems(kind, root=Path("/"), qemu=qemu, accel=accel,
+                             firmware=self.firmware(kind))
+
+    def _cc(self, machine: Machine) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if not machine.cc:
+            return (), ()
+        problems = self.cc_problems(machine.cc)
+        if problems:
+            raise MissingCCHost(f"machine {machine.name} needs a {machine.cc.upper()} host: "
+                                + "; ".join(problems))
+        firmware = self.firmware(machine.cc).found
+        assert firmware is not None
+        cbit = host_cbit() if machine.cc == "snp" else None
+        if machine.cc == "snp" and cbit is None:
+            raise MissingCCHost("an SNP guest needs the host's C-bit position: /dev/cpu/0/cpuid "
+                                "is unreadable (modprobe cpuid; run as root)")
+        return (cc_machine_options(machine.cc),
+                cc_platform_args(machine.cc, memory_mib=self.lane.memory_mib,
+                                 firmware=firmware, cbit=cbit))
 
     def _require(self, machine: Machine, topo: Topology | None) -> None:
         info = self.qemu_info

@@ -13,7 +13,11 @@ CACHE = cache_root()  # now, before pytester points HOME at a temp dir
 
 
 @pytest.fixture
-def inner(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def inner(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+          cocolab_rig):
+    if cocolab_rig.lane.cc:
+        pytest.skip(f"the plugin's own outcomes are checked on non-confidential lanes; lane "
+                    f"{cocolab_rig.lane.name} is for {cocolab_rig.lane.cc} guests")
     monkeypatch.setenv("COCOLAB_CACHE", str(CACHE))  # the warm kernel and image cache
 
     def run(source: str, *args: str) -> pytest.RunResult:

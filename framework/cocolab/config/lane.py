@@ -30,11 +30,13 @@ class Lane:
     append: tuple[str, ...] = field(default=())
     cc: str = ""
     """'tdx' or 'snp' for a confidential-computing lane: its guests must prove it."""
+    firmware: str = ""
+    """-bios image for the lane's guests (CC lanes: searched in the usual places if empty)."""
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "description": str, "kernel": str, "machine": str, "accel": str, "qemu": str,
-    "memory_mib": int, "cpus": int, "append": list, "cc": str,
+    "memory_mib": int, "cpus": int, "append": list, "cc": str, "firmware": str,
 }
 
 

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from cocolab.errors import CocolabError, ConfigError, MissingQemuFeature, VMError
+from cocolab.errors import (
+    CocolabError,
+    ConfigError,
+    MissingCCHost,
+    MissingQemuFeature,
+    VMError,
+)
 from cocolab.guest.cc import CCProof, cc_proof
 from cocolab.options import OPTIONS
 from cocolab.pytest_plugin.bundle import write_bundle
@@ -55,6 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
         modules=config.getoption("cocolab_modules"),
         qemu=config.getoption("cocolab_qemu"),
         accel=config.getoption("cocolab_accel"),
+        firmware=config.getoption("cocolab_firmware"),
         append=tuple(w for a in config.getoption("cocolab_append") or [] for w in a.split()),
         boot_timeout=config.getoption("cocolab_boot_timeout"),
     )
@@ -111,6 +118,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                     "to run it")
 
 
+def _lane_gate(rig: Rig) -> None:
+    """A confidential lane boots nothing on a host that cannot run its guests: every VM test
+    skips, saying what the host lacks."""
+    if rig.lane.cc:
+        problems = rig.cc_problems(rig.lane.cc)
+        if problems:
+            raise MissingCCHost(f"lane {rig.lane.name} needs a {rig.lane.cc.upper()} host: "
+                                + "; ".join(problems))
+
+
 def _kernel_gate(item: pytest.Item, rig: Rig) -> None:
     reqs = kconfig_requirements(item)
     if not reqs:
@@ -130,14 +147,16 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     rig, pool = config.stash[RIG], config.stash[POOL]
     vm_req = item.stash.get(ITEM_REQUEST, None) or vm_request(item)
     try:
+        _lane_gate(rig)
         _kernel_gate(item, rig)
-        rig.accel, rig.image  # noqa: B018 - resolve the host side first: one clear error
+        # A bad machine or topology, a QEMU lacking a device, a host that cannot run the CC
+        # guest, then no accelerator or kernel: each is one clear line, before any boot.
         rig.plan(vm_req.cmdline, vm_req.qemu_args, vm_req.modules, vm_req.machine,
-                 vm_req.topology)  # a bad machine/topology or a QEMU lacking a device
+                 vm_req.topology)
     except BaseException as exc:
         if not vm_req.fresh:
             pool.release(vm_req)  # this test will not use its share of the VM
-        if isinstance(exc, MissingQemuFeature):
+        if isinstance(exc, (MissingQemuFeature, MissingCCHost)):
             pytest.skip(str(exc))
         if isinstance(exc, CocolabError) and not isinstance(exc, VMError):
             # The host, the kernel or the config cannot give this test a VM: an error, in

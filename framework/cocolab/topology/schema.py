@@ -33,6 +33,8 @@ class Machine:
     viommu_options: tuple[str, ...] = ()
     cmdline: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
+    cc: str = ""
+    """'tdx' or 'snp': the machine boots a confidential guest (needs such a host)."""
 
     @property
     def root_bus(self) -> str:
@@ -77,7 +79,8 @@ class Device:
 class Topology:
     name: str
     source: str
-    machine: str
+    machine: str | None
+    """The machine it is meant for; None: the lane's (a CC lane keeps its CC machine)."""
     description: str
     devices: tuple[Device, ...]
 
@@ -142,7 +145,8 @@ def load_machine(name: str) -> Machine:
 
 def parse_machine(name: str, data: dict[str, Any], source: str) -> Machine:
     _check_keys(data, {"type": str, "description": str, "options": list, "viommu": str,
-                       "viommu_options": list, "cmdline": list, "modules": list}, source)
+                       "viommu_options": list, "cmdline": list, "modules": list, "cc": str},
+                source)
     mtype = data.get("type", "q35")
     if mtype not in MACHINE_TYPES:
         raise ConfigError(f"{source}: key 'type' is {mtype!r}; choose one of "
@@ -153,11 +157,17 @@ def parse_machine(name: str, data: dict[str, Any], source: str) -> Machine:
                           f"{', '.join(repr(v) for v in VIOMMUS)}")
     if viommu in ("intel-iommu", "amd-iommu") and mtype != "q35":
         raise ConfigError(f"{source}: key 'viommu': {viommu} needs type q35, not {mtype}")
+    cc = data.get("cc", "")
+    if cc not in ("", "tdx", "snp"):
+        raise ConfigError(f"{source}: key 'cc' is {cc!r}; choose one of '', 'tdx', 'snp'")
+    if cc and mtype != "q35":
+        raise ConfigError(f"{source}: key 'cc': a {cc} guest needs type q35, not {mtype}")
     return Machine(
         name=name, source=source, type=mtype, description=data.get("description", ""),
         options=_strings(data, "options", source), viommu=viommu,
         viommu_options=_strings(data, "viommu_options", source),
-        cmdline=_strings(data, "cmdline", source), modules=_strings(data, "modules", source))
+        cmdline=_strings(data, "cmdline", source), modules=_strings(data, "modules", source),
+        cc=cc)
 
 
 _DEVICE_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -218,7 +228,7 @@ def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
                               "unique among ports)")
         devices.append(Device(ident, model, raw.get("bus"), slot, function,
                               raw.get("multifunction", False), tuple(sorted(props.items()))))
-    machine = data.get("machine", "q35")
+    machine = data.get("machine")
     topo = Topology(name, source, machine, data.get("description", ""), tuple(devices))
     _check_tree(topo)
     return topo
