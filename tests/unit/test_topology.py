@@ -124,6 +124,7 @@ EXPECTED = {
                      "nic1": "0000:03:00.0", "dp2": "0000:02:01.0", "nic2": "0000:04:00.0"},
                     [{"rp1"}, {"up"}, {"dp1", "nic1"}, {"dp2", "nic2"}]),
     "usb-xhci": ({"xhci": "0000:00:08.0"}, None),
+    "virtio-restricted": ({"vnet-legacy": "0000:00:08.0", "vnet-noplat": "0000:00:09.0"}, None),
 }
 
 
@@ -134,7 +135,7 @@ def test_every_shipped_topology_has_an_expectation_here() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bdfs_and_groups(name: str) -> None:
     topo = load_topology(name)
-    view = expected_view(topo, load_machine(topo.machine))
+    view = expected_view(topo, load_machine(topo.machine or "q35"))
     bdfs, groups = EXPECTED[name]
     assert {i: p.bdf for i, p in view.placed.items()} == bdfs
     if groups is None:
@@ -147,7 +148,7 @@ def test_bdfs_and_groups(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_qemu_args_golden(golden, name: str) -> None:
     topo = load_topology(name)
-    machine = load_machine(topo.machine)
+    machine = load_machine(topo.machine or "q35")
     args = viommu_args(machine) + topology_args(expected_view(topo, machine))
     golden(f"topology-{name}.txt", "\n".join(args) + "\n")
 
@@ -166,7 +167,7 @@ def test_virtio_below_a_port_is_modern_only() -> None:
 def _guest_for(name: str, groups: dict[str, str], ids: dict[str, tuple[int, int, int]]
                | None = None) -> tuple[object, GuestPCI]:
     topo = load_topology(name)
-    view = expected_view(topo, load_machine(topo.machine))
+    view = expected_view(topo, load_machine(topo.machine or "q35"))
     functions = {p.bdf: view.expected_ids(i) for i, p in view.placed.items()}
     functions.update(ids or {})
     return view, GuestPCI(functions, {view.placed[i].bdf: g for i, g in groups.items()})

@@ -7,8 +7,9 @@ lives in config.stash / item.stash.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,43 @@ def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
         pytest.fail(f"cocolab: lane {lane.name} asks for a {lane.cc} guest but the guest is "
                     f"{proof}", pytrace=False)
     return proof
+
+
+def lane_properties(rig: Rig) -> dict[str, str]:
+    """What a CI report needs to tell one lane's run from another's."""
+    props = {"cocolab.lane": rig.lane.name, "cocolab.cc": rig.lane.cc or "none",
+             "cocolab.kernel": str(rig.kernel_setting.value)}
+
+    def attempt(key: str, get: Callable[[], str]) -> None:
+        try:
+            props[key] = get()
+        except CocolabError as exc:
+            props[key] = f"unavailable: {exc}"
+
+    attempt("cocolab.kernel_release", lambda: rig.kernel.release)
+    attempt("cocolab.qemu", lambda: f"{rig.qemu_info.binary} {rig.qemu_info.version}")
+    attempt("cocolab.accel", lambda: f"{rig.accel.accel} ({rig.accel.reason})")
+    if rig.lane.cc:
+        fw = rig.firmware(rig.lane.cc)
+        props["cocolab.firmware"] = str(fw.found) if fw.found else fw.why_not(rig.lane.cc)
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    props["cocolab.host_cpu"] = cpu
+    return props
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cocolab_junit_properties(request: pytest.FixtureRequest) -> None:
+    """With --junitxml, the lane's facts become <property> elements of the test suite."""
+    if not request.config.option.xmlpath:
+        return
+    record = request.getfixturevalue("record_testsuite_property")
+    for name, value in lane_properties(request.config.stash[RIG]).items():
+        record(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,42 @@
+"""Virtio devices a confidential guest must refuse, and the plain guest that accepts them.
+
+Source: kernel-behaviors.md §2.3. With CC_ATTR_GUEST_MEM_ENCRYPT, mem_encrypt_setup_arch()
+installs virtio_require_restricted_mem_acc(); virtio_features_ok() (drivers/virtio/virtio.c)
+then fails the probe with -ENODEV and logs "device must provide VIRTIO_F_VERSION_1" or
+"device must provide VIRTIO_F_ACCESS_PLATFORM". QEMU's TDX/SEV machines turn iommu_platform
+on by default, so the topology switches it off explicitly.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cocolab.guest.cc import CCProof
+from cocolab.vm import VM
+
+pytestmark = pytest.mark.topology("virtio-restricted")
+
+CASES = [("vnet-legacy", "VIRTIO_F_VERSION_1"), ("vnet-noplat", "VIRTIO_F_ACCESS_PLATFORM")]
+
+
+def virtio_driver(vm: VM, ident: str) -> str | None:
+    bdf = vm.topology.bdf(ident)
+    r = vm.run(f"readlink /sys/bus/pci/devices/{bdf}/virtio*/driver")
+    return r.stdout.strip().rsplit("/", 1)[-1] if r.ok and r.stdout.strip() else None
+
+
+@pytest.mark.parametrize("ident, feature", CASES)
+def test_a_plain_guest_binds_them(vm: VM, cocolab_rig, ident: str, feature: str) -> None:
+    """The counterpart: nothing restricts virtio outside a confidential guest."""
+    if cocolab_rig.lane.cc:
+        pytest.skip(f"counterpart of the CC test; runs on non-confidential lanes, this is "
+                    f"{cocolab_rig.lane.name}")
+    assert virtio_driver(vm, ident) == "virtio_net"
+    assert not vm.dmesg.read().contains(f"device must provide {feature}")
+
+
+@pytest.mark.parametrize("ident, feature", CASES)
+def test_a_confidential_guest_refuses_them(cc_guest: CCProof, vm: VM, ident: str,
+                                           feature: str) -> None:
+    assert virtio_driver(vm, ident) is None
+    assert vm.dmesg.read().contains(f"device must provide {feature}")
