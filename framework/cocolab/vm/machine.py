@@ -14,6 +14,7 @@ import enum
 import logging
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import weakref
@@ -33,6 +34,7 @@ from cocolab.guest.iomem import IOMem
 from cocolab.guest.pci import PCI
 from cocolab.guest.probe import Probe
 from cocolab.guest.topology import GuestTopology
+from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
 from cocolab.host.process import kill_qemu, start_qemu
 from cocolab.kernel import Kconfig, Kernel
@@ -124,7 +126,11 @@ class VM:
         LOG.info("%s ready in %.2fs (ssh port %s)", self.name, self.boot_seconds, self.ssh_port)
 
     def _launch(self, deadline: Deadline) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # A workdir left by an earlier run (same results dir, same VM name) must not lend
+        # its console log to this boot.
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True)
         # Unix socket paths are limited to 108 bytes: keep them in a short private dir.
         sockdir = Path(self._stack.enter_context(_ShortTempDir()))
         runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", secrets.token_hex(8))
@@ -332,6 +338,10 @@ class VM:
     @cached_property
     def vfio(self) -> VFIO:
         return VFIO(self)
+
+    @cached_property
+    def usb(self) -> USB:
+        return USB(self)
 
     def iomem(self) -> IOMem:
         """/proc/iomem of the guest, read now (as root, so with real addresses)."""

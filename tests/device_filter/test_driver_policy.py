@@ -1,0 +1,58 @@
+"""Alan Stern's question (2021): authorize drivers, not devices? Mainline already lets user
+space keep drivers away: with /sys/bus/pci/drivers_autoprobe at 0 a newly loaded driver binds
+nothing, and driver_override names the only driver a device may take; an explicit bind then
+works. The counterpart: with autoprobe on, loading the driver binds the device at once.
+
+Source: drivers/base/bus.c drivers_autoprobe / bus_probe_device; drivers/pci/pci-driver.c
+pci_match_device (driver_override).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from cocolab.guest.pci import E1000
+from cocolab.vm import VM
+
+pytestmark = [
+    pytest.mark.qemu_args("-netdev", "user,id=policy-nic,restrict=on",
+                          "-device", "e1000,netdev=policy-nic,mac=52:54:00:00:00:05"),
+    pytest.mark.kconfig("E1000=m"),
+]
+
+
+@pytest.fixture
+def nic(vm: VM) -> Iterator[str]:
+    """The e1000 function, with no e1000 driver loaded; autoprobe back on afterwards."""
+    (bdf,) = vm.pci.find(*E1000)
+    assert vm.pci.driver_of(bdf) is None, "e1000 must not be loaded at boot for this test"
+    yield bdf
+    vm.run("rmmod e1000; echo 1 > /sys/bus/pci/drivers_autoprobe")
+    vm.pci.driver_override(bdf, None)
+
+
+def test_loading_a_driver_binds_its_devices_by_default(vm: VM, nic: str) -> None:
+    vm.run("modprobe e1000", check=True)
+    assert vm.pci.driver_of(nic) == "e1000"
+
+
+def test_without_autoprobe_the_device_waits_for_an_explicit_bind(vm: VM, nic: str) -> None:
+    assert vm.pci.write_attr("/sys/bus/pci/drivers_autoprobe", "0").ok
+    assert vm.pci.driver_override(nic, "e1000").ok
+    vm.run("modprobe e1000", check=True)
+    assert vm.pci.driver_of(nic) is None, "autoprobe off, yet the driver took the device"
+    assert vm.pci.bind(nic, "e1000").ok
+    assert vm.pci.driver_of(nic) == "e1000"
+
+
+def test_driver_override_refuses_any_other_driver(vm: VM, nic: str) -> None:
+    vm.run("modprobe e1000 && modprobe pci_stub", check=True)
+    assert vm.pci.unbind(nic).ok
+    assert vm.pci.driver_override(nic, "pci-stub").ok
+    refused = vm.pci.bind(nic, "e1000")
+    assert not refused.ok, "driver_override names pci-stub, yet e1000 bound"
+    assert vm.pci.bind(nic, "pci-stub").ok
+    assert vm.pci.driver_of(nic) == "pci-stub"
+    vm.pci.unbind(nic)
