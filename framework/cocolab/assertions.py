@@ -32,12 +32,17 @@ def assert_allowed(result: ProbeResult) -> None:
         raise AssertionError(f"expected the kernel to allow it: {result}")
 
 
-def assert_zero_filled(result: ProbeResult) -> None:
-    """Allowed, full length, and every byte zero (STRICT_DEVMEM's low-RAM 'show zeros')."""
+def _assert_full_transfer(result: ProbeResult) -> None:
     __tracebackhide__ = True
     assert_allowed(result)
     if result.count != result.length:
         raise AssertionError(f"short transfer: {result}")
+
+
+def assert_zero_filled(result: ProbeResult) -> None:
+    """Allowed, full length, and every byte zero (STRICT_DEVMEM's low-RAM 'show zeros')."""
+    __tracebackhide__ = True
+    _assert_full_transfer(result)
     if result.nonzero:
         raise AssertionError(f"expected all zero bytes, {result.nonzero} are not: {result}")
 
@@ -45,9 +50,7 @@ def assert_zero_filled(result: ProbeResult) -> None:
 def assert_real_data(result: ProbeResult) -> None:
     """Allowed, full length, and not all zeros: real memory contents came back."""
     __tracebackhide__ = True
-    assert_allowed(result)
-    if result.count != result.length:
-        raise AssertionError(f"short transfer: {result}")
+    _assert_full_transfer(result)
     if not result.nonzero:
         raise AssertionError(f"expected real (non-zero) contents, all bytes are zero: {result}")
 

@@ -143,6 +143,17 @@ static void signal_result(int sig)
 	json_str("signal", sig == SIGBUS ? "SIGBUS" : "SIGSEGV");
 }
 
+/* Load the whole mapping and report its bytes, or the signal a load raised. */
+static void load_and_report(const volatile unsigned char *m, unsigned char *buf, size_t len)
+{
+	int sig = load(m, buf, len);
+
+	if (sig)
+		signal_result(sig);
+	else
+		data(buf, len);
+}
+
 static int do_open(const char *path, int rw)
 {
 	int fd = open(path, rw ? O_RDWR : O_RDONLY);
@@ -227,17 +238,9 @@ static volatile unsigned char *map(const char *path, unsigned long long off,
 static int do_mmap(const char *path, unsigned long long off, unsigned long long len)
 {
 	volatile unsigned char *m = map(path, off, len, PROT_READ, "mmap");
-	unsigned char *buf;
-	int sig;
 
-	if (m) {
-		buf = malloc(len);
-		sig = load(m, buf, len);
-		if (sig)
-			signal_result(sig);
-		else
-			data(buf, len);
-	}
+	if (m)
+		load_and_report(m, malloc(len), len);
 	end();
 	return 0;
 }
@@ -247,28 +250,19 @@ static int do_hold(const char *path, unsigned long long off, unsigned long long 
 	volatile unsigned char *m = map(path, off, len, PROT_READ, "hold");
 	unsigned char *buf;
 	char line[64];
-	int sig;
 
 	if (!m) {
 		end();
 		return 0;
 	}
 	buf = malloc(len);
-	sig = load(m, buf, len);
-	if (sig)
-		signal_result(sig);
-	else
-		data(buf, len);
+	load_and_report(m, buf, len);
 	end();
 	if (!fgets(line, sizeof(line), stdin))
 		return 0;
 	begin("hold-again", path);
 	offsets(off, len);
-	sig = load(m, buf, len);
-	if (sig)
-		signal_result(sig);
-	else
-		data(buf, len);
+	load_and_report(m, buf, len);
 	end();
 	return 0;
 }

@@ -19,8 +19,6 @@ from pathlib import Path
 from cocolab.host.accel import AccelChoice
 from cocolab.host.qemu import QemuInfo
 
-CC_KINDS = ("tdx", "snp")
-
 _PARAM = {"tdx": "kvm_intel/parameters/tdx", "snp": "kvm_amd/parameters/sev_snp"}
 _ENABLE = {"tdx": "boot the host with kvm_intel.tdx=1 and TDX enabled in the BIOS",
            "snp": "enable SEV-SNP in the BIOS and load kvm_amd with sev_snp=1"}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cocolab.config.lane import CC_KINDS
+from cocolab.config.validate import check_keys, choice, strings
 from cocolab.errors import ConfigError
 from cocolab.paths import CONFIGS_DIR
 from cocolab.topology.models import MODELS, Kind, Model
@@ -91,26 +93,6 @@ class Topology:
         raise KeyError(ident)
 
 
-def _check_keys(data: dict[str, Any], allowed: dict[str, type | tuple[type, ...]],
-                where: str) -> None:
-    for key, value in data.items():
-        if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: "
-                              f"{', '.join(sorted(allowed))}")
-        want = allowed[key]
-        if not isinstance(value, want) or (isinstance(value, bool) and want is int):
-            names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
-            raise ConfigError(f"{where}: key {key!r} must be {names}, not "
-                              f"{type(value).__name__}")
-
-
-def _strings(data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = data.get(key, [])
-    if not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: key {key!r} must be a list of strings")
-    return tuple(value)
-
-
 def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
@@ -144,29 +126,21 @@ def load_machine(name: str) -> Machine:
 
 
 def parse_machine(name: str, data: dict[str, Any], source: str) -> Machine:
-    _check_keys(data, {"type": str, "description": str, "options": list, "viommu": str,
+    check_keys(data, {"type": str, "description": str, "options": list, "viommu": str,
                        "viommu_options": list, "cmdline": list, "modules": list, "cc": str},
                 source)
-    mtype = data.get("type", "q35")
-    if mtype not in MACHINE_TYPES:
-        raise ConfigError(f"{source}: key 'type' is {mtype!r}; choose one of "
-                          f"{', '.join(MACHINE_TYPES)}")
-    viommu = data.get("viommu", "")
-    if viommu not in VIOMMUS:
-        raise ConfigError(f"{source}: key 'viommu' is {viommu!r}; choose one of "
-                          f"{', '.join(repr(v) for v in VIOMMUS)}")
+    mtype = choice(data, "type", MACHINE_TYPES, "q35", source)
+    viommu = choice(data, "viommu", VIOMMUS, "", source)
     if viommu in ("intel-iommu", "amd-iommu") and mtype != "q35":
         raise ConfigError(f"{source}: key 'viommu': {viommu} needs type q35, not {mtype}")
-    cc = data.get("cc", "")
-    if cc not in ("", "tdx", "snp"):
-        raise ConfigError(f"{source}: key 'cc' is {cc!r}; choose one of '', 'tdx', 'snp'")
+    cc = choice(data, "cc", CC_KINDS, "", source)
     if cc and mtype != "q35":
         raise ConfigError(f"{source}: key 'cc': a {cc} guest needs type q35, not {mtype}")
     return Machine(
         name=name, source=source, type=mtype, description=data.get("description", ""),
-        options=_strings(data, "options", source), viommu=viommu,
-        viommu_options=_strings(data, "viommu_options", source),
-        cmdline=_strings(data, "cmdline", source), modules=_strings(data, "modules", source),
+        options=strings(data, "options", source), viommu=viommu,
+        viommu_options=strings(data, "viommu_options", source),
+        cmdline=strings(data, "cmdline", source), modules=strings(data, "modules", source),
         cc=cc)
 
 
@@ -185,14 +159,14 @@ def load_topology(name: str) -> Topology:
 
 
 def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
-    _check_keys(data, {"description": str, "machine": str, "device": list}, source)
+    check_keys(data, {"description": str, "machine": str, "device": list}, source)
     devices = []
     seen: set[str] = set()
     for i, raw in enumerate(data.get("device", [])):
         where = f"{source}: device[{i}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table ([[device]])")
-        _check_keys(raw, _DEVICE_KEYS, where)
+        check_keys(raw, _DEVICE_KEYS, where)
         ident = raw.get("id")
         if ident is None:
             raise ConfigError(f"{where}: key 'id' is missing")

@@ -1,0 +1,37 @@
+"""Checks shared by every TOML file cocolab reads: unknown keys and wrong types are errors that
+name the file (and entry) and the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cocolab.errors import ConfigError
+
+
+def check_keys(data: dict[str, Any], allowed: dict[str, type | tuple[type, ...]],
+               where: str) -> None:
+    for key, value in data.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: "
+                              f"{', '.join(sorted(allowed))}")
+        want = allowed[key]
+        if not isinstance(value, want) or (isinstance(value, bool) and want is int):
+            names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ConfigError(f"{where}: key {key!r} must be {names}, not "
+                              f"{type(value).__name__}")
+
+
+def strings(data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: key {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def choice(data: dict[str, Any], key: str, choices: tuple[str, ...], default: str,
+           where: str) -> str:
+    value = data.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{where}: key {key!r} is {value!r}; choose one of "
+                          f"{', '.join(repr(c) if not c else c for c in choices)}")
+    return str(value)
