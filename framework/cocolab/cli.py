@@ -78,12 +78,16 @@ def _interactive(vm: VM) -> int:
     return 0
 
 
-def shell(rig: Rig, qemu_args: list[str]) -> int:
-    config = rig.vm_config(qemu_args=tuple(qemu_args))
+def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | None) -> int:
+    config, view = rig.plan(qemu_args=tuple(qemu_args), machine=machine, topology=topology)
     workdir = Path(tempfile.mkdtemp(prefix="cocolab-shell-"))
     print(f"booting {rig.kernel.release} ({rig.accel.accel}); logs in {workdir}",
           file=sys.stderr)
-    with VM(config, workdir, rig.kernel, rig.image.ssh_key, name="shell") as vm:
+    with VM(config, workdir, rig.kernel, rig.image.ssh_key, name="shell", topology=view) as vm:
+        if view is not None:
+            vm.topology.verify()
+            print(f"topology {view.topology.name} verified: " + ", ".join(
+                f"{i}={p.bdf}" for i, p in view.placed.items()), file=sys.stderr)
         print(f"ready in {vm.boot_seconds:.1f}s; exit the shell to stop the VM", file=sys.stderr)
         return _interactive(vm)
 
@@ -96,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(opt.flag, dest=opt.dest, help=opt.help, **dict(opt.kwargs))
     parser.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
                         help="extra QEMU argument (repeatable), as @pytest.mark.qemu_args")
+    parser.add_argument("--topology", metavar="NAME",
+                        help="a topology from qemu-configs/topologies/, as @pytest.mark.topology")
+    parser.add_argument("--machine", metavar="NAME",
+                        help="a machine from qemu-configs/machines/, as @pytest.mark.machine")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kernel {rig.kernel.release}: {rig.kernel.image}")
             print(f"guest image: {rig.image.initrd}")
             return 0
-        return shell(rig, args.qemu_arg)
+        return shell(rig, args.qemu_arg, args.machine, args.topology)
     except CocolabError as exc:
         print(f"cocolab: {exc}", file=sys.stderr)
         return 1
