@@ -84,7 +84,8 @@ def test_everything_is_logged(pair, tmp_path: Path) -> None:
 
 def test_a_panic_during_expect_raises_guest_crashed(pair) -> None:
     console, guest = pair
-    guest.sendall(b"[ 1.0] Kernel panic - not syncing: Attempted to kill init!\r\n")
+    guest.sendall(b"[ 1.0] Kernel panic - not syncing: Attempted to kill init!\r\n"
+                  b"[ 1.0] ---[ end Kernel panic - not syncing: Attempted to kill init! ]---\r\n")
     with pytest.raises(GuestCrashed) as info:
         console.expect([b"COCOLAB READY t"], Deadline(5))
     assert "Kernel panic" in info.value.crash_line
@@ -92,12 +93,17 @@ def test_a_panic_during_expect_raises_guest_crashed(pair) -> None:
 
 def test_the_drain_thread_notices_a_crash_nobody_waits_for(pair) -> None:
     console, guest = pair
-    guest.sendall(b"[ 3.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\r\n")
+    guest.sendall(b"[ 3.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\r\n"
+                  b"[ 3.0] Call Trace:\r\n[ 3.0] ---[ end trace 0000000000000000 ]---\r\n")
     deadline = Deadline(5)
     while console.crash_line is None and not deadline.expired():
         time.sleep(0.02)  # poll interval
     assert console.crash_line is not None
     assert console.crash_line.startswith("BUG: kernel NULL pointer dereference")
+    deadline = Deadline(5)
+    while "end trace" not in console.tail() and not deadline.expired():
+        time.sleep(0.02)  # poll interval
+    assert "Call Trace:" in console.tail(), "the rest of the report reached the log"
 
 
 def test_expect_times_out_with_pexpect_timeout(pair) -> None:

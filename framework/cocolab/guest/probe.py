@@ -105,6 +105,7 @@ class Held:
         """Load through the same mapping once more and report what happened."""
         self._channel.sendall(b"again\n")
         line = self._out.readline()
+        self._channel.close()  # the helper exits after this report; see HeldGroup.release
         if not line:
             raise GuestCommandError("cocolab-probe hold ended without a second report")
         return ProbeResult.parse(line)

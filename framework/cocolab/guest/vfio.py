@@ -36,6 +36,9 @@ class HeldGroup:
             if not line:
                 raise GuestCommandError("cocolab-vfio hold ended without reporting its release")
             self.released = ProbeResult.parse(line)
+            # the helper has exited: close now, a finished channel left open makes dropbear
+            # refuse the next ones
+            self._channel.close()
         return self.released
 
 

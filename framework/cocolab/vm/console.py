@@ -47,6 +47,9 @@ class _LoggedSocketSpawn(SocketSpawn):  # type: ignore[misc]
         return data
 
 
+CRASH_REPORT_S = 3.0
+"""How long to keep reading after a crash line for the rest of the kernel's report."""
+
 _PRINTK = re.compile(r"^\s*\[\s*\d+\.\d+\] .*$\n?", re.M)
 _KEEP_BUFFER = 64 * 1024
 
@@ -99,6 +102,15 @@ class Console:
         if self.crash_line is None:
             self.crash_line = line or CRASH_PATTERNS[index].decode()
             LOG.warning("guest crash on console: %s", self.crash_line)
+            self._read_rest_of_report()
+
+    def _read_rest_of_report(self) -> None:
+        """Let the kernel finish printing its report (registers, call trace) into the log, so
+        the failure bundle has it all; bounded, since a wedged guest may print nothing more."""
+        try:
+            self._spawn.expect([rb"---\[ end (trace|Kernel panic)[^\r\n]*"], timeout=CRASH_REPORT_S)
+        except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+            pass
 
     @contextmanager
     def _held(self) -> Iterator[_LoggedSocketSpawn]:
