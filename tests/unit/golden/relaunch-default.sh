@@ -9,7 +9,7 @@ exec /usr/bin/qemu-system-x86_64 \
     -display none \
     -no-reboot \
     -machine q35 \
-    -accel tcg \
+    -accel tcg,thread=single \
     -cpu max \
     -m 1024M \
     -smp 2 \
