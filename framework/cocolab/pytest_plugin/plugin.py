@@ -40,6 +40,7 @@ POOL = pytest.StashKey[VMPool]()
 RESULTS = pytest.StashKey[Path]()
 ITEM_VM = pytest.StashKey[VM]()
 ITEM_REQUEST = pytest.StashKey[VMRequest]()
+ITEM_BUNDLE = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -263,9 +264,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     workdir = vm.workdir if vm else None
     if workdir is None and (f := pool.failures.get(item.stash[ITEM_REQUEST].key())):
         workdir = f.workdir
-    if workdir is not None and not getattr(item, "_cocolab_bundled", False):
-        item._cocolab_bundled = True  # type: ignore[attr-defined]
+    if workdir is not None and ITEM_BUNDLE not in item.stash:
         path = write_bundle(item.config.stash[RESULTS] / "failures", item.nodeid, vm, workdir)
+        item.stash[ITEM_BUNDLE] = path
         report.sections.append(("cocolab", f"failure bundle: {path}\n"
                                 f"re-enter this VM: {path}/relaunch.sh"))
     return report

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import weakref
 from contextlib import ExitStack
 from functools import cached_property
@@ -132,7 +133,8 @@ class VM:
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True)
         # Unix socket paths are limited to 108 bytes: keep them in a short private dir.
-        sockdir = Path(self._stack.enter_context(_ShortTempDir()))
+        sockdir = Path(self._stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")))
         runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", secrets.token_hex(8))
         self.argv = build_argv(self.config, runtime)
         self._write_artifacts()
@@ -355,13 +357,3 @@ def _close_quietly(qmp: QEMUMonitorProtocol) -> None:
         qmp.close()
     except (EOFError, OSError):
         pass
-
-
-class _ShortTempDir:
-    def __enter__(self) -> str:
-        import tempfile
-        self._tmp = tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")
-        return self._tmp.name
-
-    def __exit__(self, *exc: object) -> None:
-        self._tmp.cleanup()
