@@ -57,7 +57,19 @@ MACHINES = [pytest.param(m, marks=[pytest.mark.machine(m), pytest.mark.topology(
             for m in machine_names()]
 
 
+@pytest.fixture
+def booted_machine(request: pytest.FixtureRequest, cocolab_rig, machine: str) -> VM:
+    if machine == "microvm" and cocolab_rig.accel.accel == "tcg":
+        # microvm has neither HPET nor an ACPI PM timer; under TCG the guest's PIT
+        # calibration of the TSC fails when the host is busy ("tsc: Unable to calibrate
+        # against PIT ... Marking TSC unstable") and the boot stalls (seen in CI).
+        pytest.skip("microvm under TCG has no clock reference but the PIT, whose TSC "
+                    "calibration fails on a busy host; run it with --accel kvm")
+    return request.getfixturevalue("vm")
+
+
 @pytest.mark.parametrize("machine", MACHINES)
-def test_every_machine_boots_the_flat_topology(vm: VM, machine: str) -> None:
+def test_every_machine_boots_the_flat_topology(booted_machine: VM, machine: str) -> None:
+    vm = booted_machine
     assert vm.expected is not None and vm.expected.machine.name == machine
     vm.topology.verify()
