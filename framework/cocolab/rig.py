@@ -116,7 +116,8 @@ class Rig:
         """The VM for a request, and the guest view its topology implies (if it has one).
 
         The machine is the marker's, else the topology's, else the lane's. Raises
-        MissingQemuFeature when this QEMU lacks a machine type or device model it needs.
+        MissingQemuFeature when this QEMU lacks a machine type or device model it needs, and
+        MissingCCHost when the machine boots a TDX/SNP guest this host cannot run.
         """
         topo = load_topology(topology) if topology else None
         mach = load_machine(machine or (topo.machine if topo else None) or self.lane.machine)
