@@ -110,6 +110,7 @@ class Rig:
         """The lane's VM, plus a test's own cmdline words, QEMU args and modules."""
         return self.plan(cmdline, qemu_args, modules)[0]
 
+    @functools.cache  # noqa: B019 - one Rig per run; the fixture checks, the pool boots
     def plan(self, cmdline: tuple[str, ...] = (), qemu_args: tuple[str, ...] = (),
              modules: tuple[str, ...] = (), machine: str | None = None,
              topology: str | None = None) -> tuple[VMConfig, ExpectedView | None]:

@@ -39,7 +39,7 @@ def test_loading_a_driver_binds_its_devices_by_default(vm: VM, nic: str) -> None
 
 
 def test_without_autoprobe_the_device_waits_for_an_explicit_bind(vm: VM, nic: str) -> None:
-    assert vm.pci.write_attr("/sys/bus/pci/drivers_autoprobe", "0").ok
+    assert vm.write_sysfs("/sys/bus/pci/drivers_autoprobe", "0").ok
     assert vm.pci.driver_override(nic, "e1000").ok
     vm.run("modprobe e1000", check=True)
     assert vm.pci.driver_of(nic) is None, "autoprobe off, yet the driver took the device"

@@ -36,6 +36,6 @@ def test_an_unauthorized_device_cannot_be_bound_until_authorized(
     dev = blocked[0]
     bind = vm.pci.bind(dev.bdf, "pci-stub")
     assert (bind.ok, bind.errno) == (False, errno.ENODEV), str(bind)
-    assert vm.pci.write_attr(f"/sys/bus/pci/devices/{dev.bdf}/authorized", "1").ok
+    assert vm.write_sysfs(f"/sys/bus/pci/devices/{dev.bdf}/authorized", "1").ok
     vm.pci.driver_override(dev.bdf, "pci-stub")
     assert vm.pci.bind(dev.bdf, "pci-stub").ok

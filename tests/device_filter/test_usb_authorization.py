@@ -111,7 +111,7 @@ def test_interface_authorized_default_holds_back_interface_drivers(
     usb.usb.settle()
     (iface,) = usb.usb.interfaces(usb.usb.device(KEYBOARD))
     assert (iface.authorized, iface.driver) == ("1", ""), iface
-    assert usb.pci.write_attr("/sys/bus/usb/drivers_probe", iface.name).ok
+    assert usb.write_sysfs("/sys/bus/usb/drivers_probe", iface.name).ok
     usb.usb.settle()
     (iface,) = usb.usb.interfaces(usb.usb.device(KEYBOARD))
     assert (iface.authorized, iface.driver) == ("1", "usbhid"), iface

@@ -65,7 +65,7 @@ def test_mapping_is_revoked_when_a_driver_claims_the_bar(vm: VM, claimed_bar: Pc
             assert_real_data(held.first)
             bound = vm.pci.bind(bdf, driver)
             assert bound.ok, f"could not bind {bdf} to {driver} again: {bound}"
-            after = held.again()
+            after = held.finish("again")
     finally:
         if vm.pci.driver_of(bdf) != driver:
             vm.pci.bind(bdf, driver)

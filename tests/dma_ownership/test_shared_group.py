@@ -52,7 +52,7 @@ def owned(vm: VM, group: str):
     b = vm.topology.bdf("nic-b")
     assert vm.pci.use(b, "pci-stub").ok
     with vm.vfio.hold(group, vm.topology.bdf("nic-a")) as held:
-        assert_allowed(held.attached)
+        assert_allowed(held.first)
         assert vm.pci.unbind(b).ok and vm.pci.driver_override(b, None).ok
         yield held
 
@@ -87,7 +87,7 @@ def test_an_owned_group_cannot_be_opened_twice(vm: VM, owned, group: str) -> Non
 
 def test_after_release_the_kernel_driver_binds_again(vm: VM, owned, group: str) -> None:
     """The counterpart of the EBUSY and of the second open."""
-    assert_allowed(owned.release())
+    assert_allowed(owned.finish("release"))
     assert_allowed(vm.vfio.status(group))
     b = vm.topology.bdf("nic-b")
     assert vm.pci.bind(b, "e1000").ok

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import errno as errno_mod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cocolab.guest.probe import errname
+from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 
 if TYPE_CHECKING:
     from cocolab.vm import VM
@@ -31,34 +30,6 @@ class Bar:
     @property
     def is_mem(self) -> bool:
         return bool(self.flags & IORESOURCE_MEM)
-
-
-@dataclass(frozen=True)
-class SysfsWrite:
-    """The outcome of writing a sysfs attribute: ok, or the errno the kernel returned."""
-
-    path: str
-    ok: bool
-    errno: int | None = None
-
-    @property
-    def errname(self) -> str | None:
-        return errname(self.errno) if self.errno is not None else None
-
-    def __str__(self) -> str:
-        return f"write {self.path}: " + ("ok" if self.ok else f"{self.errname}")
-
-
-_ERRNO_BY_TEXT = {
-    "No such device": errno_mod.ENODEV,
-    "Device or resource busy": errno_mod.EBUSY,
-    "Resource busy": errno_mod.EBUSY,
-    "Invalid argument": errno_mod.EINVAL,
-    "Resource temporarily unavailable": errno_mod.EAGAIN,
-    "Try again": errno_mod.EAGAIN,
-    "Operation not permitted": errno_mod.EPERM,
-    "No such file or directory": errno_mod.ENOENT,
-}
 
 
 class PCI:
@@ -91,33 +62,22 @@ class PCI:
         r = self._vm.run(f"readlink {SYSFS}/{bdf}/driver")
         return r.stdout.strip().rsplit("/", 1)[-1] if r.ok else None
 
-    def write_attr(self, path: str, value: str) -> SysfsWrite:
-        """Write `value` to a sysfs file with one write(2); report the kernel's errno."""
-        # busybox sh's echo reports "write error: <strerror>"; map that text back to errno.
-        r = self._vm.run(f"echo {value} > {path}")
-        if r.ok:
-            return SysfsWrite(path, True)
-        for text, number in _ERRNO_BY_TEXT.items():
-            if text in r.stderr:
-                return SysfsWrite(path, False, number)
-        return SysfsWrite(path, False, None)
-
     def unbind(self, bdf: str) -> SysfsWrite:
         driver = self.driver_of(bdf)
         if driver is None:
             return SysfsWrite(f"{SYSFS}/{bdf}/driver/unbind", True)
-        return self.write_attr(f"/sys/bus/pci/drivers/{driver}/unbind", bdf)
+        return write_sysfs(self._vm, f"/sys/bus/pci/drivers/{driver}/unbind", bdf)
 
     def bind(self, bdf: str, driver: str) -> SysfsWrite:
-        return self.write_attr(f"/sys/bus/pci/drivers/{driver}/bind", bdf)
+        return write_sysfs(self._vm, f"/sys/bus/pci/drivers/{driver}/bind", bdf)
 
     def driver_override(self, bdf: str, driver: str | None) -> SysfsWrite:
         """Set (or with None clear) which driver alone may bind the device."""
-        return self.write_attr(f"{SYSFS}/{bdf}/driver_override", driver or "")
+        return write_sysfs(self._vm, f"{SYSFS}/{bdf}/driver_override", driver or "")
 
     def drivers_probe(self, bdf: str) -> SysfsWrite:
         """Ask the PCI core to find a driver for the device (/sys/bus/pci/drivers_probe)."""
-        return self.write_attr("/sys/bus/pci/drivers_probe", bdf)
+        return write_sysfs(self._vm, "/sys/bus/pci/drivers_probe", bdf)
 
     def use(self, bdf: str, driver: str) -> SysfsWrite:
         """Move the device to `driver`: unbind, override, bind. Returns the bind's outcome."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cocolab.errors import TopologyError
-from cocolab.guest.pci import SysfsWrite
+from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 
 if TYPE_CHECKING:
     from cocolab.vm import VM
@@ -62,13 +62,13 @@ class USB:
                                 f"the guest has {[e.product for e in self.entries()]}")
 
     def authorize(self, name: str, value: int) -> SysfsWrite:
-        return self._vm.pci.write_attr(f"{SYSFS}/{name}/authorized", str(value))
+        return write_sysfs(self._vm, f"{SYSFS}/{name}/authorized", str(value))
 
     def hub_attr(self, hub: str, attr: str) -> str:
         return self._vm.run(f"cat {SYSFS}/{hub}/{attr}", check=True).stdout.strip()
 
     def set_hub_attr(self, hub: str, attr: str, value: int) -> SysfsWrite:
-        return self._vm.pci.write_attr(f"{SYSFS}/{hub}/{attr}", str(value))
+        return write_sysfs(self._vm, f"{SYSFS}/{hub}/{attr}", str(value))
 
     def settle(self) -> None:
         """Let configuration and driver binding triggered by a sysfs write finish."""

@@ -6,12 +6,11 @@ get-device-fd, ...) with `errno`; `extra` carries flags, viable, container_set.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from cocolab.errors import GuestCommandError
+from cocolab.guest.helper import HelperSession, helper_argv, helper_session, run_helper
 from cocolab.guest.probe import ProbeResult
 
 if TYPE_CHECKING:
@@ -20,40 +19,12 @@ if TYPE_CHECKING:
 HELPER = "/bin/cocolab-vfio"
 
 
-class HeldGroup:
-    """A group kept attached to a container (and a device fd open) by a helper in the guest."""
-
-    def __init__(self, channel: Any, out: Any, attached: ProbeResult):
-        self._channel = channel
-        self._out = out
-        self.attached = attached
-        self.released: ProbeResult | None = None
-
-    def release(self) -> ProbeResult:
-        if self.released is None:
-            self._channel.sendall(b"release\n")
-            line = self._out.readline()
-            if not line:
-                raise GuestCommandError("cocolab-vfio hold ended without reporting its release")
-            self.released = ProbeResult.parse(line)
-            # the helper has exited: close now, a finished channel left open makes dropbear
-            # refuse the next ones
-            self._channel.close()
-        return self.released
-
-
 class VFIO:
     def __init__(self, vm: VM):
         self._vm = vm
 
-    def _argv(self, *words: str) -> str:
-        return " ".join(shlex.quote(w) for w in (HELPER, *words))
-
     def _run(self, *words: str) -> ProbeResult:
-        r = self._vm.run(self._argv(*words))
-        if r.returncode != 0 or not r.stdout.strip():
-            raise GuestCommandError(f"cocolab-vfio {' '.join(words)} did not report: {r}")
-        return ProbeResult.parse(r.stdout.strip().splitlines()[-1])
+        return run_helper(self._vm, helper_argv(HELPER, *words))
 
     def status(self, group: str) -> ProbeResult:
         return self._run("status", group)
@@ -67,18 +38,11 @@ class VFIO:
         return self._run("bind-iommufd", cdev)
 
     @contextmanager
-    def hold(self, group: str, bdf: str | None = None) -> Iterator[HeldGroup]:
-        """Keep the group owned by user space for the duration of the block."""
-        chan = self._vm.ssh.open_session(timeout=30)
-        try:
-            chan.exec_command(self._argv("hold", group, *([bdf] if bdf else [])))
-            out = chan.makefile("r")
-            line = out.readline()
-            if not line:
-                raise GuestCommandError(f"cocolab-vfio hold {group} did not report")
-            held = HeldGroup(chan, out, ProbeResult.parse(line))
-            yield held
-            if held.attached.ok:
-                held.release()
-        finally:
-            chan.close()
+    def hold(self, group: str, bdf: str | None = None) -> Iterator[HelperSession]:
+        """Keep the group owned by user space (`.first` says how attaching went) until
+        `.finish("release")` or the end of the block."""
+        argv = helper_argv(HELPER, "hold", group, *([bdf] if bdf else []))
+        with helper_session(self._vm, argv) as session:
+            yield session
+            if session.first.ok:
+                session.finish("release")

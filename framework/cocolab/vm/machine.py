@@ -34,6 +34,7 @@ from cocolab.guest.dmesg import Dmesg
 from cocolab.guest.iomem import IOMem
 from cocolab.guest.pci import PCI
 from cocolab.guest.probe import Probe
+from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 from cocolab.guest.topology import GuestTopology
 from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
@@ -344,6 +345,10 @@ class VM:
     @cached_property
     def usb(self) -> USB:
         return USB(self)
+
+    def write_sysfs(self, path: str, value: str) -> SysfsWrite:
+        """`echo value > path` in one write(2), with the kernel's errno if it refuses."""
+        return write_sysfs(self, path, value)
 
     def iomem(self) -> IOMem:
         """/proc/iomem of the guest, read now (as root, so with real addresses)."""
