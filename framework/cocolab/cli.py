@@ -1,6 +1,7 @@
 """The cocolab command: thin over the same layers the pytest plugin uses.
 
-  cocolab doctor   what this host offers: QEMU, accelerator (and why), the lane's kernel
+  cocolab doctor   what this host offers: QEMU, accelerator (and why), the lane's kernel;
+                   --refresh proves the accelerator again
   cocolab setup    fetch the kernel and build the guest image now (pre-warms the cache)
   cocolab shell    boot the VM a test would boot and give you a root shell in it
 """
@@ -30,7 +31,7 @@ def _rig(args: argparse.Namespace) -> Rig:
         lane=args.lane, kernel=args.kernel, kernel_config=args.kernel_config,
         modules=args.modules, qemu=args.qemu, accel=args.accel, firmware=args.firmware,
         append=tuple(w for a in args.append or [] for w in a.split()),
-        boot_timeout=args.boot_timeout,
+        boot_timeout=args.boot_timeout, refresh=args.refresh,
     ))
 
 
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a topology from qemu-configs/topologies/, as @pytest.mark.topology")
     parser.add_argument("--machine", metavar="NAME",
                         help="a machine from qemu-configs/machines/, as @pytest.mark.machine")
+    parser.add_argument("--refresh", action="store_true",
+                        help="doctor: prove the accelerator and probe QEMU again instead of "
+                             "trusting cached verdicts")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -3,7 +3,7 @@
     CocolabError
      ├── ConfigError            a lane, option or marker is wrong (names its source)
      ├── HostError              this host lacks something: QEMU, a package, an accelerator
-     │    ├── AccelError        the chosen accelerator failed its canary boot
+     │    ├── AccelError        --accel kvm, and KVM cannot boot the kernel here
      │    ├── MissingQemuFeature  this QEMU lacks a device or machine a test needs (a skip)
      │    └── MissingCCHost     this host cannot run a TDX/SNP guest (a skip, with every reason)
      ├── KernelError            a kernel could not be found, fetched or understood
@@ -11,6 +11,8 @@
      └── VMError                a booted (or booting) VM misbehaved: this is the rig's side
           ├── BootError         QEMU or the guest never reached READY
           │    └── GuestCrashed a panic/Oops/BUG was seen on the console
+          ├── GuestStopped      QEMU stopped running the guest (KVM internal error, a pause,
+          │                     a frozen QEMU process): seen within a second, never waited out
           ├── VMStateError      a method was called in the wrong lifecycle state
           ├── TopologyError     the booted guest does not have the devices its test declared
           └── GuestCommandError a guest command could not be run at all (not: it exited non-zero)
@@ -20,6 +22,8 @@ reports the first as an *error* and the second as a *failure*.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class CocolabError(Exception):
@@ -35,7 +39,7 @@ class HostError(CocolabError):
 
 
 class AccelError(HostError):
-    """An accelerator failed its canary boot."""
+    """KVM was asked for and cannot boot the lane's kernel on this host (its proof boot failed)."""
 
 
 class MissingQemuFeature(HostError):
@@ -62,6 +66,8 @@ class VMError(CocolabError):
         self.message = message
         self.console_tail = console_tail
         self.argv = argv or []
+        self.workdir: Path | None = None
+        """The failed VM's directory (console.log, qemu.log, argv.txt), once known."""
 
     def __str__(self) -> str:
         text = self.message
@@ -82,6 +88,21 @@ class GuestCrashed(BootError):
                  argv: list[str] | None = None):
         super().__init__(message, console_tail=console_tail, argv=argv)
         self.crash_line = crash_line
+
+
+class GuestStopped(VMError):
+    """QEMU no longer runs the guest's vCPUs, though it may still be alive.
+
+    `status` is QEMU's run state (`internal-error`, `paused`, `guest-panicked`, `shutdown`,
+    or `frozen` for a QEMU process that is itself stopped); `kvm_failed` says KVM gave up on
+    the guest, which `--accel auto` answers by booting again under TCG.
+    """
+
+    def __init__(self, message: str, *, status: str, kvm_failed: bool = False,
+                 console_tail: str = "", argv: list[str] | None = None):
+        super().__init__(message, console_tail=console_tail, argv=argv)
+        self.status = status
+        self.kvm_failed = kvm_failed
 
 
 class VMStateError(VMError):

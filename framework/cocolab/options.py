@@ -33,7 +33,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--firmware", "firmware (-bios) for confidential lanes: an OVMF with TDVF or SEV "
            "support (default: the lane's, else the usual distribution paths)",
            (("metavar", "FILE"),)),
-    Option("--accel", "accelerator: auto (KVM if a canary boot works, else TCG), kvm, tcg "
+    Option("--accel", "accelerator: auto (KVM if the kernel boots under it, else TCG), kvm, tcg "
            "(env COCOLAB_ACCEL)", (("choices", ACCELS),)),
     Option("--append", "extra kernel command line for every guest (repeatable)",
            (("action", "append"), ("default", []), ("metavar", "WORDS"))),

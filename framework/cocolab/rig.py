@@ -15,8 +15,9 @@ from pathlib import Path
 
 from cocolab.config import Lane, load_lane
 from cocolab.errors import ConfigError, HostError, MissingCCHost, MissingQemuFeature
-from cocolab.guest_image import GuestImage, build_guest_image
+from cocolab.guest_image import GuestImage, build_guest_image, build_proof_initrd
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
+from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
 from cocolab.qemu import VMConfig
@@ -30,6 +31,7 @@ from cocolab.topology import (
     load_machine,
     load_topology,
 )
+from cocolab.vm.proof import proof_boot
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class RigOptions:
     firmware: str | None = None
     append: tuple[str, ...] = ()
     boot_timeout: float = 120.0
+    refresh: bool = False
+    """Prove the accelerator and probe QEMU again instead of trusting cached verdicts."""
 
 
 class Rig:
@@ -87,11 +91,30 @@ class Rig:
 
     @cached_property
     def qemu_info(self) -> QemuInfo:
-        return probe_qemu(self.qemu_path)
+        return probe_qemu(self.qemu_path, refresh=self.options.refresh)
+
+    @property
+    def accel_requested(self) -> str:
+        return self.accel_setting.value or "auto"
 
     @cached_property
     def accel(self) -> AccelChoice:
-        return choose_accel(self.qemu_path, self.accel_setting.value or "auto")
+        """The accelerator that boots this lane's kernel here (a proof boot, cached)."""
+        kernel = self.kernel
+
+        def prove(accel: str) -> ProofBoot:
+            return proof_boot(self.qemu_path, kernel.image, build_proof_initrd(), accel)
+
+        return choose_accel(self.qemu_path, self.accel_requested, kernel.image,
+                            prove, source=self.accel_setting.source,
+                            refresh=self.options.refresh)
+
+    def retire_kvm(self, why: str) -> AccelChoice:
+        """KVM failed a real boot that its proof had passed: TCG from now on (and in the
+        cache, for this host boot), and every VM planned afresh."""
+        self.accel = retire_kvm(self.qemu_path, self.kernel.image, why)
+        self.plan.cache_clear()
+        return self.accel
 
     @cached_property
     def kernel(self) -> Kernel:

@@ -27,19 +27,35 @@ def inner(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyP
     return run
 
 
-def test_a_vm_that_cannot_boot_errors_once_and_its_dependents_skip(inner) -> None:
+def test_a_vm_that_cannot_boot_is_an_error_for_every_test_that_needed_it(inner) -> None:
     result = inner("""
         import pytest
         pytestmark = pytest.mark.qemu_args("-device", "no-such-device-model")
         def test_first(vm): pass
         def test_second(vm): pass
+        def test_third(vm): pass
     """)
-    result.assert_outcomes(errors=1, skipped=1)
+    result.assert_outcomes(errors=3)
     result.stdout.fnmatch_lines([
         "*BootError: QEMU exited while starting with status 1*no-such-device-model*",
-        "SKIPPED*its VM (qemu: -device no-such-device-model) failed to boot in "
-        "*test_first*",
+        "*ERROR at setup of test_second*",
+        "cocolab: RIG FAILURE: its VM (qemu: -device no-such-device-model) failed to "
+        "boot in *test_first: QEMU exited while starting with status 1*; bundle: *test_first",
     ])
+    assert len(list(result.stdout.lines)) < 200, "the dependents' errors are one line each"
+
+
+def test_a_guest_that_stops_during_a_test_is_a_rig_error_not_a_failure(inner) -> None:
+    result = inner("""
+        def test_pauses_its_guest(vm):
+            vm.qmp.cmd("stop")
+            vm.run("true")
+    """)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*GuestStopped: the guest stopped running after boot: QEMU reported STOP, run state "
+        "paused*",
+        "*RIG FAILURE*"])
 
 
 def test_a_missing_kernel_option_skips_with_its_name(inner) -> None:

@@ -99,23 +99,41 @@ def write_cpio(staging: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def _compile_helpers(dest: Path) -> list[Path]:
-    sources = sorted((GUESTS_DIR / "helpers").glob("*.c"))
+def _compile_static(src: Path, out: Path) -> None:
     cc = shutil.which("gcc") or shutil.which("cc")
-    if sources and not cc:
+    if not cc:
         raise HostError("no C compiler: the guest helpers are built with gcc -static; "
                         "apt-get install gcc libc6-dev")
+    proc = subprocess.run([cc, "-static", "-O2", "-Wall", "-Werror", "-o", str(out), str(src)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        hint = " (static libc missing? apt-get install libc6-dev)" if "-lc" in proc.stderr \
+            else ""
+        raise ImageError(f"compiling {src.name} failed{hint}:\n{proc.stderr.strip()}")
+
+
+def _compile_helpers(dest: Path) -> list[Path]:
     built = []
-    for src in sources:
-        out = dest / "bin" / src.stem
-        proc = subprocess.run([cc or "gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(out),
-                               str(src)], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            hint = " (static libc missing? apt-get install libc6-dev)" if "-lc" in proc.stderr \
-                else ""
-            raise ImageError(f"compiling {src.name} failed{hint}:\n{proc.stderr.strip()}")
-        built.append(out)
+    for src in sorted((GUESTS_DIR / "helpers").glob("*.c")):
+        _compile_static(src, dest / "bin" / src.stem)
+        built.append(dest / "bin" / src.stem)
     return built
+
+
+PROOF_INIT = GUESTS_DIR / "proof" / "init.c"
+
+
+def build_proof_initrd() -> Path:
+    """The accelerator proof's initramfs: guests/proof/init.c as /init, and an empty /dev."""
+    out = cache_dir("guest") / f"proof-{_hash_files([PROOF_INIT], BUILDER_VERSION)}.cpio"
+    with FileLock(str(out) + ".lock"):
+        if not out.exists():
+            with tempfile.TemporaryDirectory() as tmp:
+                staging = Path(tmp)
+                (staging / "dev").mkdir()
+                _compile_static(PROOF_INIT, staging / "init")
+                write_cpio(staging, out)
+    return out
 
 
 def _unpack_packages(staging: Path, packages: list[str]) -> None:
@@ -233,7 +251,7 @@ def build_guest_image(kernel: Kernel) -> GuestImage:
     outdir = cache_dir("guest")
     private, pub = ssh_keypair()
     base_inputs = [p for p in GUESTS_DIR.rglob("*") if p.is_file()
-                   and p.name != "modules.txt"]
+                   and p.name != "modules.txt" and p.parent != PROOF_INIT.parent]
     base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub)
     mod_hash = _hash_files([GUESTS_DIR / "modules.txt"], BUILDER_VERSION, kernel.identity())
     base = outdir / f"base-{base_hash}.cpio"

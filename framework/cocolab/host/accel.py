@@ -1,10 +1,19 @@
-"""Choose the accelerator by a canary boot, never by the mere presence of /dev/kvm.
+"""Choose the accelerator by booting the lane's real kernel under it, never by the mere
+presence of /dev/kvm, and never by a toy.
 
-A /dev/kvm can exist and still be unusable: under a nested PVM hypervisor QEMU aborts with
-`-cpu host` ("failed to set MSR 0x10a") or crawls. The canary is a 64 KiB firmware image whose
-reset vector writes "OK" to the serial port and a value to isa-debug-exit, so QEMU exits with
-status (1 << 1) | 1 = 3 after a handful of instructions. Any other outcome within the deadline
-means the accelerator does not work. The verdict is cached per host boot and QEMU binary.
+A /dev/kvm can exist and still be unusable. Under a nested PVM hypervisor QEMU has aborted
+with `-cpu host` ("failed to set MSR 0x10a"), crawled, and (2026-12-01) run a 16-instruction
+real-mode canary perfectly, then stopped every real kernel in its decompressor with
+"KVM internal error. Suberror: 1 ... emulation failure". So the proof is the real thing: the
+kernel the tests will boot, with a tiny initramfs whose /init (guests/proof/init.c) says so
+on the serial port and powers off (cocolab.vm.proof). Reaching it under KVM within a few
+seconds proves KVM. A KVM slower than KVM_SURELY_FASTER_S is raced against TCG
+and the faster wins (a crawling KVM has been seen on this kind of host).
+
+Verdicts are cached per host boot, QEMU binary and kernel image (one KVM may run one kernel
+and fail another), written atomically. What the user can fix without a reboot (/dev/kvm
+missing or not accessible) is checked afresh each run and never cached. A real boot that
+KVM stops later anyway retires KVM in the cache (`retire_kvm`).
 """
 
 from __future__ import annotations
@@ -14,25 +23,39 @@ import json
 import logging
 import os
 import socket
-import subprocess
-import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
 from cocolab.errors import AccelError, ConfigError
-from cocolab.host.process import kill_qemu, start_qemu
-from cocolab.paths import cache_dir
+from cocolab.paths import cache_dir, write_atomic
 
 LOG = logging.getLogger(__name__)
 
-CANARY_DEADLINE = 15.0
-_CANARY_EXIT = 3
-# Reset vector (real mode, CS:IP = F000:FFF0), 16 bytes:
-#   mov dx,0x3f8; mov al,'O'; out dx,al; mov al,'K'; out dx,al; mov al,1; out 0xf4,al; hlt; jmp $-1
-_RESET_VECTOR = bytes.fromhex("BAF803B04FEEB04BEEB001E6F4F4EBFD")
 ACCELS = ("auto", "kvm", "tcg")
+PROOF_VERSION = 1
+"""Bump when the proof changes what it proves: every cached verdict is then taken again."""
+KVM_SURELY_FASTER_S = 2.0
+"""No TCG boot of a real kernel reaches userspace this fast (3 s and more here)."""
+
+
+@dataclass(frozen=True)
+class ProofBoot:
+    """One boot of the real kernel to its first userspace instruction, or how it failed."""
+
+    accel: str
+    reached: bool
+    seconds: float
+    detail: str = ""
+    """Why it did not reach userspace: QEMU's own line where it printed one."""
+
+    def __str__(self) -> str:
+        under = self.accel.upper()
+        if self.reached:
+            return f"the kernel reached userspace under {under} in {self.seconds:.1f}s"
+        return f"booting the kernel under {under} failed after {self.seconds:.1f}s: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -41,64 +64,103 @@ class AccelChoice:
     reason: str
 
 
-def canary_firmware() -> bytes:
-    return b"\xf4" * (65536 - len(_RESET_VECTOR)) + _RESET_VECTOR
+Prove = Callable[[str], ProofBoot]
+"""Boots the proof under an accelerator ('kvm' or 'tcg'): cocolab.vm.proof.proof_boot."""
 
 
-def _host_key(qemu: str) -> str:
+def kvm_access_problem(dev: Path = Path("/dev/kvm")) -> str | None:
+    """What keeps this user from /dev/kvm, if anything. Fixable without a reboot: not cached."""
+    if not dev.exists():
+        return f"{dev} does not exist (no KVM module loaded, or not a KVM host)"
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return f"{dev} is not readable and writable by this user (add it to group kvm)"
+    return None
+
+
+def decide(kvm: ProofBoot, tcg: ProofBoot | None) -> AccelChoice:
+    """The verdict of `auto` from its proof boots (pure)."""
+    if not kvm.reached:
+        return AccelChoice("tcg", f"KVM refused: {kvm}")
+    if tcg is not None and tcg.reached and tcg.seconds < kvm.seconds:
+        return AccelChoice("tcg", f"KVM is slower than TCG here: {kvm}, {tcg}")
+    return AccelChoice("kvm", str(kvm))
+
+
+def needs_tcg_race(kvm: ProofBoot) -> bool:
+    return kvm.reached and kvm.seconds > KVM_SURELY_FASTER_S
+
+
+def verdict_path(qemu: str, kernel: Path) -> Path:
+    """Where the verdict for this host boot, QEMU binary and kernel image lives."""
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot_id = "unknown"
-    st = Path(qemu).stat()
-    text = f"{socket.gethostname()}:{boot_id}:{qemu}:{st.st_size}:{st.st_mtime_ns}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    parts = [str(PROOF_VERSION), socket.gethostname(), boot_id]
+    for path in (Path(qemu), kernel):
+        st = path.stat()
+        parts += [str(path), str(st.st_size), str(st.st_mtime_ns)]
+    key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
+    return cache_dir("host") / f"accel-{key}.json"
 
 
-def kvm_canary(qemu: str, deadline: float = CANARY_DEADLINE,
-               dev: Path = Path("/dev/kvm")) -> tuple[bool, str]:
-    """Boot the canary under KVM. (works, why) — `why` is the evidence either way."""
-    if not dev.exists():
-        return False, "/dev/kvm does not exist (no KVM module loaded, or not a KVM host)"
-    if not os.access(dev, os.R_OK | os.W_OK):
-        return False, "/dev/kvm is not readable and writable by this user (add it to group kvm)"
-    with tempfile.TemporaryDirectory(prefix="cocolab-canary-") as tmp:
-        fw = Path(tmp) / "canary.bin"
-        fw.write_bytes(canary_firmware())
-        log = Path(tmp) / "qemu.log"
-        proc = start_qemu([qemu, "-nodefaults", "-no-user-config", "-display", "none",
-                           "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "64M",
-                           "-bios", str(fw), "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
-                           "-serial", "none"], log)
-        try:
-            rc = proc.wait(deadline)
-        except subprocess.TimeoutExpired:
-            kill_qemu(proc, grace=1)
-            return False, (f"the KVM canary (a 16-instruction firmware) did not finish within "
-                           f"{deadline:g}s: KVM hangs on this host")
-        said = log.read_text(errors="replace").strip()
-    if rc == _CANARY_EXIT:
-        return True, "the KVM canary boot succeeded"
-    last = said.splitlines()[0] if said else f"exit status {rc}"
-    return False, f"the KVM canary boot failed: {last}"
+def _load(path: Path) -> tuple[ProofBoot, ProofBoot | None] | None:
+    try:
+        data = json.loads(path.read_text())
+        kvm = ProofBoot(**data["kvm"])
+        tcg = ProofBoot(**data["tcg"]) if data.get("tcg") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no verdict yet, or an unreadable one: prove again
+    return kvm, tcg
 
 
-def choose_accel(qemu: str, requested: str) -> AccelChoice:
-    """Resolve --accel auto|kvm|tcg to an accelerator that works, with the reason."""
+def _store(path: Path, kvm: ProofBoot, tcg: ProofBoot | None) -> None:
+    write_atomic(path, json.dumps({"kvm": asdict(kvm), "tcg": asdict(tcg) if tcg else None},
+                                  indent=1))
+
+
+def choose_accel(qemu: str, requested: str, kernel: Path, prove: Prove, *,
+                 source: str = "--accel", dev: Path = Path("/dev/kvm"),
+                 refresh: bool = False) -> AccelChoice:
+    """Resolve auto|kvm|tcg to an accelerator that boots `kernel` here, with the reason.
+
+    `prove(accel)` boots the proof; its verdict is cached (see the module docstring) unless
+    `refresh`. `--accel kvm` on a host where KVM cannot boot the kernel is an AccelError.
+    """
     if requested not in ACCELS:
-        raise ConfigError(f"--accel {requested!r}: choose one of {', '.join(ACCELS)}")
+        raise ConfigError(f"{source} {requested!r}: choose one of {', '.join(ACCELS)}")
     if requested == "tcg":
-        return AccelChoice("tcg", "--accel tcg")
-    cache = cache_dir("host") / f"accel-{_host_key(qemu)}.json"
-    with FileLock(str(cache) + ".lock"):
-        if cache.exists():
-            works, why = json.loads(cache.read_text())
-            why += " (cached verdict for this host boot)"
+        return AccelChoice("tcg", f"{source} tcg")
+    problem = kvm_access_problem(dev)
+    if problem is None:
+        path = verdict_path(qemu, kernel)
+        with FileLock(str(path) + ".lock"):
+            cached = None if refresh else _load(path)
+            if cached is None:
+                kvm = prove("kvm")
+                tcg = prove("tcg") if needs_tcg_race(kvm) else None
+                _store(path, kvm, tcg)
+                note = ""
+            else:
+                kvm, tcg = cached
+                note = "; cached for this host boot (cocolab doctor --refresh proves again)"
+        if requested == "kvm":
+            if kvm.reached:
+                return AccelChoice("kvm", f"{source} kvm: {kvm}{note}")
+            problem = f"KVM cannot boot {kernel.name} on this host: {kvm.detail}{note}"
         else:
-            works, why = kvm_canary(qemu)
-            cache.write_text(json.dumps([works, why]))
-    if works:
-        return AccelChoice("kvm", why)
+            choice = decide(kvm, tcg)
+            return AccelChoice(choice.accel, choice.reason + note)
     if requested == "kvm":
-        raise AccelError(f"--accel kvm: {why}. Use --accel tcg (or auto) on this host.")
-    return AccelChoice("tcg", f"KVM unusable, {why}; using TCG")
+        raise AccelError(f"{source} kvm: {problem}. Use --accel tcg (or auto) on this host.")
+    return AccelChoice("tcg", f"KVM unusable: {problem}")
+
+
+def retire_kvm(qemu: str, kernel: Path, why: str) -> AccelChoice:
+    """A real boot under KVM failed after the proof passed: record it, so this host boot
+    never picks KVM for this kernel again, and say what to use instead."""
+    path = verdict_path(qemu, kernel)
+    failed = ProofBoot("kvm", False, 0.0, f"a real boot under KVM failed: {why}")
+    with FileLock(str(path) + ".lock"):
+        _store(path, failed, None)
+    return AccelChoice("tcg", f"KVM retired during this run: {why}")

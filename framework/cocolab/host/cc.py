@@ -6,7 +6,7 @@ against fake trees. Facts used:
     (Linux 6.16+, boot with kvm_intel.tdx=1, TDX on in the BIOS).
   - KVM SNP: /sys/module/kvm_amd/parameters/sev_snp is Y (Linux 6.11+; SNP on in the BIOS).
   - QEMU: the QOM types tdx-guest (QEMU 10.1+) and sev-snp-guest (QEMU 9.1+), asked over QMP.
-  - /dev/kvm must really work: the accelerator canary (host/accel.py).
+  - /dev/kvm must really work: the accelerator proof boot (host/accel.py).
   - Firmware: an OVMF build with TDVF (-bios, docs/system/i386/tdx.rst) or one for SEV.
 """
 

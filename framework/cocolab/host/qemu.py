@@ -6,16 +6,20 @@ import hashlib
 import json
 import logging
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
-from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from cocolab.deadline import Deadline
 from cocolab.errors import HostError
-from cocolab.host.process import kill_qemu, start_qemu
-from cocolab.paths import cache_dir
+from cocolab.host.process import accept_while_running, kill_qemu, qemu_said, start_qemu
+from cocolab.monitor import Monitor, MonitorError
+from cocolab.paths import cache_dir, write_atomic
+from cocolab.qemu.argv import qmp_args
 
 LOG = logging.getLogger(__name__)
 DEFAULT_QEMU = "qemu-system-x86_64"
@@ -55,39 +59,58 @@ def _cache_key(binary: str) -> str:
         f"{PROBE_VERSION}:{binary}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def probe_qemu(binary: str) -> QemuInfo:
+def probe_qemu(binary: str, refresh: bool = False) -> QemuInfo:
     """Version, machine types and QOM types of `binary`, via QMP; cached per binary."""
     cache = cache_dir("host") / f"qemu-{_cache_key(binary)}.json"
     with FileLock(str(cache) + ".lock"):
-        if cache.exists():
-            data = json.loads(cache.read_text())
-        else:
+        data = None if refresh else _load(cache)
+        if data is None:
             data = _query(binary)
-            cache.write_text(json.dumps(data))
+            write_atomic(cache, json.dumps(data))
     return QemuInfo(binary, data["version"], frozenset(data["machines"]),
                     frozenset(data["types"]))
 
 
-def _query(binary: str) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="cocolab-probe-") as tmp:
-        sock = Path(tmp) / "qmp.sock"
-        qmp = QEMUMonitorProtocol(str(sock), server=True)
-        log = Path(tmp) / "qemu.log"
+def _load(cache: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and {"version", "machines", "types"} <= data.keys() \
+        else None
+
+
+QUERY_TIMEOUT_S = 15.0
+
+
+def _query(binary: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="cocolab-probe-", dir="/tmp") as tmp:
+        path, log = Path(tmp) / "qmp.sock", Path(tmp) / "qemu.log"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(1)
         proc = start_qemu([binary, "-machine", "none", "-nodefaults", "-no-user-config",
-                           "-display", "none", "-chardev", f"socket,id=qmp0,path={sock}",
-                           "-mon", "chardev=qmp0,mode=control"], log)
+                           "-display", "none", *qmp_args(path)], log)
+        monitor = None
         try:
-            qmp.accept(timeout=15)
-            version = qmp.cmd("query-version")
-            machines = qmp.cmd("query-machines")
-            types = qmp.cmd("qom-list-types", abstract=False)
-        except Exception as exc:
-            raise HostError(f"could not query {binary} over QMP: {exc}; it said: "
-                            f"{log.read_text(errors='replace').strip()[-500:]}") from exc
+            conn = accept_while_running(listener, proc, Deadline(QUERY_TIMEOUT_S))
+            if conn is None:
+                raise MonitorError("it never connected to its QMP socket" if proc.poll() is None
+                                   else f"it exited with status {proc.returncode}")
+            monitor = Monitor(conn, "probe")
+            monitor.start(QUERY_TIMEOUT_S)
+            version = monitor.cmd("query-version")
+            machines = monitor.cmd("query-machines")
+            types = monitor.cmd("qom-list-types", {"abstract": False})
+        except (MonitorError, OSError) as exc:
+            said = qemu_said(log.read_text(errors="replace"))
+            raise HostError(f"{binary} is not a working QEMU: {exc}"
+                            + (f"; it said: {said}" if said else "")) from None
         finally:
-            qmp.close()
+            if monitor is not None:
+                monitor.close()
             kill_qemu(proc)
-    assert isinstance(version, dict) and isinstance(machines, list) and isinstance(types, list)
+            listener.close()
     q = version["qemu"]
     names = {m["name"] for m in machines} | {m["alias"] for m in machines if "alias" in m}
     return {

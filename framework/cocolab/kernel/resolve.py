@@ -20,7 +20,7 @@ from cocolab.errors import KernelError
 from cocolab.kernel.apt import PrivateApt, kernel_closure
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.spec import BuildTreeSpec, DebianSpec, ImageSpec, KernelSpec
-from cocolab.paths import cache_dir
+from cocolab.paths import cache_dir, write_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def resolve_debian(spec: DebianSpec, refresh: bool = False) -> Kernel:
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         info = _inspect_debian_root(root)
         info["packages"] = {p: apt.version(p) for p in packages}
-        meta.write_text(json.dumps(info, indent=2))
+        write_atomic(meta, json.dumps(info, indent=2))
         return _kernel_from_meta(spec, dest, info)
 
 

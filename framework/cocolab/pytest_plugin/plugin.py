@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -41,6 +42,7 @@ RESULTS = pytest.StashKey[Path]()
 ITEM_VM = pytest.StashKey[VM]()
 ITEM_REQUEST = pytest.StashKey[VMRequest]()
 ITEM_BUNDLE = pytest.StashKey[Path]()
+ITEM_CALL = pytest.StashKey[pytest.TestReport]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -99,6 +101,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
+                             ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    """A VM that misbehaved while the test body ran is the rig's failure, not the kernel's:
+    count and show it as an ERROR, as pytest does for a failing fixture."""
+    if report.when == "call" and report.failed and getattr(report, "cocolab_rig_failure", False):
+        return "error", "E", ("ERROR", {"red": True})
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    pool = terminalreporter.config.stash.get(POOL, None)
+    if pool is not None and pool.retired:
+        terminalreporter.write_line(f"cocolab accelerator: {pool.retired}", yellow=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     pool = config.stash[POOL]
     for item in items:
@@ -141,6 +158,27 @@ def _kernel_gate(item: pytest.Item, rig: Rig) -> None:
                       "<suite>")
 
 
+def _setup_problem(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> str | None:
+    """Why this test cannot have a VM, decided before any boot: a skip (raised) for what this
+    host or kernel lacks, the returned line for a host, kernel or config in the way."""
+    try:
+        _lane_gate(rig)
+        _kernel_gate(item, rig)
+        # A bad machine or topology, a QEMU lacking a device, a host that cannot run the CC
+        # guest, then no accelerator or kernel: each is one clear line, before any boot.
+        rig.plan(vm_req.cmdline, vm_req.qemu_args, vm_req.modules, vm_req.machine,
+                 vm_req.topology)
+    except (MissingQemuFeature, MissingCCHost) as exc:
+        skip = str(exc)
+    except VMError:
+        raise
+    except CocolabError as exc:
+        return f"cocolab: {exc}"
+    else:
+        return None
+    pytest.skip(skip)
+
+
 @pytest.fixture
 def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     """A booted guest matching this test's markers (shared with equal requests)."""
@@ -149,22 +187,15 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     rig, pool = config.stash[RIG], config.stash[POOL]
     vm_req = item.stash.get(ITEM_REQUEST, None) or vm_request(item)
     try:
-        _lane_gate(rig)
-        _kernel_gate(item, rig)
-        # A bad machine or topology, a QEMU lacking a device, a host that cannot run the CC
-        # guest, then no accelerator or kernel: each is one clear line, before any boot.
-        rig.plan(vm_req.cmdline, vm_req.qemu_args, vm_req.modules, vm_req.machine,
-                 vm_req.topology)
-    except BaseException as exc:
+        problem = _setup_problem(item, rig, vm_req)
+    except BaseException:
         if not vm_req.fresh:
             pool.release(vm_req)  # this test will not use its share of the VM
-        if isinstance(exc, (MissingQemuFeature, MissingCCHost)):
-            pytest.skip(str(exc))
-        if isinstance(exc, CocolabError) and not isinstance(exc, VMError):
-            # The host, the kernel or the config cannot give this test a VM: an error, in
-            # one line, for every test that needs one.
-            pytest.fail(f"cocolab: {exc}", pytrace=False)
         raise
+    if problem is not None:
+        if not vm_req.fresh:
+            pool.release(vm_req)
+        pytest.fail(problem, pytrace=False)
     if vm_req.fresh:
         booted = pool.boot(vm_req, item.nodeid)
         item.stash[ITEM_VM] = booted
@@ -176,18 +207,35 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     failure = pool.failures.get(vm_req.key())
     if failure is not None:
         pool.release(vm_req)
-        pytest.skip(f"its VM ({vm_req.describe()}) failed to boot in {failure.nodeid}: "
-                    f"{failure.error.message}")
+        item.stash[ITEM_BUNDLE] = failure.bundle or failure.workdir  # the first test's bundle
+        first = failure.error.message.splitlines()[0]
+        where = f"; bundle: {failure.bundle}" if failure.bundle else ""
+        pytest.fail(f"cocolab: RIG FAILURE: its VM ({vm_req.describe()}) failed to boot in "
+                    f"{failure.nodeid}: {first}{where}", pytrace=False)
+    retired = pool.retired
     try:
         shared = pool.acquire(vm_req, item.nodeid)
     except BaseException:
         pool.release(vm_req)
         raise
+    if pool.retired != retired:
+        warnings.warn(CocolabWarning(pool.retired), stacklevel=1)
     item.stash[ITEM_VM] = shared
     try:
         yield shared
+        if _call_passed(item):
+            shared.check_alive()  # a guest that stopped during this test is its rig failure
     finally:
         pool.release(vm_req)
+
+
+def _call_passed(item: pytest.Item) -> bool:
+    report = item.stash.get(ITEM_CALL, None)
+    return report is not None and report.passed
+
+
+class CocolabWarning(UserWarning):
+    """The rig changed course during the run (KVM retired, for one); the run goes on."""
 
 
 @pytest.fixture
@@ -254,9 +302,12 @@ def cocolab_rig(pytestconfig: pytest.Config) -> Rig:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[ITEM_CALL] = report
     if not report.failed or ITEM_REQUEST not in item.stash:
         return report
     if call.excinfo is not None and isinstance(call.excinfo.value, VMError):
+        report.cocolab_rig_failure = True  # type: ignore[attr-defined]
         report.sections.append(("cocolab", "RIG FAILURE: the VM misbehaved (this is cocolab's "
                                 "or QEMU's side, not a kernel assertion)"))
     vm = item.stash.get(ITEM_VM, None)
@@ -267,6 +318,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if workdir is not None and ITEM_BUNDLE not in item.stash:
         path = write_bundle(item.config.stash[RESULTS] / "failures", item.nodeid, vm, workdir)
         item.stash[ITEM_BUNDLE] = path
+        failure = pool.failures.get(item.stash[ITEM_REQUEST].key())
+        if failure is not None and failure.nodeid == item.nodeid:
+            failure.bundle = path
         report.sections.append(("cocolab", f"failure bundle: {path}\n"
                                 f"re-enter this VM: {path}/relaunch.sh"))
     return report

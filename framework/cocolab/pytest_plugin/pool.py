@@ -3,7 +3,10 @@
 The plugin counts, at collection, how many tests want each VM; the pool boots a VM on first
 use and shuts it down after its last test, so at most the VMs still needed are alive. A VM
 that failed to boot is remembered: the first test that needed it gets the error, later ones
-skip with that cause instead of each waiting out a boot timeout.
+error at once with a line naming it, instead of each waiting out a boot timeout.
+
+Under `--accel auto`, a boot that KVM stops (an internal error its proof boot did not show)
+retires KVM for the run and boots the same VM again under TCG.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocolab.errors import VMError
+from cocolab.errors import GuestStopped, VMError
 from cocolab.pytest_plugin.markers import VMRequest
 from cocolab.rig import Rig
 from cocolab.vm import VM, VMState
@@ -22,11 +25,13 @@ from cocolab.vm import VM, VMState
 LOG = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class BootFailure:
     nodeid: str
     error: VMError
     workdir: Path
+    bundle: Path | None = None
+    """The failure bundle written for the first test that needed this VM."""
 
 
 class VMPool:
@@ -37,6 +42,8 @@ class VMPool:
         self.vms: dict[str, VM] = {}
         self.failures: dict[str, BootFailure] = {}
         self._boots = 0
+        self.retired: str | None = None
+        """Set when this run retired KVM after a boot it could not run; said in the summary."""
 
     def _new_vm(self, request: VMRequest) -> VM:
         self._boots += 1
@@ -52,13 +59,29 @@ class VMPool:
 
         A boot or verification failure is remembered and re-raised.
         """
+        try:
+            try:
+                return self._boot(request)
+            except GuestStopped as exc:
+                if not (exc.kvm_failed and self.rig.accel_requested == "auto"):
+                    raise
+                choice = self.rig.retire_kvm(exc.message)
+                self.retired = f"{choice.reason}; {nodeid} booted its VM again under TCG"
+                LOG.warning("%s", self.retired)
+                return self._boot(request)
+        except VMError as exc:
+            workdir = exc.workdir or self.workdir
+            self.failures[request.key()] = BootFailure(nodeid, exc, workdir)
+            raise
+
+    def _boot(self, request: VMRequest) -> VM:
         vm = self._new_vm(request)
         try:
             vm.launch(self.rig.options.boot_timeout)
             if vm.expected is not None:
                 vm.topology.verify()
         except VMError as exc:
-            self.failures[request.key()] = BootFailure(nodeid, exc, vm.workdir)
+            exc.workdir = vm.workdir
             vm.shutdown()
             raise
         return vm

@@ -102,15 +102,13 @@ def boot_args(config: VMConfig, token: str) -> list[str]:
             "-append", kernel_cmdline(config, token)]
 
 
-def console_args(runtime: Runtime) -> list[str]:
+def console_args(socket: Path) -> list[str]:
     # cocolab listens and QEMU connects, at startup, before the guest runs: no byte is lost.
-    return ["-chardev", f"socket,id=con0,path={runtime.console_socket}",
-            "-serial", "chardev:con0"]
+    return ["-chardev", f"socket,id=con0,path={socket}", "-serial", "chardev:con0"]
 
 
-def qmp_args(runtime: Runtime) -> list[str]:
-    return ["-chardev", f"socket,id=qmp0,path={runtime.qmp_socket}",
-            "-mon", "chardev=qmp0,mode=control"]
+def qmp_args(socket: Path) -> list[str]:
+    return ["-chardev", f"socket,id=qmp0,path={socket}", "-mon", "chardev=qmp0,mode=control"]
 
 
 def netdev_args(config: VMConfig, host_port: int = 0) -> list[str]:
@@ -129,11 +127,18 @@ def build_argv(config: VMConfig, runtime: Runtime) -> list[str]:
         *base_args(config),
         *machine_args(config),
         *boot_args(config, runtime.token),
-        *console_args(runtime),
-        *qmp_args(runtime),
+        *console_args(runtime.console_socket),
+        *qmp_args(runtime.qmp_socket),
         *netdev_args(config),
         *config.qemu_args,
     ]
+
+
+def proof_argv(config: VMConfig, qmp_socket: Path, console_log: Path) -> list[str]:
+    """The accelerator's proof boot (host/accel.py): the config's machine, accelerator and
+    kernel with no devices at all, its console written to a file."""
+    return [*base_args(config), *machine_args(config), *boot_args(config, "proof"),
+            "-serial", f"file:{console_log}", *qmp_args(qmp_socket)]
 
 
 def relaunch_script(config: VMConfig, ssh_key: Path) -> str:

@@ -15,7 +15,7 @@ import secrets
 import shlex
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,9 @@ class _LoggedSocketSpawn(SocketSpawn):  # type: ignore[misc]
         return data
 
 
+LIVENESS_S = 0.25
+"""How often a wait on the console asks whether the VM still runs."""
+
 CRASH_REPORT_S = 3.0
 """How long to keep reading after a crash line for the rest of the kernel's report."""
 
@@ -63,14 +66,18 @@ class ConsoleResult:
 
 
 class Console:
-    def __init__(self, sock: socket.socket, log_path: Path):
+    def __init__(self, sock: socket.socket, log_path: Path,
+                 alive: Callable[[], None] = lambda: None):
+        """`alive()` raises when the VM behind the console stopped (see VM.check_alive)."""
         self._sock = sock
+        self._alive = alive
         self.log_path = log_path
         self._log: BinaryIO = log_path.open("ab", buffering=0)
         self._spawn = _LoggedSocketSpawn(sock, timeout=1)
         self._spawn.logfile_read = self._log
         self._lock = threading.Lock()
         self._wanted = threading.Event()
+        self._holder: int | None = None
         self._stop = threading.Event()
         self.crash_line: str | None = None
         self.last_match = ""
@@ -117,9 +124,31 @@ class Console:
         self._wanted.set()
         try:
             with self._lock:
-                yield self._spawn
+                self._holder = threading.get_ident()
+                try:
+                    yield self._spawn
+                finally:
+                    self._holder = None
         finally:
             self._wanted.clear()
+
+    def settle(self, timeout: float) -> None:
+        """Read the console to its end (QEMU exited), so a crash line among the last bytes is
+        seen. From inside an expect() (a liveness check) the caller reads; else the drain."""
+        if self._holder != threading.get_ident():
+            self.eof.wait(timeout)
+            return
+        deadline = Deadline(timeout)
+        try:
+            while not deadline.expired():
+                index = self._spawn.expect([pexpect.EOF, *CRASH_PATTERNS],
+                                           timeout=deadline.remaining())
+                if index == 0:
+                    self.eof.set()
+                    return
+                self._note_crash(index - 1)
+        except (pexpect.TIMEOUT, OSError):
+            pass
 
     # --- driving --------------------------------------------------------------------------
 
@@ -131,18 +160,33 @@ class Console:
         """
         with self._held() as spawn:
             self._raise_if_crashed()
-            all_patterns = [*patterns, *CRASH_PATTERNS]
-            index = spawn.expect(all_patterns, timeout=max(deadline.remaining(), 0.01))
-            if index >= len(patterns):
-                self._note_crash(index - len(patterns))
-                raise GuestCrashed(f"guest crashed: {self.crash_line}",
-                                   crash_line=self.crash_line or "", console_tail=self.tail())
+            index = self._expect(spawn, patterns, deadline)
             match = spawn.match
             groups = match.groups() if match is not None and hasattr(match, "groups") else ()
             self.last_match = (groups[0].decode(errors="replace") if groups
                                else spawn.after.decode(errors="replace")
                                if isinstance(spawn.after, bytes) else "")
             return index
+
+    def _expect(self, spawn: _LoggedSocketSpawn, patterns: Sequence[bytes],
+                deadline: Deadline) -> int:
+        """spawn.expect in slices of LIVENESS_S, asking `alive()` between them (a stopped VM
+        is silent, and no reason to wait out the deadline); crash lines raise GuestCrashed."""
+        all_patterns = [*patterns, *CRASH_PATTERNS]
+        while True:
+            try:
+                index: int = spawn.expect(
+                    all_patterns, timeout=max(min(deadline.remaining(), LIVENESS_S), 0.01))
+                break
+            except pexpect.TIMEOUT:
+                if deadline.expired():
+                    raise
+                self._alive()
+        if index >= len(patterns):
+            self._note_crash(index - len(patterns))
+            raise GuestCrashed(f"guest crashed: {self.crash_line}",
+                               crash_line=self.crash_line or "", console_tail=self.tail())
+        return index
 
     def run(self, command: str, timeout: float = 30.0) -> ConsoleResult:
         """Run `command` in the console shell; its exit status is read from a framed marker.
@@ -160,8 +204,8 @@ class Console:
             spawn.buffer = b""
             spawn.send(line.encode())
             try:
-                self._expect_marker(spawn, begin.encode() + rb"\r?\n", deadline)
-                self._expect_marker(spawn, end.encode() + rb" (\d+)\r?\n", deadline)
+                self._expect(spawn, [begin.encode() + rb"\r?\n"], deadline)
+                self._expect(spawn, [end.encode() + rb" (\d+)\r?\n"], deadline)
             except pexpect.TIMEOUT as exc:
                 raise GuestCommandError(f"console command timed out after {timeout}s: {command}",
                                         console_tail=self.tail()) from exc
@@ -179,13 +223,6 @@ class Console:
         if self.crash_line is not None:
             raise GuestCrashed(f"guest crashed: {self.crash_line}", crash_line=self.crash_line,
                                console_tail=self.tail())
-
-    def _expect_marker(self, spawn: _LoggedSocketSpawn, pattern: bytes, deadline: Deadline) -> None:
-        index = spawn.expect([pattern, *CRASH_PATTERNS], timeout=max(deadline.remaining(), 0.01))
-        if index > 0:
-            self._note_crash(index - 1)
-            raise GuestCrashed(f"guest crashed: {self.crash_line}",
-                               crash_line=self.crash_line or "", console_tail=self.tail())
 
     # --- reading the log ------------------------------------------------------------------
 

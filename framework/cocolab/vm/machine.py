@@ -10,6 +10,7 @@ QMP, SSH) is registered on one ExitStack as it is acquired and released in rever
 from __future__ import annotations
 
 import atexit
+import contextlib
 import enum
 import logging
 import re
@@ -26,10 +27,9 @@ from types import TracebackType
 from typing import Any
 
 import pexpect
-from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from cocolab.deadline import Deadline
-from cocolab.errors import BootError, GuestCrashed, VMError, VMStateError
+from cocolab.errors import BootError, GuestCrashed, GuestStopped, VMError, VMStateError
 from cocolab.guest.dmesg import Dmesg
 from cocolab.guest.iomem import IOMem
 from cocolab.guest.pci import PCI
@@ -38,8 +38,15 @@ from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 from cocolab.guest.topology import GuestTopology
 from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
-from cocolab.host.process import kill_qemu, start_qemu
+from cocolab.host.process import (
+    accept_while_running,
+    kill_qemu,
+    process_state,
+    qemu_said,
+    start_qemu,
+)
 from cocolab.kernel import Kconfig, Kernel
+from cocolab.monitor import Monitor, MonitorError, RunStop
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
 from cocolab.topology import ExpectedView
 from cocolab.vm.console import Console
@@ -86,7 +93,7 @@ class VM:
         self.failure: VMError | None = None
         self._stack = ExitStack()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._qmp: QEMUMonitorProtocol | None = None
+        self._monitor: Monitor | None = None
         self._console: Console | None = None
         self._ssh: SSH | None = None
         self.ssh_port: int | None = None
@@ -121,6 +128,7 @@ class VM:
             self.state = VMState.FAILED
             if isinstance(exc, VMError):
                 self.failure = exc
+            self.kill()  # first: a frozen or paused QEMU has nothing graceful left to say
             self._stack.close()
             raise
         self.state = VMState.RUNNING
@@ -140,26 +148,33 @@ class VM:
         self.argv = build_argv(self.config, runtime)
         self._write_artifacts()
 
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._stack.callback(listener.close)
-        listener.bind(str(runtime.console_socket))
-        listener.listen(1)
-        qmp = QEMUMonitorProtocol(str(runtime.qmp_socket), server=True)
-        self._stack.callback(_close_quietly, qmp)
+        console_listener = self._listen(runtime.console_socket)
+        qmp_listener = self._listen(runtime.qmp_socket)
 
         self._proc = start_qemu(self.argv, self.qemu_log)
         _LIVE.add(self)
         self._stack.callback(self.kill)
 
-        conn = self._accept_console(listener, deadline)
-        self._console = Console(conn, self.console_log)
+        conn = self._accept(console_listener, "its serial console", deadline)
+        self._console = Console(conn, self.console_log, alive=self.check_alive)
         self._stack.callback(self._console.close)
+        monitor = Monitor(self._accept(qmp_listener, "its QMP monitor", deadline), self.name)
+        self._stack.callback(monitor.close)
         try:
-            qmp.accept(timeout=max(deadline.remaining(), 1.0))
-        except Exception as exc:  # qemu.qmp raises ConnectError, EOFError, asyncio timeouts
+            monitor.start(timeout=max(min(deadline.remaining(), 15.0), 1.0))
+        except MonitorError as exc:
+            failure: MonitorError | None = exc
+        else:
+            failure = None
+        if failure is not None:
+            # A QEMU that dies while starting drops QMP first and exits a moment later; its
+            # own words say why.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(1.0)
             self._check_process("while starting")
-            raise BootError(f"QMP did not come up: {exc}", argv=self.argv) from exc
-        self._qmp = qmp
+            raise BootError(f"QMP did not come up: {failure}", argv=self.argv) from failure
+        self._monitor = monitor
+        self.check_alive()
         self.ssh_port = self._forwarded_port()
 
         self._wait_ready(runtime.token, deadline)
@@ -178,18 +193,20 @@ class VM:
         script.write_text(relaunch_script(self.config, self.ssh_key))
         script.chmod(0o755)
 
-    def _accept_console(self, listener: socket.socket, deadline: Deadline) -> socket.socket:
-        listener.settimeout(0.1)
-        while True:
-            try:
-                conn, _ = listener.accept()
-                conn.setblocking(True)
-                return conn
-            except TimeoutError:
-                self._check_process("while starting")
-                if deadline.expired():
-                    raise BootError("QEMU did not connect its serial console",
-                                    argv=self.argv) from None
+    def _listen(self, path: Path) -> socket.socket:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._stack.callback(listener.close)
+        listener.bind(str(path))
+        listener.listen(1)
+        return listener
+
+    def _accept(self, listener: socket.socket, what: str, deadline: Deadline) -> socket.socket:
+        assert self._proc is not None
+        conn = accept_while_running(listener, self._proc, deadline)
+        if conn is None:
+            self._check_process("while starting")
+            raise BootError(f"QEMU did not connect {what}", argv=self.argv)
+        return conn
 
     def _forwarded_port(self) -> int:
         # hostfwd asked for port 0; the port the host kernel chose is only in 'info usernet'.
@@ -224,8 +241,8 @@ class VM:
         rc = self._proc.poll()
         if rc is not None:
             if self._console is not None:
-                # let the drain thread read what the guest said last: it may name a panic
-                self._console.eof.wait(2.0)
+                # read what the guest said last: it may name a panic
+                self._console.settle(2.0)
             said = self.qemu_log.read_text(errors="replace").strip()[-2000:]
             tail = self._console.tail() if self._console else ""
             if self._console and self._console.crash_line:
@@ -236,23 +253,48 @@ class VM:
                             console_tail=tail, argv=self.argv)
 
     def check_alive(self) -> None:
-        """Raise GuestCrashed/BootError if the guest crashed or QEMU is gone."""
+        """Raise if the guest crashed (GuestCrashed), QEMU is gone (BootError), or QEMU no
+        longer runs the guest (GuestStopped: a KVM internal error, a pause, a frozen QEMU).
+
+        Cheap (no guest round trip): every wait on the guest calls it a few times a second.
+        """
         if self._console is not None and self._console.crash_line:
             raise GuestCrashed(f"guest crashed: {self._console.crash_line}",
                                crash_line=self._console.crash_line,
                                console_tail=self._console.tail(), argv=self.argv)
-        if self._proc is not None:
-            self._check_process("unexpectedly")
+        if self._proc is None:
+            return
+        self._check_process("unexpectedly")
+        stop = self._monitor.stopped if self._monitor is not None else None
+        if stop is None and process_state(self._proc.pid) == "T":
+            stop = RunStop("SIGSTOP", "frozen", f"QEMU pid {self._proc.pid} is stopped")
+        if stop is not None:
+            raise self._stopped(stop)
+
+    def _stopped(self, stop: RunStop) -> GuestStopped:
+        when = "during boot" if self.state is VMState.LAUNCHING else "after boot"
+        said = qemu_said(self.qemu_log.read_text(errors="replace")) if stop.status != "frozen" \
+            else ""
+        kvm_failed = self.config.accel == "kvm" and stop.status == "internal-error"
+        if kvm_failed:
+            text = (f"KVM could not run the guest {when}: {said or stop}. Boot under TCG "
+                    "instead: --accel tcg (or auto)")
+        else:
+            text = f"the guest stopped running {when}: {stop}"
+            if said:
+                text += f"; QEMU said: {said}"
+        tail = self._console.tail() if self._console else ""
+        return GuestStopped(text, status=stop.status, kvm_failed=kvm_failed, console_tail=tail,
+                            argv=self.argv)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Quit QEMU (QMP 'quit', then SIGTERM/SIGKILL by PID) and release everything."""
         if self.state in (VMState.SHUT_DOWN, VMState.CREATED):
             self.state = VMState.SHUT_DOWN
             return
-        if self._qmp is not None and self._proc is not None and self._proc.poll() is None:
+        if self._monitor is not None and self._proc is not None and self._proc.poll() is None:
             try:
-                self._qmp.settimeout(timeout)
-                self._qmp.cmd("quit")
+                self._monitor.cmd("quit", timeout=timeout)
                 self._proc.wait(timeout)
             except Exception as exc:
                 LOG.debug("%s: QMP quit failed (%s); killing", self.name, exc)
@@ -299,14 +341,16 @@ class VM:
         return self._ssh
 
     @property
-    def qmp(self) -> QEMUMonitorProtocol:
-        if self._qmp is None:
+    def qmp(self) -> Monitor:
+        """QEMU's monitor: `vm.qmp.cmd("query-status")`. A pause made through it without
+        `vm.qmp.expecting_stop()` is a stopped guest, and so a RIG FAILURE."""
+        if self._monitor is None:
             self._need_running("qmp")
-        assert self._qmp is not None
-        return self._qmp
+        assert self._monitor is not None
+        return self._monitor
 
     def hmp(self, command: str) -> str:
-        out: Any = self.qmp.cmd("human-monitor-command", **{"command-line": command})
+        out: Any = self.qmp.cmd("human-monitor-command", {"command-line": command})
         return str(out)
 
     @property
@@ -353,12 +397,3 @@ class VM:
     def iomem(self) -> IOMem:
         """/proc/iomem of the guest, read now (as root, so with real addresses)."""
         return IOMem(self.run("cat /proc/iomem", check=True).stdout)
-
-
-def _close_quietly(qmp: QEMUMonitorProtocol) -> None:
-    # After 'quit' (or a guest crash) QEMU has already closed its end; closing ours then
-    # reports EOF, which is no news.
-    try:
-        qmp.close()
-    except (EOFError, OSError):
-        pass

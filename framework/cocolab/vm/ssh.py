@@ -16,6 +16,9 @@ from cocolab.errors import GuestCommandError
 
 LOG = logging.getLogger(__name__)
 
+OPEN_TIMEOUT_S = 10.0
+"""A channel opens in milliseconds; waiting longer means the guest (or dropbear) is stuck."""
+
 
 class CommandFailed(AssertionError):
     """A guest command exited non-zero where the test required success.
@@ -98,8 +101,9 @@ class SSH:
             alive: Callable[[], None] = lambda: None) -> CommandResult:
         start = time.monotonic()
         deadline = Deadline(timeout)
+        alive()  # a channel open to a stopped guest would wait out its whole timeout
         try:
-            chan = self.open_session(timeout)
+            chan = self.open_session(min(timeout, OPEN_TIMEOUT_S))
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin)
