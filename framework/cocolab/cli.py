@@ -31,7 +31,7 @@ def _rig(args: argparse.Namespace) -> Rig:
         lane=args.lane, kernel=args.kernel, kernel_config=args.kernel_config,
         modules=args.modules, qemu=args.qemu, accel=args.accel, firmware=args.firmware,
         append=tuple(w for a in args.append or [] for w in a.split()),
-        boot_timeout=args.boot_timeout, refresh=args.refresh,
+        boot_timeout=args.boot_timeout, refresh=args.refresh, panic_on_warn=args.panic_on_warn,
     ))
 
 

@@ -99,10 +99,12 @@ class GuestStopped(VMError):
     """
 
     def __init__(self, message: str, *, status: str, kvm_failed: bool = False,
-                 console_tail: str = "", argv: list[str] | None = None):
+                 qemu_said: str = "", console_tail: str = "", argv: list[str] | None = None):
         super().__init__(message, console_tail=console_tail, argv=argv)
         self.status = status
         self.kvm_failed = kvm_failed
+        self.qemu_said = qemu_said
+        """QEMU's own line about it ("KVM internal error. Suberror: 1 ... emulation failure")."""
 
 
 class VMStateError(VMError):

@@ -39,4 +39,6 @@ OPTIONS: tuple[Option, ...] = (
            (("action", "append"), ("default", []), ("metavar", "WORDS"))),
     Option("--boot-timeout", "seconds a guest may take to be ready (default: 120)",
            (("type", float), ("default", 120.0), ("metavar", "SECONDS"))),
+    Option("--panic-on-warn", "boot every guest with panic_on_warn=1: a kernel WARNING ends "
+           "the VM as a crash", (("action", "store_true"),)),
 )

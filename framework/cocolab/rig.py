@@ -61,6 +61,7 @@ class RigOptions:
     append: tuple[str, ...] = ()
     boot_timeout: float = 120.0
     refresh: bool = False
+    panic_on_warn: bool = False
     """Prove the accelerator and probe QEMU again instead of trusting cached verdicts."""
 
 
@@ -126,7 +127,8 @@ class Rig:
 
     @property
     def append(self) -> tuple[str, ...]:
-        return (*self.lane.append, *self.options.append)
+        warn = ("panic_on_warn=1",) if self.options.panic_on_warn else ()
+        return (*self.lane.append, *self.options.append, *warn)
 
     def vm_config(self, cmdline: tuple[str, ...] = (), qemu_args: tuple[str, ...] = (),
                   modules: tuple[str, ...] = ()) -> VMConfig:

@@ -61,3 +61,10 @@ def test_guest_panic_is_reported_as_a_crash(vm: VM) -> None:
     assert "Kernel panic" in info.value.crash_line or "sysrq" in info.value.console_tail
     with pytest.raises(GuestCrashed):
         vm.check_alive()
+
+
+def test_a_dmesg_mark_does_not_outlive_its_test(vm: VM) -> None:
+    """The mark set by test_dmesg_since_mark_sees_only_new_lines, on this same shared VM, is
+    gone: since_mark() without a mark of this test's own refuses."""
+    with pytest.raises(RuntimeError, match=r"before this test's dmesg\.mark"):
+        vm.dmesg.since_mark()

@@ -6,25 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cocolab.paths import cache_root
-
 pytest_plugins = ["pytester"]
-CACHE = cache_root()  # now, before pytester points HOME at a temp dir
-
-
-@pytest.fixture
-def inner(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-          cocolab_rig):
-    if cocolab_rig.lane.cc:
-        pytest.skip(f"the plugin's own outcomes are checked on non-confidential lanes; lane "
-                    f"{cocolab_rig.lane.name} is for {cocolab_rig.lane.cc} guests")
-    monkeypatch.setenv("COCOLAB_CACHE", str(CACHE))  # the warm kernel and image cache
-
-    def run(source: str, *args: str) -> pytest.RunResult:
-        pytester.makepyfile(source)
-        return pytester.runpytest_subprocess("-rs", "--results", str(tmp_path / "results"),
-                                             *args)
-    return run
 
 
 def test_a_vm_that_cannot_boot_is_an_error_for_every_test_that_needed_it(inner) -> None:

@@ -112,3 +112,21 @@ def test_a_pause_cocolab_announces_is_no_failure(vm: VM) -> None:
         vm.qmp.cmd("stop")
         vm.qmp.cmd("cont")
     assert vm.run("echo up", timeout=30).stdout == "up\n"
+
+
+@pytest.mark.fresh_vm
+def test_a_guest_frozen_while_a_helper_is_held_fails_at_once(vm: VM) -> None:
+    """A test holding a helper session (a mapping kept open) whose guest stops answering: the
+    helper's next read is a RIG FAILURE in about a second, not a hang."""
+    pid = vm.pid
+    assert pid is not None
+    with vm.probe.hold("/dev/mem", 0, 16) as held:
+        assert held.first.ok, held.first
+        os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(GuestStopped) as info:
+            held.finish("again")
+    assert time.monotonic() - start < STOP_SEEN_S
+    assert info.value.status == "frozen"
+    vm.shutdown()
+    assert process_state(pid) is None, f"QEMU pid {pid} outlived its frozen guest"

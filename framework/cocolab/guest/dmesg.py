@@ -47,9 +47,14 @@ class Dmesg:
         self._mark = mark
         return mark
 
+    def forget(self) -> None:
+        """Drop the mark: each test on a shared VM starts without one (the plugin calls this),
+        so since_mark() can never read an earlier test's window."""
+        self._mark = None
+
     def since_mark(self) -> DmesgLines:
         if self._mark is None:
-            raise RuntimeError("dmesg.since_mark() called before dmesg.mark()")
+            raise RuntimeError("dmesg.since_mark() called before this test's dmesg.mark()")
         lines = self.read().lines
         for i, line in enumerate(lines):
             if self._mark in line:

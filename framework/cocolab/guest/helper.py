@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import errno as errno_mod
 import json
+import select
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import paramiko
+
+from cocolab.deadline import Deadline
 from cocolab.errors import GuestCommandError
 
 if TYPE_CHECKING:
@@ -77,39 +81,79 @@ def run_helper(vm: VM, argv: str) -> ProbeResult:
     return ProbeResult.parse(result.stdout.strip().splitlines()[-1])
 
 
-class HelperSession:
-    """A helper that reported once and now waits for a line on stdin before its last report."""
+HELPER_TIMEOUT_S = 60.0
+"""How long a held helper may take to report: each report is one syscall or a few."""
 
-    def __init__(self, channel: Any, out: Any, first: ProbeResult, argv: str):
+
+class HelperSession:
+    """A helper that reported once and now waits for a line on stdin before its last report.
+
+    Every read has a deadline and asks the VM whether it still runs while it waits, so a
+    guest that stops answering is a GuestCommandError (or GuestStopped) within the deadline,
+    never a hang.
+    """
+
+    def __init__(self, vm: VM, channel: paramiko.Channel, argv: str, timeout: float):
+        self._vm = vm
         self._channel = channel
-        self._out = out
         self._argv = argv
-        self.first = first
+        self._timeout = timeout
+        self._buffer = b""
+        self.first = ProbeResult.parse(self._readline("its first report"))
         self.last: ProbeResult | None = None
+
+    def _readline(self, what: str) -> str:
+        deadline = Deadline(self._timeout)
+        while b"\n" not in self._buffer:
+            self._vm.check_alive()
+            if self._channel.recv_ready():
+                self._buffer += self._channel.recv(65536)
+                continue
+            if self._channel.exit_status_ready() or self._channel.closed:
+                status = self._channel.recv_exit_status() if self._channel.exit_status_ready() \
+                    else None
+                raise GuestCommandError(f"{self._argv} ended (exit status {status}) before "
+                                        f"{what}; it printed {self._buffer[-500:]!r}")
+            if deadline.expired():
+                raise GuestCommandError(f"{self._argv} gave no {what} within "
+                                        f"{self._timeout:g}s (the guest is alive but the "
+                                        "helper is stuck)")
+            select.select([self._channel], [], [], 0.2)
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode(errors="replace")
 
     def finish(self, line: str) -> ProbeResult:
         """Send `line`, read the helper's last report (once; later calls return it again)."""
         if self.last is None:
-            self._channel.sendall(line.encode() + b"\n")
-            report = self._out.readline()
-            # The helper exits after this report. Close at once: dropbear refuses new channels
-            # while a finished one is left open.
-            self._channel.close()
-            if not report:
-                raise GuestCommandError(f"{self._argv} ended without its last report")
-            self.last = ProbeResult.parse(report)
+            try:
+                with _ssh_errors(self._vm, self._argv):
+                    self._channel.sendall(line.encode() + b"\n")
+                    self.last = ProbeResult.parse(self._readline("its last report"))
+            finally:
+                # The helper exits after this report. Close at once: dropbear refuses new
+                # channels while a finished one is left open.
+                self._channel.close()
         return self.last
 
 
 @contextmanager
-def helper_session(vm: VM, argv: str) -> Iterator[HelperSession]:
-    chan = vm.ssh.open_session(timeout=30)
+def helper_session(vm: VM, argv: str,
+                   timeout: float = HELPER_TIMEOUT_S) -> Iterator[HelperSession]:
+    chan = vm.ssh.open_session(timeout=min(timeout, 10.0), alive=vm.check_alive)
     try:
-        chan.exec_command(argv)
-        out = chan.makefile("r")
-        line = out.readline()
-        if not line:
-            raise GuestCommandError(f"{argv} did not report")
-        yield HelperSession(chan, out, ProbeResult.parse(line), argv)
+        with _ssh_errors(vm, argv):
+            chan.exec_command(argv)
+            session = HelperSession(vm, chan, argv, timeout)
+        yield session
     finally:
         chan.close()
+
+
+@contextmanager
+def _ssh_errors(vm: VM, argv: str) -> Iterator[None]:
+    """A transport failure while talking to a held helper is the rig's: GuestCommandError."""
+    try:
+        yield
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        vm.check_alive()
+        raise GuestCommandError(f"SSH failed while {argv} was held: {exc}") from exc

@@ -16,6 +16,7 @@ cocolab failure bundle for {nodeid}
   dmesg.txt     the guest kernel log when the test failed ({dmesg_note})
   qemu.log      QEMU's own stdout/stderr
   argv.txt      the exact QEMU command line, one argument per line
+  kernel-warnings.txt  the kernel's warning reports during the test, if it printed any
   relaunch.sh   boots the same VM (kernel, initrd, cmdline, devices) with its console on your
                 terminal: ./relaunch.sh [SSH_PORT]; SSH command inside
 """
@@ -25,7 +26,9 @@ def _safe(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
 
 
-def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path) -> Path:
+def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path,
+                 extra: dict[str, str] | None = None) -> Path:
+    """The bundle for `nodeid`; `extra` files (name: text) are written beside the logs."""
     dest = root / _safe(nodeid)
     if dest.exists():
         shutil.rmtree(dest)
@@ -42,5 +45,7 @@ def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path) -> Path:
             note = f"could not be read: {exc}"
     if not (dest / "dmesg.txt").exists():
         (dest / "dmesg.txt").write_text(f"({note}; see console.log)\n")
+    for name, text in (extra or {}).items():
+        (dest / name).write_text(text + "\n")
     (dest / "README").write_text(README.format(nodeid=nodeid, dmesg_note=note))
     return dest

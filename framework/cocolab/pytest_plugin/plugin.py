@@ -23,6 +23,7 @@ from cocolab.errors import (
     VMError,
 )
 from cocolab.guest.cc import CCProof, cc_proof
+from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
 from cocolab.options import OPTIONS
 from cocolab.pytest_plugin.bundle import write_bundle
 from cocolab.pytest_plugin.markers import (
@@ -43,6 +44,7 @@ ITEM_VM = pytest.StashKey[VM]()
 ITEM_REQUEST = pytest.StashKey[VMRequest]()
 ITEM_BUNDLE = pytest.StashKey[Path]()
 ITEM_CALL = pytest.StashKey[pytest.TestReport]()
+ITEM_WARNINGS = pytest.StashKey[list[KernelWarning]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,11 +53,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(opt.flag, dest="cocolab_" + opt.dest, help=opt.help, **dict(opt.kwargs))
     group.addoption("--destructive", dest="cocolab_destructive", action="store_true",
                     help="also run tests marked destructive (they kill their guest on purpose)")
+    group.addoption("--kernel-warnings", dest="cocolab_kernel_warnings", default="fail",
+                    choices=("fail", "report"),
+                    help="a kernel WARNING, UBSAN, KASAN, lockdep, hung-task or RCU-stall report "
+                         "during a test fails it (default), or is reported beside its result")
     group.addoption("--results", dest="cocolab_results", default="results",
                     help="where VM logs and failure bundles go (default: ./results)")
 
 
+def backstop_timeout(boot_timeout: float) -> float:
+    """pytest-timeout's default for a cocolab run: a test may boot its VM (setup), run for a
+    while, and shut it down; past this it hung, whatever cocolab's own deadlines missed."""
+    return 2 * boot_timeout + BACKSTOP_EXTRA_S
+
+
+BACKSTOP_EXTRA_S = 300.0
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its settings
 def pytest_configure(config: pytest.Config) -> None:
+    if (config.pluginmanager.hasplugin("timeout") and config.getoption("timeout") is None
+            and not os.environ.get("PYTEST_TIMEOUT") and not config.getini("timeout")):
+        config.option.timeout = backstop_timeout(config.getoption("cocolab_boot_timeout"))
     for signature, text in MARKERS.items():
         config.addinivalue_line("markers", f"{signature}: {text}")
     opts = RigOptions(
@@ -68,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
         firmware=config.getoption("cocolab_firmware"),
         append=tuple(w for a in config.getoption("cocolab_append") or [] for w in a.split()),
         boot_timeout=config.getoption("cocolab_boot_timeout"),
+        panic_on_warn=config.getoption("cocolab_panic_on_warn"),
     )
     try:
         rig = Rig(opts)
@@ -221,6 +241,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     if pool.retired != retired:
         warnings.warn(CocolabWarning(pool.retired), stacklevel=1)
     item.stash[ITEM_VM] = shared
+    shared.dmesg.forget()  # per-test facade state starts fresh on a shared VM
     try:
         yield shared
         if _call_passed(item):
@@ -299,6 +320,36 @@ def cocolab_rig(pytestconfig: pytest.Config) -> Rig:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    vm = item.stash.get(ITEM_VM, None)
+    start = vm.console_size() if vm is not None else 0
+    try:
+        result = yield
+    except BaseException:
+        if vm is not None:
+            _kernel_warnings(item, vm, start, fail=False)
+        raise
+    if vm is not None:
+        _kernel_warnings(item, vm, start,
+                         fail=item.config.getoption("cocolab_kernel_warnings") == "fail")
+    return result
+
+
+def _kernel_warnings(item: pytest.Item, vm: VM, start: int, fail: bool) -> None:
+    found = kernel_warnings(vm.console_since(start))
+    if not found:
+        return
+    item.stash[ITEM_WARNINGS] = found
+    reports = "\n\n".join(w.report for w in found)
+    first = f"the guest kernel warned during this test: {found[0]}" + (
+        f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+    if fail:  # the kernel's side: a test failure, shown as the report itself
+        pytest.fail(f"cocolab: {first}\n{reports}", pytrace=False)
+    item.add_report_section("call", "cocolab kernel warnings", reports)
+    warnings.warn(CocolabWarning(f"{first} (--kernel-warnings=report)"), stacklevel=1)
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
@@ -316,7 +367,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if workdir is None and (f := pool.failures.get(item.stash[ITEM_REQUEST].key())):
         workdir = f.workdir
     if workdir is not None and ITEM_BUNDLE not in item.stash:
-        path = write_bundle(item.config.stash[RESULTS] / "failures", item.nodeid, vm, workdir)
+        found = item.stash.get(ITEM_WARNINGS, [])
+        extra = {"kernel-warnings.txt": "\n\n".join(w.report for w in found)} if found else {}
+        path = write_bundle(item.config.stash[RESULTS] / "failures", item.nodeid, vm, workdir,
+                            extra)
         item.stash[ITEM_BUNDLE] = path
         failure = pool.failures.get(item.stash[ITEM_REQUEST].key())
         if failure is not None and failure.nodeid == item.nodeid:

@@ -65,8 +65,8 @@ class VMPool:
             except GuestStopped as exc:
                 if not (exc.kvm_failed and self.rig.accel_requested == "auto"):
                     raise
-                choice = self.rig.retire_kvm(exc.message)
-                self.retired = f"{choice.reason}; {nodeid} booted its VM again under TCG"
+                choice = self.rig.retire_kvm(exc.qemu_said or exc.message)
+                self.retired = f"{choice.reason} ({nodeid} booted its VM again under TCG)"
                 LOG.warning("%s", self.retired)
                 return self._boot(request)
         except VMError as exc:

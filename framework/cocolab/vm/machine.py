@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import weakref
 from contextlib import ExitStack
 from functools import cached_property
@@ -54,6 +55,7 @@ from cocolab.vm.ssh import SSH, CommandResult
 
 LOG = logging.getLogger(__name__)
 DEFAULT_BOOT_TIMEOUT = 120.0
+CONSOLE_SETTLE_S = 0.5
 
 _LIVE: weakref.WeakSet[VM] = weakref.WeakSet()
 
@@ -115,6 +117,27 @@ class VM:
     @property
     def qemu_log(self) -> Path:
         return self.workdir / "qemu.log"
+
+    def console_size(self) -> int:
+        """Bytes the guest has printed on its console so far (an offset for console_since)."""
+        try:
+            return self.console_log.stat().st_size
+        except OSError:
+            return 0
+
+    def console_since(self, offset: int, settle: float = CONSOLE_SETTLE_S) -> str:
+        """What the guest printed on its console after `offset`, once it has been quiet for
+        a moment (a report printed by a test's last command may still be arriving)."""
+        deadline, size = Deadline(settle), self.console_size()
+        while not deadline.expired():
+            time.sleep(0.05)
+            if self.console_size() == size:
+                break
+            size = self.console_size()
+        with contextlib.suppress(OSError), self.console_log.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+        return ""
 
     def launch(self, timeout: float = DEFAULT_BOOT_TIMEOUT) -> None:
         """Start QEMU and return once the guest printed this boot's token and SSH answers."""
@@ -284,15 +307,16 @@ class VM:
             if said:
                 text += f"; QEMU said: {said}"
         tail = self._console.tail() if self._console else ""
-        return GuestStopped(text, status=stop.status, kvm_failed=kvm_failed, console_tail=tail,
-                            argv=self.argv)
+        return GuestStopped(text, status=stop.status, kvm_failed=kvm_failed, qemu_said=said,
+                            console_tail=tail, argv=self.argv)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Quit QEMU (QMP 'quit', then SIGTERM/SIGKILL by PID) and release everything."""
         if self.state in (VMState.SHUT_DOWN, VMState.CREATED):
             self.state = VMState.SHUT_DOWN
             return
-        if self._monitor is not None and self._proc is not None and self._proc.poll() is None:
+        if self._monitor is not None and self._proc is not None and self._proc.poll() is None \
+                and process_state(self._proc.pid) != "T":  # a frozen QEMU answers nobody
             try:
                 self._monitor.cmd("quit", timeout=timeout)
                 self._proc.wait(timeout)

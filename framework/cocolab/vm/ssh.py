@@ -18,6 +18,10 @@ LOG = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_S = 10.0
 """A channel opens in milliseconds; waiting longer means the guest (or dropbear) is stuck."""
+KEEPALIVE_S = 5
+"""Keepalives keep slirp's and dropbear's view of an idle connection (a test holding a
+helper while it sleeps) fresh, and find a dead one."""
+RECONNECT_S = 30.0
 
 
 class CommandFailed(AssertionError):
@@ -54,13 +58,23 @@ class CommandResult:
 
 
 class SSH:
-    """One authenticated connection to the guest's dropbear, reused for every command."""
+    """One authenticated connection to the guest's dropbear, reused for every command.
+
+    A channel that cannot be opened means no command started, so opening again on a new
+    connection is safe whatever the command does: `open_session` does that once, when the
+    guest is still alive, and records why in `reconnects`. A failure after a command started
+    is never retried here (it may have changed the guest): it is a GuestCommandError.
+    """
 
     def __init__(self, port: int, key_path: Path, host: str = "127.0.0.1"):
         self.host = host
         self.port = port
         self.key_path = key_path
         self._client: paramiko.SSHClient | None = None
+        self._retired: list[paramiko.SSHClient] = []
+        """Earlier connections, kept open for the channels (held helpers) still on them."""
+        self.reconnects: list[str] = []
+        """Why each reconnect was needed: the lost transport's own error."""
 
     def connect(self, deadline: Deadline, alive: Callable[[], None] = lambda: None) -> None:
         """Connect, retrying briefly until `deadline`; `alive()` raises if the VM died."""
@@ -76,6 +90,9 @@ class SSH:
                 client.connect(self.host, self.port, username="root", pkey=key,
                                look_for_keys=False, allow_agent=False, timeout=timeout,
                                banner_timeout=timeout, auth_timeout=timeout)
+                transport = client.get_transport()
+                assert transport is not None
+                transport.set_keepalive(KEEPALIVE_S)
                 self._client = client
                 return
             except (paramiko.SSHException, OSError) as exc:
@@ -90,20 +107,39 @@ class SSH:
             raise GuestCommandError("SSH is not connected")
         return self._client
 
-    def open_session(self, timeout: float) -> paramiko.Channel:
+    def open_session(self, timeout: float,
+                     alive: Callable[[], None] = lambda: None) -> paramiko.Channel:
+        """A new session channel; on a lost or refusing connection, one more try on a new
+        one if `alive()` says the guest still runs. Raises GuestCommandError."""
+        try:
+            return self._open(timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            first = _describe(exc, self.client.get_transport())
+        alive()
+        self.reconnects.append(first)
+        LOG.warning("SSH to 127.0.0.1:%s: %s; connecting again", self.port, first)
+        self._retired.append(self.client)
+        self._client = None
+        self.connect(Deadline(RECONNECT_S), alive)
+        try:
+            return self._open(timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise GuestCommandError(f"SSH could not open a channel ({first}), nor on a new "
+                                    f"connection ({_describe(exc, None)})") from exc
+
+    def _open(self, timeout: float) -> paramiko.Channel:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
-            raise GuestCommandError("SSH transport is closed (did the guest die?)")
-        chan = transport.open_session(timeout=timeout)
-        return chan
+            raise paramiko.SSHException("the SSH transport is closed")
+        return transport.open_session(timeout=timeout)
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None,
             alive: Callable[[], None] = lambda: None) -> CommandResult:
         start = time.monotonic()
         deadline = Deadline(timeout)
         alive()  # a channel open to a stopped guest would wait out its whole timeout
+        chan = self.open_session(min(timeout, OPEN_TIMEOUT_S), alive)
         try:
-            chan = self.open_session(min(timeout, OPEN_TIMEOUT_S))
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin)
@@ -123,20 +159,32 @@ class SSH:
                         and not chan.recv_stderr_ready():
                     break
                 if deadline.expired():
-                    chan.close()
                     raise GuestCommandError(f"guest command timed out after {timeout}s: "
                                             f"{command}")
                 if not drained:
                     select.select([chan], [], [], 0.2)
             rc = chan.recv_exit_status()
-            chan.close()
         except (OSError, paramiko.SSHException, EOFError) as exc:
             alive()
-            raise GuestCommandError(f"SSH failed running {command!r}: {exc}") from exc
+            raise GuestCommandError(f"SSH failed running {command!r} (it may have run): "
+                                    f"{_describe(exc, chan.get_transport())}") from exc
+        finally:
+            chan.close()  # always: dropbear keeps a channel until both ends closed it
         return CommandResult(command, rc, out.decode(errors="replace"),
                              err.decode(errors="replace"), time.monotonic() - start)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in (*self._retired, *([self._client] if self._client else [])):
+            client.close()
+        self._retired.clear()
+        self._client = None
+
+
+def _describe(exc: BaseException, transport: paramiko.Transport | None) -> str:
+    """The error, and what the transport knew: paramiko's "Unable to open channel." alone
+    hides whether the connection was gone (and why) or the server said no."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if transport is not None and not transport.is_active():
+        cause = transport.get_exception()
+        text += "; the connection was closed" + (f" ({cause!r})" if cause else "")
+    return text
