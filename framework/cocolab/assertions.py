@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import errno as errno_mod
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
+from cocolab.deadline import Deadline
 from cocolab.guest.dmesg import DmesgLines
 from cocolab.guest.probe import ProbeResult
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], seconds: float = 10.0, interval: float = 0.2) -> T:
+    """Call `check` (which asserts) until it passes or `seconds` run out; then its last
+    AssertionError stands. For kernel state that settles asynchronously (a hub event, a
+    deferred probe): polling against a deadline instead of a fixed sleep."""
+    __tracebackhide__ = True
+    deadline = Deadline(seconds)
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if deadline.expired():
+                raise
+        time.sleep(min(interval, deadline.remaining()))
 
 
 def _name(number: int) -> str:

@@ -62,6 +62,8 @@ class RigOptions:
     boot_timeout: float = 120.0
     refresh: bool = False
     panic_on_warn: bool = False
+    strict_lane: bool | None = None
+    """--strict-lane (True) / --no-strict-lane (False); None: as the lane says."""
     """Prove the accelerator and probe QEMU again instead of trusting cached verdicts."""
 
 
@@ -93,6 +95,18 @@ class Rig:
     @cached_property
     def qemu_info(self) -> QemuInfo:
         return probe_qemu(self.qemu_path, refresh=self.options.refresh)
+
+    @property
+    def strict(self) -> str | None:
+        """Why a missing host capability or QEMU feature is an error here, or None if it is
+        a skip."""
+        if self.options.strict_lane is not None:
+            return "--strict-lane" if self.options.strict_lane else None
+        if self.lane.cc:
+            return f"lane {self.lane.name} is a confidential lane"
+        if self.lane.strict:
+            return f"lane {self.lane.name} is strict ({self.lane.source})"
+        return None
 
     @property
     def accel_requested(self) -> str:

@@ -10,10 +10,11 @@ Every test runs on two boots: the default one (the counterpart) and authorized_d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from cocolab.assertions import eventually
 from cocolab.vm import VM
 
 pytestmark = [pytest.mark.topology("usb-xhci"),
@@ -41,7 +42,12 @@ def usb(vm: VM, authorized_default: int | None) -> Iterator[VM]:
             vm.usb.set_hub_attr(entry.name, "interface_authorized_default", 1)
         elif not entry.is_interface and entry.authorized != str(boot_value):
             vm.usb.authorize(entry.name, boot_value)
-    vm.usb.settle()
+
+    def restored() -> None:
+        for entry in vm.usb.entries():
+            if not entry.is_interface and not entry.name.startswith("usb"):
+                assert entry.authorized == str(boot_value), f"{entry.name} not restored"
+    eventually(restored)
 
 
 @policy
@@ -78,17 +84,21 @@ def test_writing_authorized_configures_and_binds_then_unbinds(usb: VM,
     kbd = usb.usb.device(KEYBOARD)
     usb.dmesg.mark()
     assert usb.usb.authorize(kbd.name, 1).ok
-    usb.usb.settle()
-    kbd = usb.usb.device(KEYBOARD)
-    assert (kbd.authorized, kbd.configuration) == ("1", "1")
-    assert {i.driver for i in usb.usb.interfaces(kbd)} == {"usbhid"}
+
+    def configured_and_bound() -> None:
+        dev = usb.usb.device(KEYBOARD)
+        assert (dev.authorized, dev.configuration) == ("1", "1")
+        assert {i.driver for i in usb.usb.interfaces(dev)} == {"usbhid"}
+    eventually(configured_and_bound)
     if authorized_default == 0:
         assert usb.dmesg.since_mark().grep(rf"usb {kbd.name}: authorized to connect")
     assert usb.usb.authorize(kbd.name, 0).ok
-    usb.usb.settle()
-    kbd = usb.usb.device(KEYBOARD)
-    assert (kbd.authorized, kbd.configuration) == ("0", "")
-    assert usb.usb.interfaces(kbd) == []
+
+    def deconfigured() -> None:
+        dev = usb.usb.device(KEYBOARD)
+        assert (dev.authorized, dev.configuration) == ("0", "")
+        assert usb.usb.interfaces(dev) == []
+    eventually(deconfigured)
 
 
 @policy
@@ -101,17 +111,21 @@ def test_interface_authorized_default_holds_back_interface_drivers(
     # re-enumerate the keyboard's configuration under the new interface policy
     assert usb.usb.authorize(kbd.name, 0).ok
     assert usb.usb.authorize(kbd.name, 1).ok
-    usb.usb.settle()
-    (iface,) = usb.usb.interfaces(usb.usb.device(KEYBOARD))
-    assert (iface.authorized, iface.driver) == ("0", ""), iface
+
+    def interface(authorized: str, driver: str) -> Callable[[], None]:
+        def check() -> None:
+            ifaces = usb.usb.interfaces(usb.usb.device(KEYBOARD))
+            assert [(i.authorized, i.driver) for i in ifaces] == [(authorized, driver)], ifaces
+        return check
+    # Writes to `authorized` configure the device and probe its interfaces synchronously
+    # (usb_authorize_device -> usb_set_configuration -> device_add): once the interface
+    # exists, its driver state is the kernel's answer, not a moment in a race.
+    eventually(interface("0", ""))
     # Authorizing the interface does not probe it (message.c usb_authorize_interface only
     # sets the flag); Documentation/usb/authorization.rst: trigger the probe by writing the
     # interface to /sys/bus/usb/drivers_probe. Then usbhid binds: the counterpart.
+    (iface,) = usb.usb.interfaces(usb.usb.device(KEYBOARD))
     assert usb.usb.authorize(iface.name, 1).ok
-    usb.usb.settle()
-    (iface,) = usb.usb.interfaces(usb.usb.device(KEYBOARD))
-    assert (iface.authorized, iface.driver) == ("1", ""), iface
+    eventually(interface("1", ""))
     assert usb.write_sysfs("/sys/bus/usb/drivers_probe", iface.name).ok
-    usb.usb.settle()
-    (iface,) = usb.usb.interfaces(usb.usb.device(KEYBOARD))
-    assert (iface.authorized, iface.driver) == ("1", "usbhid"), iface
+    eventually(interface("1", "usbhid"))

@@ -33,12 +33,17 @@ RATELIMIT_INTERVAL_S = 5  # DEFAULT_RATELIMIT_INTERVAL, include/linux/ratelimit_
 
 
 @pytest.fixture
-def lockdown_active(vm: VM) -> str:
-    """The level securityfs shows; skips if the lockdown LSM is not initialised."""
+def lockdown_active(vm: VM, level: str) -> str:
+    """The level securityfs shows. On the unlocked boot an inactive LSM is a skip; on a
+    `lockdown=` boot it is the kernel's failure: the command line asked for lockdown and the
+    kernel did not give it (security/lockdown/lockdown.c lockdown_param())."""
     r = vm.run("cat /sys/kernel/security/lockdown")
     if not r.ok:
-        pytest.skip("the lockdown LSM is built in but not active (no /sys/kernel/security/"
-                    "lockdown): add 'lockdown' to CONFIG_LSM or boot with lsm=...,lockdown")
+        why = ("the lockdown LSM is built in but not active (no /sys/kernel/security/"
+               "lockdown): add 'lockdown' to CONFIG_LSM or boot with lsm=...,lockdown")
+        if level == "none":
+            pytest.skip(why)
+        pytest.fail(f"booted with lockdown={level}, but {why}", pytrace=False)
     return r.stdout.strip()
 
 

@@ -7,14 +7,11 @@ import pytest
 from cocolab.errors import GuestCrashed
 from cocolab.vm import VM
 
-_pids: dict[str, int | None] = {}
-
 
 def test_boots_the_requested_kernel(vm: VM, cocolab_rig) -> None:
     assert vm.kernel_release == cocolab_rig.kernel.release
     cmdline = vm.run("cat /proc/cmdline", check=True).stdout
     assert "panic=-1" in cmdline.split()
-    _pids["default"] = vm.pid
 
 
 def test_ssh_run_reports_exit_status_stdout_and_stderr(vm: VM) -> None:
@@ -43,17 +40,6 @@ def test_dmesg_since_mark_sees_only_new_lines(vm: VM) -> None:
     assert not new.contains("cocolab-smoke-before")
 
 
-def test_tests_with_the_same_request_share_one_vm(vm: VM) -> None:
-    assert _pids.get("default") is not None, "runs after test_boots_the_requested_kernel"
-    assert vm.pid == _pids["default"]
-
-
-@pytest.mark.cmdline("cocolab.smoke=1")
-def test_a_different_request_gets_its_own_vm(vm: VM) -> None:
-    assert "cocolab.smoke=1" in vm.run("cat /proc/cmdline", check=True).stdout.split()
-    assert vm.pid != _pids.get("default")
-
-
 @pytest.mark.fresh_vm
 def test_guest_panic_is_reported_as_a_crash(vm: VM) -> None:
     with pytest.raises(GuestCrashed) as info:
@@ -62,9 +48,3 @@ def test_guest_panic_is_reported_as_a_crash(vm: VM) -> None:
     with pytest.raises(GuestCrashed):
         vm.check_alive()
 
-
-def test_a_dmesg_mark_does_not_outlive_its_test(vm: VM) -> None:
-    """The mark set by test_dmesg_since_mark_sees_only_new_lines, on this same shared VM, is
-    gone: since_mark() without a mark of this test's own refuses."""
-    with pytest.raises(RuntimeError, match=r"before this test's dmesg\.mark"):
-        vm.dmesg.since_mark()

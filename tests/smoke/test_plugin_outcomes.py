@@ -85,3 +85,45 @@ def test_a_device_this_qemu_lacks_is_a_skip_that_names_it(inner, tmp_path: Path,
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED*QEMU * has no device igb (needed by topology "
                                  "with-igb); use a QEMU that has it (--qemu)*"])
+
+
+def test_on_a_strict_lane_a_device_this_qemu_lacks_is_an_error(inner, tmp_path: Path,
+                                                               cocolab_rig) -> None:
+    if cocolab_rig.qemu_info.has_device("igb"):
+        pytest.skip(f"QEMU {cocolab_rig.qemu_info.version} has igb; nothing to show here")
+    topo = tmp_path / "with-igb.toml"
+    topo.write_text('machine = "q35"\n[[device]]\nid = "nic"\nmodel = "igb"\n')
+    result = inner(f"""
+        import pytest
+        @pytest.mark.topology({str(topo)!r})
+        def test_needs_igb(vm): pass
+    """, "--strict-lane")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["cocolab: QEMU * has no device igb (needed by topology "
+                                 "with-igb); use a QEMU that has it (--qemu) (--strict-lane: *"])
+
+
+def test_equal_requests_share_one_vm_with_fresh_per_test_state(inner, tmp_path: Path) -> None:
+    """Sharing, seen from outside so that it holds whatever order this suite runs in."""
+    pids = tmp_path / "pids"
+    result = inner(f"""
+        import pytest
+        def note(name, vm):
+            with open({str(pids)!r}, "a") as f:
+                f.write(f"{{name}} {{vm.pid}}\\n")
+        def test_a(vm):
+            note("a", vm)
+        def test_b(vm):
+            vm.dmesg.mark()
+            note("b", vm)
+        def test_c(vm):
+            with pytest.raises(RuntimeError, match="before this test's"):
+                vm.dmesg.since_mark()  # test_b's mark does not reach this test
+            note("c", vm)
+        @pytest.mark.cmdline("cocolab.other=1")
+        def test_d(vm):
+            note("d", vm)
+    """)
+    result.assert_outcomes(passed=4)
+    seen = dict(line.split() for line in pids.read_text().splitlines())
+    assert seen["a"] == seen["b"] == seen["c"] != seen["d"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cocolab.deadline import Deadline
-from cocolab.errors import CocolabError, GuestStopped, VMStateError
+from cocolab.errors import BootError, CocolabError, GuestCommandError, GuestStopped, VMStateError
 from cocolab.host.process import process_state
 from cocolab.rig import Rig
 from cocolab.vm import VM, VMState
@@ -130,3 +130,17 @@ def test_a_guest_frozen_while_a_helper_is_held_fails_at_once(vm: VM) -> None:
     assert info.value.status == "frozen"
     vm.shutdown()
     assert process_state(pid) is None, f"QEMU pid {pid} outlived its frozen guest"
+
+
+@pytest.mark.fresh_vm
+def test_a_guest_reboot_is_told_apart_by_its_reason(vm: VM) -> None:
+    """-no-reboot turns a reboot into QEMU's exit; the SHUTDOWN event still says it was the
+    guest's own reset (the TD tests tell a killed TD from a clean reboot by this)."""
+    with pytest.raises((GuestStopped, BootError, GuestCommandError)):
+        vm.run("reboot -f", timeout=60)
+        deadline = Deadline(30)
+        while not deadline.expired():
+            vm.check_alive()
+            time.sleep(0.1)
+    assert vm.run_stop is not None
+    assert (vm.run_stop.event, "reason=guest-reset" in vm.run_stop.detail) == ("SHUTDOWN", True)

@@ -60,3 +60,21 @@ def test_rig_probes_nothing_until_asked(monkeypatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     rig = Rig(RigOptions(qemu="definitely-not-qemu"))
     assert rig.qemu_setting.value == "definitely-not-qemu"  # constructing it found nothing
+
+
+@pytest.mark.parametrize(("lane", "option", "strict"), [
+    ("default", None, None),
+    ("default", True, "--strict-lane"),
+    ("tdx", None, "lane tdx is a confidential lane"),
+    ("tdx", False, None),
+])
+def test_which_lanes_are_strict(lane: str, option: bool | None, strict: str | None) -> None:
+    assert Rig(RigOptions(lane=lane, strict_lane=option)).strict == strict
+
+
+def test_a_lane_can_declare_itself_strict(tmp_path: Path) -> None:
+    path = tmp_path / "ci.toml"
+    path.write_text("strict = true\n")
+    assert Rig(RigOptions(lane=str(path))).strict == f"lane ci is strict ({path})"
+    with pytest.raises(ConfigError, match="key 'strict' must be bool"):
+        parse_lane("x", {"strict": "yes"}, "/lanes/x.toml")

@@ -34,11 +34,15 @@ class Lane:
     """'tdx' or 'snp' for a confidential-computing lane: its guests must prove it."""
     firmware: str = ""
     """-bios image for the lane's guests (CC lanes: searched in the usual places if empty)."""
+    strict: bool = False
+    """A host or QEMU that lacks what a test needs is an ERROR on this lane, not a skip (CC
+    lanes are always strict: a green run must mean the tests ran)."""
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "description": str, "kernel": str, "machine": str, "accel": str, "qemu": str,
     "memory_mib": int, "cpus": int, "append": list, "cc": str, "firmware": str,
+    "strict": bool,
 }
 
 

@@ -69,7 +69,3 @@ class USB:
 
     def set_hub_attr(self, hub: str, attr: str, value: int) -> SysfsWrite:
         return write_sysfs(self._vm, f"{SYSFS}/{hub}/{attr}", str(value))
-
-    def settle(self) -> None:
-        """Let configuration and driver binding triggered by a sysfs write finish."""
-        self._vm.run("sleep 1")

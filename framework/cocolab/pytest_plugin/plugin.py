@@ -57,6 +57,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     choices=("fail", "report"),
                     help="a kernel WARNING, UBSAN, KASAN, lockdep, hung-task or RCU-stall report "
                          "during a test fails it (default), or is reported beside its result")
+    group.addoption("--strict-lane", dest="cocolab_strict_lane", action="store_const",
+                    const=True, default=None,
+                    help="a host or QEMU that lacks what a test needs is an ERROR naming it, not "
+                         "a skip (the default on confidential lanes and lanes with strict = true)")
+    group.addoption("--no-strict-lane", dest="cocolab_strict_lane", action="store_const",
+                    const=False, help="skip instead, even on such lanes (exploring a host)")
     group.addoption("--results", dest="cocolab_results", default="results",
                     help="where VM logs and failure bundles go (default: ./results)")
 
@@ -88,6 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
         append=tuple(w for a in config.getoption("cocolab_append") or [] for w in a.split()),
         boot_timeout=config.getoption("cocolab_boot_timeout"),
         panic_on_warn=config.getoption("cocolab_panic_on_warn"),
+        strict_lane=config.getoption("cocolab_strict_lane"),
     )
     try:
         rig = Rig(opts)
@@ -159,7 +166,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _lane_gate(rig: Rig) -> None:
     """A confidential lane boots nothing on a host that cannot run its guests: every VM test
-    skips, saying what the host lacks."""
+    errors (or with --no-strict-lane skips), saying what the host lacks."""
     if rig.lane.cc:
         problems = rig.cc_problems(rig.lane.cc)
         if problems:
@@ -189,6 +196,9 @@ def _setup_problem(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> str | None
         rig.plan(vm_req.cmdline, vm_req.qemu_args, vm_req.modules, vm_req.machine,
                  vm_req.topology)
     except (MissingQemuFeature, MissingCCHost) as exc:
+        if rig.strict:
+            return f"cocolab: {exc} ({rig.strict}: what a test needs and the host lacks is an " \
+                   "error; --no-strict-lane skips instead)"
         skip = str(exc)
     except VMError:
         raise

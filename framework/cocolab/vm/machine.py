@@ -333,6 +333,11 @@ class VM:
         _LIVE.discard(self)
 
     @property
+    def run_stop(self) -> RunStop | None:
+        """How QEMU said the guest stopped running (event, run state, reason), if it did."""
+        return self._monitor.stopped if self._monitor is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
