@@ -71,8 +71,16 @@ def test_a_failing_test_leaves_a_bundle_that_relaunches_its_vm(inner, tmp_path: 
     assert (bundle / "argv.txt").read_text().startswith("/")
 
 
-def test_a_device_this_qemu_lacks_is_a_skip_that_names_it(inner, tmp_path: Path,
-                                                          cocolab_rig) -> None:
+@pytest.mark.parametrize(("args", "outcome", "line"), [
+    ((), {"skipped": 1}, "SKIPPED*QEMU * has no device igb (needed by topology with-igb); use "
+                         "a QEMU that has it (--qemu)*"),
+    (("--strict-lane",), {"errors": 1}, "cocolab: QEMU * has no device igb (needed by topology "
+                                        "with-igb); use a QEMU that has it (--qemu) "
+                                        "(--strict-lane: *"),
+], ids=["skip", "strict-lane-error"])
+def test_a_device_this_qemu_lacks_is_named(inner, tmp_path: Path, cocolab_rig,
+                                           args: tuple[str, ...], outcome: dict[str, int],
+                                           line: str) -> None:
     if cocolab_rig.qemu_info.has_device("igb"):
         pytest.skip(f"QEMU {cocolab_rig.qemu_info.version} has igb; nothing to show here")
     topo = tmp_path / "with-igb.toml"
@@ -81,26 +89,9 @@ def test_a_device_this_qemu_lacks_is_a_skip_that_names_it(inner, tmp_path: Path,
         import pytest
         @pytest.mark.topology({str(topo)!r})
         def test_needs_igb(vm): pass
-    """)
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["SKIPPED*QEMU * has no device igb (needed by topology "
-                                 "with-igb); use a QEMU that has it (--qemu)*"])
-
-
-def test_on_a_strict_lane_a_device_this_qemu_lacks_is_an_error(inner, tmp_path: Path,
-                                                               cocolab_rig) -> None:
-    if cocolab_rig.qemu_info.has_device("igb"):
-        pytest.skip(f"QEMU {cocolab_rig.qemu_info.version} has igb; nothing to show here")
-    topo = tmp_path / "with-igb.toml"
-    topo.write_text('machine = "q35"\n[[device]]\nid = "nic"\nmodel = "igb"\n')
-    result = inner(f"""
-        import pytest
-        @pytest.mark.topology({str(topo)!r})
-        def test_needs_igb(vm): pass
-    """, "--strict-lane")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["cocolab: QEMU * has no device igb (needed by topology "
-                                 "with-igb); use a QEMU that has it (--qemu) (--strict-lane: *"])
+    """, *args)
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines([line])
 
 
 def test_equal_requests_share_one_vm_with_fresh_per_test_state(inner, tmp_path: Path) -> None:

@@ -199,14 +199,12 @@ def _setup_problem(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> str | None
         if rig.strict:
             return f"cocolab: {exc} ({rig.strict}: what a test needs and the host lacks is an " \
                    "error; --no-strict-lane skips instead)"
-        skip = str(exc)
+        pytest.skip(str(exc))
     except VMError:
         raise
     except CocolabError as exc:
         return f"cocolab: {exc}"
-    else:
-        return None
-    pytest.skip(skip)
+    return None
 
 
 @pytest.fixture
