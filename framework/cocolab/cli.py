@@ -20,7 +20,7 @@ import termios
 import tty
 from pathlib import Path
 
-from cocolab.errors import CocolabError
+from cocolab.errors import CocolabError, present
 from cocolab.options import OPTIONS
 from cocolab.rig import Rig, RigOptions
 from cocolab.vm import VM
@@ -47,10 +47,10 @@ def doctor(rig: Rig) -> int:
 
 def _interactive(vm: VM) -> int:
     """A root shell in the guest: OpenSSH if installed, else a paramiko pty."""
-    assert vm.ssh_port is not None
+    port = present(vm.ssh_port, "the SSH port")
     ssh = shutil.which("ssh")
     if ssh:
-        return subprocess.call([ssh, "-i", str(vm.ssh_key), "-p", str(vm.ssh_port),
+        return subprocess.call([ssh, "-i", str(vm.ssh_key), "-p", str(port),
                                 "-o", "StrictHostKeyChecking=no", "-o",
                                 "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                                 "root@127.0.0.1"])

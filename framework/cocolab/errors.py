@@ -8,6 +8,7 @@
      │    └── MissingCCHost     this host cannot run a TDX/SNP guest (a skip, with every reason)
      ├── KernelError            a kernel could not be found, fetched or understood
      ├── ImageError             the guest initramfs could not be built
+     ├── RigBug                 cocolab broke one of its own invariants (never the kernel's)
      └── VMError                a booted (or booting) VM misbehaved: this is the rig's side
           ├── BootError         QEMU or the guest never reached READY
           │    └── GuestCrashed a panic/Oops/BUG was seen on the console
@@ -15,6 +16,8 @@
           │                     a frozen QEMU process): seen within a second, never waited out
           ├── VMStateError      a method was called in the wrong lifecycle state
           ├── TopologyError     the booted guest does not have the devices its test declared
+          ├── RestoreError      a fixture could not put the guest back as it found it (the VM
+          │                     is retired: the next test gets a fresh one)
           └── GuestCommandError a guest command could not be run at all (not: it exited non-zero)
 
 A VMError is the rig failing; a test assertion failing is the kernel failing. The pytest plugin
@@ -24,6 +27,7 @@ reports the first as an *error* and the second as a *failure*.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 
 class CocolabError(Exception):
@@ -56,6 +60,21 @@ class KernelError(CocolabError):
 
 class ImageError(CocolabError):
     """The guest image could not be built."""
+
+
+class RigBug(CocolabError):
+    """An invariant of cocolab's own failed: a bug in the rig, reported as a RIG FAILURE
+    (an ERROR), never as a kernel failure the way a bare `assert` in rig code would be."""
+
+
+T = TypeVar("T")
+
+
+def present(value: T | None, what: str) -> T:
+    """`value`, which the rig's own logic guarantees is there; RigBug if it is not."""
+    if value is None:
+        raise RigBug(f"cocolab bug: {what} is missing here")
+    return value
 
 
 class VMError(CocolabError):
@@ -113,6 +132,10 @@ class VMStateError(VMError):
 
 class TopologyError(VMError):
     """The guest's devices differ from what the test declared: the rig is wrong, not the kernel."""
+
+
+class RestoreError(VMError):
+    """Guest state a test changed could not be put back; its shared VM is retired."""
 
 
 class GuestCommandError(VMError):

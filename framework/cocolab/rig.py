@@ -14,7 +14,13 @@ from functools import cached_property
 from pathlib import Path
 
 from cocolab.config import Lane, load_lane
-from cocolab.errors import ConfigError, HostError, MissingCCHost, MissingQemuFeature
+from cocolab.errors import (
+    ConfigError,
+    HostError,
+    MissingCCHost,
+    MissingQemuFeature,
+    present,
+)
 from cocolab.guest_image import GuestImage, build_guest_image, build_proof_initrd
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
 from cocolab.host.accel import ProofBoot, retire_kvm
@@ -84,8 +90,8 @@ class Rig:
 
     @cached_property
     def kernel_spec(self) -> KernelSpec:
-        assert self.kernel_setting.value
-        return parse_kernel_spec(self.kernel_setting.value, config=self.options.kernel_config,
+        spec = present(self.kernel_setting.value, "the lane's kernel")
+        return parse_kernel_spec(spec, config=self.options.kernel_config,
                                  modules=self.options.modules, source=self.kernel_setting.source)
 
     @cached_property
@@ -210,8 +216,7 @@ class Rig:
         if problems:
             raise MissingCCHost(f"machine {machine.name} needs a {machine.cc.upper()} host: "
                                 + "; ".join(problems))
-        firmware = self.firmware(machine.cc).found
-        assert firmware is not None
+        firmware = present(self.firmware(machine.cc).found, "CC firmware (host_problems checks it)")
         cbit = host_cbit() if machine.cc == "snp" else None
         if machine.cc == "snp" and cbit is None:
             raise MissingCCHost("an SNP guest needs the host's C-bit position: /dev/cpu/0/cpuid "

@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def restore_drivers(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tests move devices between drivers; put every declared device back afterwards, so the
-    VM can be shared with the next test."""
+    VM can be shared with the next test, or retire the VM if that fails."""
     if "vm" not in request.fixturenames:
         yield
         return
@@ -40,15 +40,6 @@ def restore_drivers(request: pytest.FixtureRequest) -> Iterator[None]:
     if vm.expected is None:
         yield
         return
-    before = {i: vm.pci.driver_of(p.bdf) for i, p in vm.expected.placed.items()}
+    before = vm.pci.drivers([p.bdf for p in vm.expected.placed.values()])
     yield
-    for ident, driver in before.items():
-        bdf = vm.expected.placed[ident].bdf
-        if vm.pci.driver_of(bdf) == driver:
-            continue
-        vm.pci.unbind(bdf)
-        vm.pci.driver_override(bdf, None)
-        if driver is not None:
-            vm.pci.driver_override(bdf, driver)
-            vm.pci.bind(bdf, driver).ok or pytest.fail(f"could not give {bdf} back to {driver}")
-            vm.pci.driver_override(bdf, None)
+    vm.pci.restore(before)  # checked: a failed restore retires the VM (RestoreError)

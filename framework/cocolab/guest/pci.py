@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cocolab.errors import RestoreError
 from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 
 if TYPE_CHECKING:
@@ -88,6 +89,31 @@ class PCI:
             return unbound
         self.driver_override(bdf, driver)
         return self.bind(bdf, driver)
+
+    def drivers(self, bdfs: list[str]) -> dict[str, str | None]:
+        """{BDF: bound driver or None}: a snapshot for restore()."""
+        return {bdf: self.driver_of(bdf) for bdf in bdfs}
+
+    def restore(self, drivers: dict[str, str | None]) -> None:
+        """Put each device back on the driver it had (a snapshot from drivers()), checking
+        every step; a device that cannot be put back raises RestoreError and retires the VM,
+        so the next test does not inherit the mess."""
+        for bdf, driver in drivers.items():
+            if self.driver_of(bdf) == driver:
+                continue
+            steps = [("unbind", self.unbind(bdf)), ("clear override", self.driver_override(bdf,
+                                                                                     None))]
+            if driver is not None:
+                steps += [("override", self.driver_override(bdf, driver)),
+                          ("bind", self.bind(bdf, driver)),
+                          ("clear override", self.driver_override(bdf, None))]
+            now = self.driver_of(bdf)
+            if now != driver:
+                failed = "; ".join(f"{name}: {w}" for name, w in steps if not w.ok) or \
+                    "every write succeeded"
+                why = f"could not put {bdf} back on {driver or 'no driver'} (now {now}): {failed}"
+                self._vm.retire(why)
+                raise RestoreError(why)
 
     def iommu_group(self, bdf: str) -> str | None:
         r = self._vm.run(f"readlink {SYSFS}/{bdf}/iommu_group")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from cocolab.errors import HostError, ImageError
+from cocolab.errors import HostError, ImageError, present
 from cocolab.kernel import Kernel
 from cocolab.kernel.apt import PrivateApt
 from cocolab.kernel.resolve import ensure_depmod
@@ -228,20 +228,20 @@ def _decompress(src: Path, dest: Path) -> None:
 
 
 def _build_modules(kernel: Kernel, out: Path) -> None:
-    assert kernel.modules is not None
+    modules = present(kernel.modules, "the kernel's modules")
     with tempfile.TemporaryDirectory() as tmp:
         s = Path(tmp)
         dest = s / "lib/modules" / kernel.release
         dest.mkdir(parents=True)
-        for rel in module_closure(kernel.modules, _read_list(GUESTS_DIR / "modules.txt")):
+        for rel in module_closure(modules, _read_list(GUESTS_DIR / "modules.txt")):
             target = dest / rel
             for ext in (".xz", ".zst", ".gz"):
                 target = target.with_name(target.name.removesuffix(ext))
             target.parent.mkdir(parents=True, exist_ok=True)
-            _decompress(kernel.modules / rel, target)
+            _decompress(modules / rel, target)
         for extra in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
-            if (kernel.modules / extra).exists():
-                shutil.copy2(kernel.modules / extra, dest / extra)
+            if (modules / extra).exists():
+                shutil.copy2(modules / extra, dest / extra)
         ensure_depmod(dest, kernel.release)
         write_cpio(s, out)
 

@@ -20,6 +20,7 @@ from cocolab.errors import (
     ConfigError,
     MissingCCHost,
     MissingQemuFeature,
+    RigBug,
     VMError,
 )
 from cocolab.guest.cc import CCProof, cc_proof
@@ -365,7 +366,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         item.stash[ITEM_CALL] = report
     if not report.failed or ITEM_REQUEST not in item.stash:
         return report
-    if call.excinfo is not None and isinstance(call.excinfo.value, VMError):
+    if call.excinfo is not None and isinstance(call.excinfo.value, (VMError, RigBug)):
         report.cocolab_rig_failure = True  # type: ignore[attr-defined]
         report.sections.append(("cocolab", "RIG FAILURE: the VM misbehaved (this is cocolab's "
                                 "or QEMU's side, not a kernel assertion)"))

@@ -92,12 +92,15 @@ class VMPool:
         if vm is not None:
             try:
                 vm.check_alive()
-                return vm
+                if vm.retired is None:
+                    return vm
+                LOG.info("shared VM %s was retired (%s); booting a new one", vm.name,
+                         vm.retired)
             except VMError as exc:
                 # An earlier test on this VM killed the guest; that test reported it.
                 LOG.info("shared VM %s is dead (%s); booting a new one", vm.name, exc)
-                vm.shutdown()
-                del self.vms[key]
+            vm.shutdown()
+            del self.vms[key]
         vm = self.boot(request, nodeid)
         self.vms[key] = vm
         return vm

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cocolab.errors import ConfigError
+from cocolab.errors import ConfigError, present
 from cocolab.topology.models import Kind
 from cocolab.topology.schema import Device, Machine, Topology
 
@@ -75,8 +75,8 @@ class ExpectedView:
         return self.placed[ident].ids(self.under_port(ident))
 
     def group_of(self, ident: str) -> frozenset[str]:
-        assert self.groups is not None
-        return next(g for g in self.groups if ident in g)
+        groups = present(self.groups, "IOMMU groups (this view has a vIOMMU)")
+        return next(g for g in groups if ident in g)
 
 
 def _check_machine(topo: Topology, machine: Machine) -> None:
@@ -102,8 +102,7 @@ def _assign_addresses(topo: Topology) -> dict[str, tuple[int, int]]:
         if dev.model.kind is Kind.USB_DEVICE:
             continue
         if dev.slot is not None:
-            assert dev.function is not None
-            out[dev.id] = (dev.slot, dev.function)
+            out[dev.id] = (dev.slot, present(dev.function, f"the function of {dev.id}"))
             continue
         parent_kind = topo.device(dev.bus).model.kind if dev.bus else None
         if parent_kind is not None and parent_kind.is_port:

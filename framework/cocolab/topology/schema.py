@@ -14,7 +14,7 @@ from typing import Any
 
 from cocolab.config.lane import CC_KINDS
 from cocolab.config.validate import check_keys, choice, strings
-from cocolab.errors import ConfigError
+from cocolab.errors import ConfigError, present
 from cocolab.paths import CONFIGS_DIR
 from cocolab.topology.models import MODELS, Kind, Model
 
@@ -260,12 +260,12 @@ def _check_functions(topo: Topology) -> None:
         if dev.slot is None or dev.model.kind is Kind.USB_DEVICE:
             continue
         fns = slots.setdefault((dev.bus, dev.slot), {})
-        assert dev.function is not None
-        if dev.function in fns:
-            other = fns[dev.function].id
+        function = present(dev.function, f"the function of {dev.id} (set with its slot)")
+        if function in fns:
+            other = fns[function].id
             raise ConfigError(f"{topo.source}: device {dev.id!r}: key 'addr' "
-                              f"{dev.slot:02x}.{dev.function} is already {other!r}'s")
-        fns[dev.function] = dev
+                              f"{dev.slot:02x}.{function} is already {other!r}'s")
+        fns[function] = dev
     for (_, slot), fns in slots.items():
         if len(fns) > 1:
             if 0 not in fns:

@@ -25,7 +25,7 @@ import pexpect
 from pexpect.socket_pexpect import SocketSpawn
 
 from cocolab.deadline import Deadline
-from cocolab.errors import GuestCommandError, GuestCrashed
+from cocolab.errors import GuestCommandError, GuestCrashed, RigBug
 
 LOG = logging.getLogger(__name__)
 
@@ -212,8 +212,10 @@ class Console:
             except pexpect.EOF as exc:
                 raise GuestCommandError(f"console closed while running: {command}",
                                         console_tail=self.tail()) from exc
-            assert spawn.match is not None and not isinstance(spawn.match, type)
-            rc = int(spawn.match.group(1))
+            match = spawn.match
+            if match is None or isinstance(match, type):
+                raise RigBug(f"cocolab bug: the console marker matched nothing: {command}")
+            rc = int(match.group(1))
             raw = spawn.before.decode(errors="replace") if isinstance(spawn.before, bytes) else ""
         output = _PRINTK.sub("", raw.replace("\r\n", "\n"))
         return ConsoleResult(command, rc, output.removesuffix("\n"))

@@ -30,7 +30,14 @@ from typing import Any
 import pexpect
 
 from cocolab.deadline import Deadline
-from cocolab.errors import BootError, GuestCrashed, GuestStopped, VMError, VMStateError
+from cocolab.errors import (
+    BootError,
+    GuestCrashed,
+    GuestStopped,
+    VMError,
+    VMStateError,
+    present,
+)
 from cocolab.guest.dmesg import Dmesg
 from cocolab.guest.iomem import IOMem
 from cocolab.guest.pci import PCI
@@ -93,6 +100,8 @@ class VM:
         self.ready_seconds: float | None = None
         """From starting QEMU to the READY token on the console."""
         self.failure: VMError | None = None
+        self.retired: str | None = None
+        """Why this VM must not be shared any more (see retire()), or None."""
         self._stack = ExitStack()
         self._proc: subprocess.Popen[bytes] | None = None
         self._monitor: Monitor | None = None
@@ -224,8 +233,7 @@ class VM:
         return listener
 
     def _accept(self, listener: socket.socket, what: str, deadline: Deadline) -> socket.socket:
-        assert self._proc is not None
-        conn = accept_while_running(listener, self._proc, deadline)
+        conn = accept_while_running(listener, present(self._proc, "QEMU"), deadline)
         if conn is None:
             self._check_process("while starting")
             raise BootError(f"QEMU did not connect {what}", argv=self.argv)
@@ -240,28 +248,27 @@ class VM:
         return int(m.group(1))
 
     def _wait_ready(self, token: str, deadline: Deadline) -> None:
-        assert self._console is not None
+        console = present(self._console, "the console")
         try:
-            index = self._console.expect([f"COCOLAB READY {token}".encode(),
+            index = console.expect([f"COCOLAB READY {token}".encode(),
                                           rb"COCOLAB FAILED ([^\r\n]*)"], deadline)
             if index == 1:
-                spawn_match = self._console.last_match
+                spawn_match = console.last_match
                 raise BootError(f"the guest's /init gave up: {spawn_match}",
-                                console_tail=self._console.tail(), argv=self.argv)
+                                console_tail=console.tail(), argv=self.argv)
         except GuestCrashed as exc:
             exc.argv = self.argv
             raise
         except pexpect.TIMEOUT:
             raise BootError(f"guest not READY after {deadline.seconds:g}s",
-                            console_tail=self._console.tail(), argv=self.argv) from None
+                            console_tail=console.tail(), argv=self.argv) from None
         except pexpect.EOF:
             self._check_process("during boot")
-            raise BootError("console closed during boot", console_tail=self._console.tail(),
+            raise BootError("console closed during boot", console_tail=console.tail(),
                             argv=self.argv) from None
 
     def _check_process(self, when: str) -> None:
-        assert self._proc is not None
-        rc = self._proc.poll()
+        rc = present(self._proc, "QEMU").poll()
         if rc is not None:
             if self._console is not None:
                 # read what the guest said last: it may name a panic
@@ -332,6 +339,12 @@ class VM:
             kill_qemu(self._proc, grace=1.0)
         _LIVE.discard(self)
 
+    def retire(self, why: str) -> None:
+        """This guest is no longer as its tests expect (a restore failed): the pool boots a
+        new one for the next test instead of sharing this one."""
+        LOG.warning("%s retired: %s", self.name, why)
+        self.retired = why
+
     @property
     def run_stop(self) -> RunStop | None:
         """How QEMU said the guest stopped running (event, run state, reason), if it did."""
@@ -353,21 +366,19 @@ class VM:
         """Run `command` with /bin/sh over SSH; exit status, stdout and stderr are exact."""
         if self.state not in (VMState.RUNNING, VMState.LAUNCHING) or self._ssh is None:
             self._need_running("run()")
-        assert self._ssh is not None
-        result = self._ssh.run(command, timeout, stdin=stdin, alive=self.check_alive)
+        ssh = present(self._ssh, "SSH")
+        result = ssh.run(command, timeout, stdin=stdin, alive=self.check_alive)
         return result.check() if check else result
 
     @property
     def console(self) -> Console:
         self._need_running("console")
-        assert self._console is not None
-        return self._console
+        return present(self._console, "the console")
 
     @property
     def ssh(self) -> SSH:
         self._need_running("ssh")
-        assert self._ssh is not None
-        return self._ssh
+        return present(self._ssh, "SSH")
 
     @property
     def qmp(self) -> Monitor:
@@ -375,8 +386,7 @@ class VM:
         `vm.qmp.expecting_stop()` is a stopped guest, and so a RIG FAILURE."""
         if self._monitor is None:
             self._need_running("qmp")
-        assert self._monitor is not None
-        return self._monitor
+        return present(self._monitor, "the QMP monitor")
 
     def hmp(self, command: str) -> str:
         out: Any = self.qmp.cmd("human-monitor-command", {"command-line": command})

@@ -12,7 +12,7 @@ from pathlib import Path
 import paramiko
 
 from cocolab.deadline import Deadline
-from cocolab.errors import GuestCommandError
+from cocolab.errors import GuestCommandError, present
 
 LOG = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ class SSH:
                 client.connect(self.host, self.port, username="root", pkey=key,
                                look_for_keys=False, allow_agent=False, timeout=timeout,
                                banner_timeout=timeout, auth_timeout=timeout)
-                transport = client.get_transport()
-                assert transport is not None
-                transport.set_keepalive(KEEPALIVE_S)
+                present(client.get_transport(), "the SSH transport").set_keepalive(KEEPALIVE_S)
                 self._client = client
                 return
             except (paramiko.SSHException, OSError) as exc:
