@@ -21,7 +21,7 @@ import tty
 from pathlib import Path
 
 from cocolab.errors import CocolabError, present
-from cocolab.options import OPTIONS
+from cocolab.options import OPTIONS, split_append
 from cocolab.rig import Rig, RigOptions
 from cocolab.vm import VM
 
@@ -30,7 +30,7 @@ def _rig(args: argparse.Namespace) -> Rig:
     return Rig(RigOptions(
         lane=args.lane, kernel=args.kernel, kernel_config=args.kernel_config,
         modules=args.modules, qemu=args.qemu, accel=args.accel, firmware=args.firmware,
-        append=tuple(w for a in args.append or [] for w in a.split()),
+        append=split_append(args.append or []),
         boot_timeout=args.boot_timeout, refresh=args.refresh, panic_on_warn=args.panic_on_warn,
     ))
 

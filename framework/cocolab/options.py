@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cocolab.config.lane import ACCELS
+from cocolab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("--panic-on-warn", "boot every guest with panic_on_warn=1: a kernel WARNING ends "
            "the VM as a crash", (("action", "store_true"),)),
 )
+
+
+def split_append(values: Iterable[str]) -> tuple[str, ...]:
+    """--append values as kernel command-line words, split by shell rules, so that
+    `dyndbg="file vfio_pci_core.c +p"` stays one word (quotes removed, as the kernel's own
+    parser removes them)."""
+    words: list[str] = []
+    for value in values:
+        try:
+            words += shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(f"--append {value!r}: {exc}; quote a word with spaces as "
+                              "'name=\"a b\"'") from None
+    return tuple(words)

@@ -39,6 +39,8 @@ from cocolab.topology import (
 )
 from cocolab.vm.proof import proof_boot
 
+MAX_BOOT_TIMEOUT_S = 3600.0
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -75,6 +77,9 @@ class RigOptions:
 
 class Rig:
     def __init__(self, options: RigOptions):
+        if not 0 < options.boot_timeout <= MAX_BOOT_TIMEOUT_S:  # also refuses nan
+            raise ConfigError(f"--boot-timeout {options.boot_timeout:g}: give seconds above 0 "
+                              f"and at most {MAX_BOOT_TIMEOUT_S:g} (default 120)")
         self.options = options
         lane_name = options.lane or os.environ.get("COCOLAB_LANE") or "default"
         self.lane = load_lane(lane_name)

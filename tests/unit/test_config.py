@@ -78,3 +78,45 @@ def test_a_lane_can_declare_itself_strict(tmp_path: Path) -> None:
     assert Rig(RigOptions(lane=str(path))).strict == f"lane ci is strict ({path})"
     with pytest.raises(ConfigError, match="key 'strict' must be bool"):
         parse_lane("x", {"strict": "yes"}, "/lanes/x.toml")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({}, "the lane is empty"),
+    ({"memory_mib": -1024}, "key 'memory_mib' is -1024; give a number from 128 to 1048576"),
+    ({"memory_mib": 0}, "key 'memory_mib' is 0; give a number from 128"),
+    ({"cpus": 0}, "key 'cpus' is 0; give a number from 1 to 64"),
+])
+def test_lane_numbers_have_ranges_and_empty_is_an_error(data, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_lane("x", data, "/lanes/x.toml")
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), -1.0, 0.0, float("inf")])
+def test_boot_timeout_must_be_a_positive_number_of_seconds(seconds: float) -> None:
+    with pytest.raises(ConfigError, match=r"--boot-timeout .*: give seconds above 0"):
+        Rig(RigOptions(boot_timeout=seconds))
+
+
+def test_a_lane_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'description = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=rf"{bad}: not UTF-8 text \(byte 18\)"):
+        load_lane(str(bad))
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b'\xef\xbb\xbfdescription = "with a BOM"\n')
+    assert load_lane(str(bom)).description == "with a BOM"
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    (["lockdown=integrity iomem=relaxed"], ("lockdown=integrity", "iomem=relaxed")),
+    (['dyndbg="file vfio_pci_core.c +p"'], ("dyndbg=file vfio_pci_core.c +p",)),
+])
+def test_append_is_split_by_shell_rules(values, words) -> None:
+    from cocolab.options import split_append
+    assert split_append(values) == words
+
+
+def test_an_unbalanced_append_is_one_clear_error() -> None:
+    from cocolab.options import split_append
+    with pytest.raises(ConfigError, match="--append 'x=\"a': No closing quotation"):
+        split_append(['x="a'])

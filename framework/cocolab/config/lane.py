@@ -9,11 +9,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cocolab.config.validate import check_keys, choice, strings
+from cocolab.config.validate import check_keys, choice, in_range, strings
 from cocolab.errors import ConfigError
 from cocolab.paths import CONFIGS_DIR
 
 ACCELS = ("auto", "kvm", "tcg")
+MEMORY_MIB = (128, 1 << 20)
+"""Guest RAM a lane may ask for, MiB: a Debian kernel and the initramfs need about 128."""
+CPUS = (1, 64)
 CC_KINDS = ("", "tdx", "snp")
 """'' for a plain lane; the confidential guests cocolab can boot."""
 
@@ -63,14 +66,22 @@ def load_lane(name_or_path: str) -> Lane:
             raise ConfigError(f"--lane {name_or_path!r}: no such lane; choose one of "
                               f"{', '.join(lane_names())} or give a path to a .toml file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are "
+                          "UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {exc}") from None
     return parse_lane(path.stem, data, str(path))
 
 
 def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
+    if not data:
+        raise ConfigError(f"{source}: the lane is empty; set at least 'description' and "
+                          "'kernel' (see qemu-configs/lanes/default.toml)")
     check_keys(data, _TYPES, source)
+    in_range(data, "memory_mib", MEMORY_MIB[0], MEMORY_MIB[1], source)
+    in_range(data, "cpus", CPUS[0], CPUS[1], source)
     choice(data, "accel", ACCELS, "auto", source)
     choice(data, "cc", CC_KINDS, "", source)
     if "machine" in data:

@@ -35,3 +35,11 @@ def choice(data: dict[str, Any], key: str, choices: tuple[str, ...], default: st
         raise ConfigError(f"{where}: key {key!r} is {value!r}; choose one of "
                           f"{', '.join(repr(c) if not c else c for c in choices)}")
     return str(value)
+
+
+def in_range(data: dict[str, Any], key: str, low: int, high: int, where: str) -> None:
+    """An integer key, if present, lies in [low, high]."""
+    value = data.get(key)
+    if value is not None and not low <= value <= high:
+        raise ConfigError(f"{where}: key {key!r} is {value}; give a number from {low} to "
+                          f"{high}")

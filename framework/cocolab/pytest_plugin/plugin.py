@@ -25,7 +25,7 @@ from cocolab.errors import (
 )
 from cocolab.guest.cc import CCProof, cc_proof
 from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
-from cocolab.options import OPTIONS
+from cocolab.options import OPTIONS, split_append
 from cocolab.pytest_plugin.bundle import write_bundle
 from cocolab.pytest_plugin.markers import (
     MARKERS,
@@ -84,23 +84,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.timeout = backstop_timeout(config.getoption("cocolab_boot_timeout"))
     for signature, text in MARKERS.items():
         config.addinivalue_line("markers", f"{signature}: {text}")
-    opts = RigOptions(
-        lane=config.getoption("cocolab_lane"),
-        kernel=config.getoption("cocolab_kernel"),
-        kernel_config=config.getoption("cocolab_kernel_config"),
-        modules=config.getoption("cocolab_modules"),
-        qemu=config.getoption("cocolab_qemu"),
-        accel=config.getoption("cocolab_accel"),
-        firmware=config.getoption("cocolab_firmware"),
-        append=tuple(w for a in config.getoption("cocolab_append") or [] for w in a.split()),
-        boot_timeout=config.getoption("cocolab_boot_timeout"),
-        panic_on_warn=config.getoption("cocolab_panic_on_warn"),
-        strict_lane=config.getoption("cocolab_strict_lane"),
-    )
     try:
+        opts = RigOptions(
+            lane=config.getoption("cocolab_lane"),
+            kernel=config.getoption("cocolab_kernel"),
+            kernel_config=config.getoption("cocolab_kernel_config"),
+            modules=config.getoption("cocolab_modules"),
+            qemu=config.getoption("cocolab_qemu"),
+            accel=config.getoption("cocolab_accel"),
+            firmware=config.getoption("cocolab_firmware"),
+            append=split_append(config.getoption("cocolab_append") or []),
+            boot_timeout=config.getoption("cocolab_boot_timeout"),
+            panic_on_warn=config.getoption("cocolab_panic_on_warn"),
+            strict_lane=config.getoption("cocolab_strict_lane"),
+        )
         rig = Rig(opts)
     except ConfigError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+        raise pytest.UsageError(str(exc)) from None
     results = Path(config.getoption("cocolab_results")).resolve()
     config.stash[RIG] = rig
     config.stash[RESULTS] = results

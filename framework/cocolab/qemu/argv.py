@@ -111,15 +111,21 @@ def qmp_args(socket: Path) -> list[str]:
     return ["-chardev", f"socket,id=qmp0,path={socket}", "-mon", "chardev=qmp0,mode=control"]
 
 
-def netdev_args(config: VMConfig, host_port: int = 0) -> list[str]:
+def ssh_netdev(host_port: str) -> str:
     # restrict=on: the guest reaches nothing outside. Port 0 lets the host kernel pick a free
     # port (race-free under xdist); cocolab reads it back with 'info usernet'.
+    return f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_SSH_PORT}"
+
+
+def nic_device(config: VMConfig) -> str:
     device = f"{config.nic_model},netdev=net0,mac={NIC_MAC}"
     if config.nic_model.endswith("-pci"):
         device += ",romfile="  # no option ROM: nothing boots from the network
-    return ["-netdev",
-            f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_SSH_PORT}",
-            "-device", device]
+    return device
+
+
+def netdev_args(config: VMConfig) -> list[str]:
+    return ["-netdev", ssh_netdev("0"), "-device", nic_device(config)]
 
 
 def build_argv(config: VMConfig, runtime: Runtime) -> list[str]:
@@ -141,43 +147,59 @@ def proof_argv(config: VMConfig, qmp_socket: Path, console_log: Path) -> list[st
             "-serial", f"file:{console_log}", *qmp_args(qmp_socket)]
 
 
+@dataclass(frozen=True)
+class ShellWord:
+    """A word already written in shell syntax; every other word of a script is quoted."""
+
+    text: str
+
+
 def relaunch_script(config: VMConfig, ssh_key: Path) -> str:
     """A shell script that boots the same VM by hand, console on the terminal.
 
     Same config, so the same machine, kernel, initrd, cmdline and devices; only the sockets
     differ (the console is the terminal, Ctrl-a x quits) and SSH is forwarded to the port given
-    as the script's first argument (default 10022).
+    as the script's first argument (default 10022). Every word is quoted with shlex.quote, so
+    whatever a cmdline or QEMU argument holds arrives literally; $PORT is expanded in
+    cocolab's own SSH forward alone, which is built here, not found by matching text. No path
+    is written into a comment.
     """
-    argv = [
+    prefix, _, suffix = ssh_netdev("\0").partition("\0")
+    port_word = ShellWord(shlex.quote(prefix) + '"$PORT"' + shlex.quote(suffix))
+    argv: list[str | ShellWord] = [
         *base_args(config),
         *machine_args(config),
         *boot_args(config, "manual"),
         "-serial", "mon:stdio",
-        *netdev_args(config, host_port=0),
+        "-netdev", port_word, "-device", nic_device(config),
         *config.qemu_args,
     ]
     command = " \\\n    ".join(_script_lines(argv))
     return (
         "#!/bin/sh\n"
-        "# Boots the VM this test used. Console here (Ctrl-a x quits); in another terminal:\n"
-        f"#   ssh -i {shlex.quote(str(ssh_key))} -p PORT -o StrictHostKeyChecking=no \\\n"
-        "#       -o UserKnownHostsFile=/dev/null root@127.0.0.1\n"
+        "# Boots the VM this test used, its console on this terminal (Ctrl-a x quits).\n"
+        "# Usage: relaunch.sh [SSH_PORT]; the SSH command to use from another terminal is\n"
+        "# printed first.\n"
         "PORT=${1:-10022}\n"
+        f"KEY={shlex.quote(str(ssh_key))}\n"
+        "printf 'ssh: ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+        " root@127.0.0.1\\n' \"$KEY\" \"$PORT\" >&2\n"
         f"exec {command}\n"
     )
 
 
-def _script_lines(argv: list[str]) -> list[str]:
-    """argv as shell words, an option and its value on one line; the SSH port is $PORT."""
-    def word(arg: str) -> str:
-        if "127.0.0.1:0-:" in arg:
-            return '"' + arg.replace("127.0.0.1:0-:", "127.0.0.1:${PORT}-:") + '"'
-        return shlex.quote(arg)
+def _script_lines(argv: list[str | ShellWord]) -> list[str]:
+    """argv as shell words, an option and its value on one line."""
+    def word(arg: str | ShellWord) -> str:
+        return arg.text if isinstance(arg, ShellWord) else shlex.quote(arg)
+
+    def is_option(arg: str | ShellWord) -> bool:
+        return isinstance(arg, str) and arg.startswith("-")
 
     lines: list[str] = [word(argv[0])]
     i = 1
     while i < len(argv):
-        if argv[i].startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        if is_option(argv[i]) and i + 1 < len(argv) and not is_option(argv[i + 1]):
             lines.append(f"{word(argv[i])} {word(argv[i + 1])}")
             i += 2
         else:
