@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cocolab.errors import CocolabError, present
 from cocolab.options import OPTIONS, split_append
+from cocolab.qemu.policy import check_qemu_args
 from cocolab.rig import Rig, RigOptions
 from cocolab.vm import VM
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kernel {rig.kernel.release}: {rig.kernel.image}")
             print(f"guest image: {rig.image.initrd}")
             return 0
+        check_qemu_args(tuple(args.qemu_arg), "--qemu-arg")
         return shell(rig, args.qemu_arg, args.machine, args.topology)
     except CocolabError as exc:
         print(f"cocolab: {exc}", file=sys.stderr)

@@ -68,6 +68,17 @@ BAD_TOPOLOGIES = [
      "a pcie-pci-bridge needs a PCIe bus"),
     ({"device": [dev(id="v", model="virtio-net-pci", iommu_platform="yes")]},
      "key 'iommu_platform' must be bool"),
+    ({}, r"no \[\[device\]\] entries"),
+    ({"device": [dev(id="a", model="e1000", bus="")]}, "key 'bus' is empty; leave it out"),
+    ({"device": [bridge("b1", bus="b1")]}, r"key 'bus' makes a loop \(b1 -> b1\)"),
+    ({"device": [bridge("b1", bus="b2"), dev(id="b2", model="pci-bridge", bus="b1",
+                                              chassis=2)]},
+     r"makes a loop \(b1 -> b2 -> b1\)"),
+    ({"device": [dev(id=f"b{i}", model="pci-bridge", chassis=i,
+                     **({"bus": f"b{i - 1}"} if i > 1 else {})) for i in range(1, 52)]},
+     "sits 50 bridges deep; QEMU nests at most 49"),
+    ({"device": [dev(id=f"b{i}", model="pci-bridge", chassis=i) for i in range(1, 301)]},
+     "300 bridges and ports make 300 buses; bus numbers allow at most 255"),
 ]
 
 
@@ -192,3 +203,15 @@ def test_compare_names_a_wrong_device() -> None:
     assert compare(view, guest) == [  # type: ignore[arg-type]
         "device nic (e1000e 8086:10d3 class 020000): expected at 0000:00:08.0, the guest has "
         "8086:100e class 020000"]
+
+
+@pytest.mark.parametrize(("machine", "addr", "owner"), [
+    ("q35", "00.0", "the host bridge"),
+    ("q35", "1f.0", "the ICH9 LPC, SATA and SMBus functions"),
+    ("pc", "01.0", "the PIIX3 ISA, IDE, USB and ACPI functions"),
+])
+def test_a_slot_the_machine_fills_itself_is_refused(machine: str, addr: str,
+                                                    owner: str) -> None:
+    topo = parse_topology("t", {"device": [dev(id="nic", model="e1000", addr=addr)]}, SRC)
+    with pytest.raises(ConfigError, match=rf"device 'nic': key 'addr' {addr} is taken: {owner}"):
+        expected_view(topo, load_machine(machine))

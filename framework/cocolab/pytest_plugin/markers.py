@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from cocolab.kernel import Kconfig
+from cocolab.qemu.policy import qemu_args_problem
 
 MARKERS = {
     "cmdline(*words)": "extra kernel command-line words for this test's VM",
@@ -80,9 +81,13 @@ def _one(item: pytest.Item, name: str) -> str | None:
 
 
 def vm_request(item: pytest.Item) -> VMRequest:
+    qemu_args = _strings(item, "qemu_args")
+    problem = qemu_args_problem(qemu_args)
+    if problem:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.qemu_args: {problem}")
     return VMRequest(
         cmdline=_strings(item, "cmdline"),
-        qemu_args=_strings(item, "qemu_args"),
+        qemu_args=qemu_args,
         modules=_strings(item, "modules"),
         machine=_one(item, "machine"),
         topology=_one(item, "topology"),

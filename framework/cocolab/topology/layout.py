@@ -79,6 +79,14 @@ class ExpectedView:
         return next(g for g in groups if ident in g)
 
 
+ROOT_SLOTS_TAKEN: dict[str, dict[int, str]] = {
+    "q35": {0x00: "the host bridge (00.0)", 0x1F: "the ICH9 LPC, SATA and SMBus functions"},
+    "pc": {0x00: "the host bridge (00.0)", 0x01: "the PIIX3 ISA, IDE, USB and ACPI functions"},
+}
+"""Root-bus slots a machine fills itself, even with -nodefaults (hw/i386/pc_q35.c,
+pc_piix.c)."""
+
+
 def _check_machine(topo: Topology, machine: Machine) -> None:
     for dev in topo.devices:
         where = f"{topo.source}: device {dev.id!r}"
@@ -86,6 +94,12 @@ def _check_machine(topo: Topology, machine: Machine) -> None:
         if not machine.has_pci and kind is not Kind.USB_DEVICE:
             raise ConfigError(f"{where}: machine {machine.name} ({machine.type}) has no PCI "
                               "bus; add options = [\"pcie=on\"] to the machine")
+        on_root = dev.bus is None and dev.slot is not None
+        owner = ROOT_SLOTS_TAKEN.get(machine.type, {}).get(dev.slot or 0) if on_root else None
+        if owner is not None:
+            raise ConfigError(f"{where}: key 'addr' {dev.slot:02x}.{dev.function} is taken: "
+                              f"{owner} on {machine.type}; choose another slot (or leave "
+                              "'addr' out)")
         pcie_only = kind in (Kind.ROOT_PORT, Kind.PCIE_PCI_BRIDGE)
         if pcie_only and dev.bus is None and not machine.root_is_pcie:
             raise ConfigError(f"{where}: a {dev.model.name} needs a PCIe root bus; machine "

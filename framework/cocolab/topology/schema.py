@@ -202,10 +202,46 @@ def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
                               "unique among ports)")
         devices.append(Device(ident, model, raw.get("bus"), slot, function,
                               raw.get("multifunction", False), tuple(sorted(props.items()))))
+    if not devices:
+        raise ConfigError(f"{source}: no [[device]] entries; a topology declares at least one "
+                          "device (see qemu-configs/topologies/flat.toml)")
     machine = data.get("machine")
     topo = Topology(name, source, machine, data.get("description", ""), tuple(devices))
+    _check_chains(topo)
     _check_tree(topo)
     return topo
+
+
+MAX_BUS_DEPTH = 49
+"""Bridges nested below the root: QEMU 7.2 refuses the 50th ("Path too long for VMState")."""
+MAX_BUSES = 255
+"""Bus numbers are 8 bits: the root bus 0 and at most 255 below it."""
+
+
+def _check_chains(topo: Topology) -> None:
+    """Every 'bus' chain ends at the root: no empty name, no loop, no deeper than QEMU goes,
+    and no more buses than bus numbers."""
+    by_id = {d.id: d for d in topo.devices}
+    for dev in topo.devices:
+        where = f"{topo.source}: device {dev.id!r}"
+        if dev.bus == "":
+            raise ConfigError(f"{where}: key 'bus' is empty; leave it out for the root bus")
+        chain = [dev.id]
+        parent = by_id.get(dev.bus) if dev.bus else None
+        while parent is not None:
+            if parent.id in chain:
+                loop = " -> ".join([*chain[chain.index(parent.id):], parent.id])
+                raise ConfigError(f"{where}: key 'bus' makes a loop ({loop}); every chain of "
+                                  "'bus' keys must end at the root bus")
+            chain.append(parent.id)
+            parent = by_id.get(parent.bus) if parent.bus else None
+        if len(chain) - 1 > MAX_BUS_DEPTH:
+            raise ConfigError(f"{where}: sits {len(chain) - 1} bridges deep; QEMU nests at most "
+                              f"{MAX_BUS_DEPTH}")
+    buses = sum(1 for d in topo.devices if d.model.kind.is_bridge)
+    if buses > MAX_BUSES:
+        raise ConfigError(f"{topo.source}: {buses} bridges and ports make {buses} buses; bus "
+                          f"numbers allow at most {MAX_BUSES} below the root")
 
 
 def _check_tree(topo: Topology) -> None:
