@@ -89,6 +89,10 @@ class Rig:
                                  self.lane)
         self.accel_setting = pick(options.accel, "--accel", "COCOLAB_ACCEL", self.lane.accel,
                                   self.lane)
+        if options.firmware and not self.lane.cc:
+            raise ConfigError(f"--firmware {options.firmware}: applies to confidential lanes "
+                              f"only; lane {self.lane.name} boots plain guests (use --lane tdx "
+                              "or --lane snp)")
         if self.lane.cc and load_machine(self.lane.machine).cc != self.lane.cc:
             raise ConfigError(f"{self.lane.source}: key 'cc' is {self.lane.cc!r} but machine "
                               f"{self.lane.machine!r} boots no {self.lane.cc} guest")
@@ -101,7 +105,7 @@ class Rig:
 
     @cached_property
     def qemu_path(self) -> str:
-        return find_qemu(self.qemu_setting.value)
+        return find_qemu(self.qemu_setting.value, self.qemu_setting.source)
 
     @cached_property
     def qemu_info(self) -> QemuInfo:

@@ -120,3 +120,31 @@ def test_an_unbalanced_append_is_one_clear_error() -> None:
     from cocolab.options import split_append
     with pytest.raises(ConfigError, match="--append 'x=\"a': No closing quotation"):
         split_append(['x="a'])
+
+
+def test_a_cached_ssh_key_others_can_read_is_refused() -> None:
+    from cocolab.errors import HostError
+    from cocolab.guest_image.build import ssh_keypair
+
+    private, _ = ssh_keypair()  # made with 0600 in this test's private cache
+    private.chmod(0o644)
+    with pytest.raises(HostError, match=r"id_ed25519: the guest SSH key must belong to you "
+                                        r"with mode 0600 \(it is uid \d+, mode 0644\)"):
+        ssh_keypair()
+
+
+def test_firmware_on_a_plain_lane_is_an_error_not_ignored(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--firmware /fw\.fd: applies to confidential lanes"):
+        Rig(RigOptions(firmware="/fw.fd"))
+    with pytest.raises(ConfigError, match="key 'firmware' applies to confidential lanes only"):
+        parse_lane("x", {"firmware": "/fw.fd"}, "/lanes/x.toml")
+
+
+def test_a_binary_kernel_config_is_refused(tmp_path: Path) -> None:
+    from cocolab.errors import KernelError
+    from cocolab.kernel.kconfig import Kconfig
+
+    blob = tmp_path / "config"
+    blob.write_bytes(b"\x7fELF\x00\x01" * 100)
+    with pytest.raises(KernelError, match=r"is not a kernel \.config"):
+        Kconfig.from_file(blob)

@@ -5,11 +5,10 @@ Every error names the file and the key. Unknown keys are errors, not ignored.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cocolab.config.validate import check_keys, choice, in_range, strings
+from cocolab.config.validate import check_keys, choice, in_range, read_toml, strings
 from cocolab.errors import ConfigError
 from cocolab.paths import CONFIGS_DIR
 
@@ -65,14 +64,7 @@ def load_lane(name_or_path: str) -> Lane:
         if not path.is_file():
             raise ConfigError(f"--lane {name_or_path!r}: no such lane; choose one of "
                               f"{', '.join(lane_names())} or give a path to a .toml file")
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are "
-                          "UTF-8") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return parse_lane(path.stem, data, str(path))
+    return parse_lane(path.stem, read_toml(path), str(path))
 
 
 def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
@@ -87,6 +79,9 @@ def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
     if "machine" in data:
         from cocolab.topology.schema import machine_names
         choice(data, "machine", tuple(machine_names()), "q35", source)
+    if data.get("firmware") and not data.get("cc"):
+        raise ConfigError(f"{source}: key 'firmware' applies to confidential lanes only (set "
+                          "'cc' to tdx or snp, or remove 'firmware')")
     append = strings(data, "append", source)
     values = {k: v for k, v in data.items() if k != "append"}
     return Lane(name=name, source=source, append=append, **values)  # type: ignore[arg-type]

@@ -3,9 +3,22 @@ name the file (and entry) and the key."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from cocolab.errors import ConfigError
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A UTF-8 TOML file (a leading BOM is tolerated), or one ConfigError naming it."""
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are "
+                          "UTF-8") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def check_keys(data: dict[str, Any], allowed: dict[str, type | tuple[type, ...]],

@@ -83,7 +83,17 @@ def ssh_keypair() -> tuple[Path, str]:
             pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                 serialization.PublicFormat.OpenSSH)
             (keydir / "id_ed25519.pub").write_bytes(pub + b" cocolab\n")
+    _check_private(private)
     return private, (keydir / "id_ed25519.pub").read_text()
+
+
+def _check_private(path: Path) -> None:
+    """A cached key someone else owns, or others can read, is not trusted (nor fixed)."""
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise HostError(f"{path}: the guest SSH key must belong to you with mode 0600 (it is "
+                        f"uid {st.st_uid}, mode {st.st_mode & 0o777:04o}); remove it and "
+                        "cocolab makes a new one")
 
 
 def write_cpio(staging: Path, out: Path) -> None:

@@ -41,16 +41,25 @@ class QemuInfo:
         return name in self.machines
 
 
-def find_qemu(requested: str | None) -> str:
-    """`requested` (--qemu), else qemu-system-x86_64 on PATH; an absolute path."""
+def find_qemu(requested: str | None, source: str = "--qemu") -> str:
+    """`requested` (from `source`: --qemu, COCOLAB_QEMU or a lane's key), else
+    qemu-system-x86_64 on PATH; an absolute path to an executable ELF file."""
     name = requested or DEFAULT_QEMU
     path = shutil.which(name)
+    said = (f"{source} {requested}" if source.startswith("-") else
+            f"{source}={requested}" if source.isupper() else f"{source}: qemu = {requested!r}")
     if path is None:
-        how = (f"--qemu {requested} does not exist or is not executable" if requested else
+        how = (f"{said}: does not exist or is not executable" if requested else
                f"{DEFAULT_QEMU} is not on PATH: apt-get install --no-install-recommends "
                "qemu-system-x86, or pass --qemu /path/to/qemu-system-x86_64")
         raise HostError(how)
-    return str(Path(path).resolve())
+    resolved = Path(path).resolve()
+    with resolved.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"\x7fELF" and not magic.startswith(b"#!"):
+        raise HostError(f"{said}: {resolved} is neither a program nor a script (no ELF "
+                        "header); point it at qemu-system-x86_64")
+    return str(resolved)
 
 
 def _cache_key(binary: str) -> str:

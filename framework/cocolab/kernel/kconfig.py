@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cocolab.errors import KernelError
+
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
@@ -38,7 +40,17 @@ class Kconfig:
 
     @classmethod
     def from_file(cls, path: Path) -> Kconfig:
-        return cls.parse(path.read_text(errors="replace"), str(path))
+        """The config in `path`; KernelError if it is not a kernel .config at all (a binary,
+        an empty file), which would make every kconfig-gated test skip for a false reason."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise KernelError(f"kernel config {path}: {exc.strerror}") from None
+        config = cls.parse(data.decode(errors="replace"), str(path))
+        if b"\0" in data or not config.values:
+            raise KernelError(f"kernel config {path} is not a kernel .config (no CONFIG_ "
+                              "lines); give the build's .config or /boot/config-<release>")
+        return config
 
     def get(self, name: str) -> str | None:
         return self.values.get(_canon(name))

@@ -115,6 +115,7 @@ def resolve_image(spec: ImageSpec) -> Kernel:
             raise KernelError(
                 f"no kernel config for {spec.image}: looked for config-{release}, config and "
                 f".config beside it; pass --kernel-config FILE (cocolab gates tests on it)")
+    Kconfig.from_file(config)  # a file that is no kernel config is refused now, not skipped on
     modules = None
     if spec.modules:
         modules = _find_modules(spec.modules, release)

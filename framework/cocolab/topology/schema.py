@@ -7,13 +7,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cocolab.config.lane import CC_KINDS
-from cocolab.config.validate import check_keys, choice, strings
+from cocolab.config.validate import check_keys, choice, read_toml, strings
 from cocolab.errors import ConfigError, present
 from cocolab.paths import CONFIGS_DIR
 from cocolab.topology.models import MODELS, Kind, Model
@@ -94,10 +93,10 @@ class Topology:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    data = read_toml(path)
+    if not data:
+        raise ConfigError(f"{path}: the file is empty")
+    return data
 
 
 def _names(kind: str) -> list[str]:
@@ -177,6 +176,9 @@ def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
             raise ConfigError(f"{where}: key 'id' repeats an earlier device's id")
         seen.add(ident)
         model_name = raw.get("model")
+        if model_name is None:
+            raise ConfigError(f"{where}: key 'model' is missing; choose one of "
+                              f"{', '.join(sorted(MODELS))}")
         if model_name not in MODELS:
             raise ConfigError(f"{where}: key 'model' is {model_name!r}; choose one of "
                               f"{', '.join(sorted(MODELS))}")
@@ -206,6 +208,10 @@ def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
         raise ConfigError(f"{source}: no [[device]] entries; a topology declares at least one "
                           "device (see qemu-configs/topologies/flat.toml)")
     machine = data.get("machine")
+    if machine is not None and not Path(machine).suffix == ".toml" \
+            and machine not in machine_names():
+        raise ConfigError(f"{source}: key 'machine' is {machine!r}; choose one of "
+                          f"{', '.join(machine_names())}")
     topo = Topology(name, source, machine, data.get("description", ""), tuple(devices))
     _check_chains(topo)
     _check_tree(topo)

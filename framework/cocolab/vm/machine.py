@@ -172,7 +172,7 @@ class VM:
         # its console log to this boot.
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
-        self.workdir.mkdir(parents=True)
+        self.workdir.mkdir(parents=True, mode=0o700)  # console logs, argv, the relaunch script
         # Unix socket paths are limited to 108 bytes: keep them in a short private dir.
         sockdir = Path(self._stack.enter_context(
             tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")))
