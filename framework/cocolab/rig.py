@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 from cocolab.config import Lane, load_lane
 from cocolab.errors import (
+    CocolabError,
     ConfigError,
     HostError,
+    ImageError,
+    KernelError,
     MissingCCHost,
     MissingQemuFeature,
     present,
@@ -39,6 +44,7 @@ from cocolab.topology import (
 )
 from cocolab.vm.proof import proof_boot
 
+T = TypeVar("T")
 MAX_BOOT_TIMEOUT_S = 3600.0
 
 
@@ -81,6 +87,7 @@ class Rig:
             raise ConfigError(f"--boot-timeout {options.boot_timeout:g}: give seconds above 0 "
                               f"and at most {MAX_BOOT_TIMEOUT_S:g} (default 120)")
         self.options = options
+        self._made: dict[str, object] = {}
         lane_name = options.lane or os.environ.get("COCOLAB_LANE") or "default"
         self.lane = load_lane(lane_name)
         self.kernel_setting = pick(options.kernel, "--kernel", "COCOLAB_KERNEL",
@@ -146,13 +153,29 @@ class Rig:
         self.plan.cache_clear()
         return self.accel
 
-    @cached_property
+    @property
     def kernel(self) -> Kernel:
-        return resolve_kernel(self.kernel_spec)
+        """The kernel, fetched once; a failure is kept too, so forty tests get one apt run
+        and the same line naming where the kernel came from."""
+        return self._once("kernel", lambda: resolve_kernel(self.kernel_spec),
+                          f"{self.kernel_setting.source}: kernel {self.kernel_setting.value}")
 
-    @cached_property
+    @property
     def image(self) -> GuestImage:
-        return build_guest_image(self.kernel)
+        return self._once("image", lambda: build_guest_image(self.kernel), "the guest image")
+
+    def _once(self, name: str, make: Callable[[], T], what: str) -> T:
+        if name not in self._made:
+            try:
+                self._made[name] = make()
+            except (KernelError, ImageError) as exc:
+                self._made[name] = type(exc)(f"{what}: {exc}")
+            except HostError as exc:
+                self._made[name] = exc
+        made = self._made[name]
+        if isinstance(made, CocolabError):
+            raise made
+        return made  # type: ignore[return-value]
 
     @property
     def append(self) -> tuple[str, ...]:

@@ -148,3 +148,21 @@ def test_a_binary_kernel_config_is_refused(tmp_path: Path) -> None:
     blob.write_bytes(b"\x7fELF\x00\x01" * 100)
     with pytest.raises(KernelError, match=r"is not a kernel \.config"):
         Kconfig.from_file(blob)
+
+
+def test_a_kernel_that_cannot_be_had_is_tried_once_and_named(monkeypatch) -> None:
+    import cocolab.rig
+    from cocolab.errors import KernelError
+
+    calls = []
+
+    def fail(spec):
+        calls.append(spec)
+        raise KernelError("this host's Debian mirror has no suite 'bookwrom'")
+    monkeypatch.setattr(cocolab.rig, "resolve_kernel", fail)
+    rig = Rig(RigOptions(kernel="debian:bookwrom"))
+    for _ in range(3):
+        with pytest.raises(KernelError, match=r"^--kernel: kernel debian:bookwrom: this host's "
+                                              r"Debian mirror has no suite 'bookwrom'$"):
+            _ = rig.kernel
+    assert len(calls) == 1

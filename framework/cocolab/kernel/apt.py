@@ -169,7 +169,14 @@ class PrivateApt:
         return proc.stdout
 
     def update(self) -> None:
-        self._run("apt-get", "-q", "update")
+        try:
+            self._run("apt-get", "-q", "update")
+        except KernelError as exc:
+            if "does not have a Release file" in str(exc) or " 404 " in str(exc):
+                raise KernelError(f"this host's Debian mirror has no suite {self.suite!r}; use "
+                                  "a suite it serves (bookworm, trixie, sid, experimental, "
+                                  "bookworm-backports, ...)") from None
+            raise
 
     def depends(self, package: str) -> list[str]:
         """First alternative of each Depends of `package`."""
