@@ -14,7 +14,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from cocolab.errors import HostError, KernelError
+from cocolab.paths import write_atomic
 
 LOG = logging.getLogger(__name__)
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -132,11 +135,18 @@ class PrivateApt:
     def __init__(self, root: Path, suite: str, sources: list[AptSource] | None = None):
         self.root = root
         self.suite = suite
-        for sub in ("state/lists/partial", "cache/archives/partial", "etc/parts"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        (root / "state/status").touch()
-        (root / "etc/sources.list").write_text(
-            private_sources_list(suite, sources if sources is not None else host_sources()))
+        root.mkdir(parents=True, exist_ok=True)
+        # One lock for this apt state, whoever uses it (kernel fetches, the guest image, any
+        # xdist worker): apt's own locking is off (Debug::NoLocking), since it wants root.
+        self._lock = FileLock(str(root / "apt.lock"))
+        text = private_sources_list(suite, sources if sources is not None else host_sources())
+        with self._lock:
+            for sub in ("state/lists/partial", "cache/archives/partial", "etc/parts"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            (root / "state/status").touch()
+            listing = root / "etc/sources.list"
+            if not listing.exists() or listing.read_text() != text:
+                write_atomic(listing, text)
 
     def options(self) -> list[str]:
         r = self.root
@@ -159,7 +169,9 @@ class PrivateApt:
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         argv = [tool, *self.options(), *args]
         try:
-            proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+            with self._lock:
+                proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                                      check=False)
         except FileNotFoundError as exc:
             raise HostError(f"{tool} not found: cocolab fetches Debian kernels with apt; "
                             "run it on a Debian/Ubuntu host or pass --kernel PATH") from exc
