@@ -7,7 +7,6 @@ import pytest
 from cocolab.errors import ConfigError
 from cocolab.qemu.policy import check_qemu_args, qemu_args_problem
 
-
 # The refused spellings are assembled, so that a grep for them over the tree finds only real use.
 OFF, ANY, ALL = "restrict=" + "off", "hostfwd=tcp:" + ":2222-:22", "0.0.0" + ".0"
 
