@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cocolab.config import Lane, load_lane
+from cocolab.config.lane import ACCELS
 from cocolab.errors import (
     CocolabError,
     ConfigError,
@@ -96,6 +97,9 @@ class Rig:
                                  self.lane)
         self.accel_setting = pick(options.accel, "--accel", "COCOLAB_ACCEL", self.lane.accel,
                                   self.lane)
+        if self.accel_requested not in ACCELS:
+            raise ConfigError(f"{self.accel_setting.source}: accelerator "
+                              f"{self.accel_requested!r}; choose one of {', '.join(ACCELS)}")
         if options.firmware and not self.lane.cc:
             raise ConfigError(f"--firmware {options.firmware}: applies to confidential lanes "
                               f"only; lane {self.lane.name} boots plain guests (use --lane tdx "

@@ -166,3 +166,10 @@ def test_a_kernel_that_cannot_be_had_is_tried_once_and_named(monkeypatch) -> Non
                                               r"Debian mirror has no suite 'bookwrom'$"):
             _ = rig.kernel
     assert len(calls) == 1
+
+
+def test_an_unknown_accelerator_from_the_environment_names_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv("COCOLAB_ACCEL", "hvf")
+    with pytest.raises(ConfigError, match=r"^COCOLAB_ACCEL: accelerator 'hvf'; choose one of "
+                                          r"auto, kvm, tcg$"):
+        Rig(RigOptions())

@@ -59,3 +59,31 @@ def test_tests_without_vm_never_touch_qemu(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_plain(): assert True")
     result = pytester.runpytest(*NO_QEMU)
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (("--results", "{file}/sub"), "*--results {file}/sub: {file} is a file, not a directory*"),
+    (("--boot-timeout", "nan"), "*--boot-timeout nan: give seconds above 0*"),
+    (("--append", 'x="a'), "*--append 'x=\"a': No closing quotation*"),
+])
+def test_bad_options_are_one_usage_error(pytester: pytest.Pytester, args: tuple[str, ...],
+                                         line: str) -> None:
+    blocker = pytester.path / "afile"
+    blocker.write_text("")
+    result = pytester.runpytest(*(a.format(file=blocker) for a in args), *NO_QEMU)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([line.format(file=blocker)])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_a_qemu_args_marker_that_reaches_outside_is_a_usage_error(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.qemu_args("-netdev", "user,id=x")
+        def test_x(vm): pass
+    """)
+    result = pytester.runpytest(*NO_QEMU)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_x: @pytest.mark.qemu_args: -netdev 'user,id=x': user "
+                                 "networking needs restrict=on*"])

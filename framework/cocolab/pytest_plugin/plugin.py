@@ -102,6 +102,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     results = Path(config.getoption("cocolab_results")).resolve()
+    blocked = next((p for p in (results, *results.parents) if p.exists() and not p.is_dir()),
+                   None)
+    if blocked is not None:
+        raise pytest.UsageError(f"--results {config.getoption('cocolab_results')}: {blocked} "
+                                "is a file, not a directory; give a directory for VM logs and "
+                                "failure bundles")
     config.stash[RIG] = rig
     config.stash[RESULTS] = results
     config.stash[POOL] = VMPool(rig, results / "vms")
