@@ -139,10 +139,10 @@ class HelperSession:
 @contextmanager
 def helper_session(vm: VM, argv: str,
                    timeout: float = HELPER_TIMEOUT_S) -> Iterator[HelperSession]:
-    chan = vm.ssh.open_session(timeout=min(timeout, 10.0), alive=vm.check_alive)
+    with _ssh_errors(vm, argv):
+        chan = vm.ssh.start(argv, timeout=min(timeout, 10.0), alive=vm.check_alive)
     try:
         with _ssh_errors(vm, argv):
-            chan.exec_command(argv)
             session = HelperSession(vm, chan, argv, timeout)
         yield session
     finally:

@@ -113,6 +113,38 @@ class SSH:
             return self._open(timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             first = _describe(exc, self.client.get_transport())
+        return self._open_anew(first, timeout, alive)
+
+    def start(self, command: str, timeout: float,
+              alive: Callable[[], None] = lambda: None) -> paramiko.Channel:
+        """A channel running `command`. Where the guest's sshd refused to start it (it
+        answers the exec request with CHANNEL_FAILURE, and paramiko closes the channel: "Channel
+        closed."), the command never ran, so it is started once more on a new connection;
+        seen twice in 36 soak suite runs under a CPU hog, both beside a held helper."""
+        chan = self.open_session(timeout, alive)
+        try:
+            chan.exec_command(command)
+            return chan
+        except paramiko.SSHException as exc:
+            transport = chan.get_transport()
+            # (exit_status_ready() is true of any closed channel: ask for a real status)
+            said_anything = bool(chan.eof_received) or chan.exit_status != -1 \
+                or chan.recv_ready() or chan.recv_stderr_ready()
+            chan.close()
+            if transport is None or not transport.is_active() or said_anything:
+                raise  # the connection died, or the command ran: it must not run again
+            first = f"the guest's sshd refused to start {command!r} ({_describe(exc, None)})"
+        chan = self._open_anew(first, timeout, alive)
+        try:
+            chan.exec_command(command)
+        except paramiko.SSHException as exc:
+            chan.close()
+            raise GuestCommandError(f"{first}, and again on a new connection: "
+                                    f"{_describe(exc, chan.get_transport())}") from exc
+        return chan
+
+    def _open_anew(self, first: str, timeout: float,
+                   alive: Callable[[], None]) -> paramiko.Channel:
         alive()
         self.reconnects.append(first)
         LOG.warning("SSH to 127.0.0.1:%s: %s; connecting again", self.port, first)
@@ -136,9 +168,13 @@ class SSH:
         start = time.monotonic()
         deadline = Deadline(timeout)
         alive()  # a channel open to a stopped guest would wait out its whole timeout
-        chan = self.open_session(min(timeout, OPEN_TIMEOUT_S), alive)
         try:
-            chan.exec_command(command)
+            chan = self.start(command, min(timeout, OPEN_TIMEOUT_S), alive)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            alive()
+            raise GuestCommandError(f"SSH failed starting {command!r} (it may have run): "
+                                    f"{_describe(exc, None)}") from exc
+        try:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
