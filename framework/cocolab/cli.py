@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import select
@@ -21,19 +22,17 @@ import tty
 from pathlib import Path
 
 from cocolab.errors import CocolabError, present
-from cocolab.options import OPTIONS, split_append
+from cocolab.options import OPTIONS
 from cocolab.qemu.policy import check_qemu_args
 from cocolab.rig import Rig, RigOptions
 from cocolab.vm import VM
 
 
 def _rig(args: argparse.Namespace) -> Rig:
-    return Rig(RigOptions(
-        lane=args.lane, kernel=args.kernel, kernel_config=args.kernel_config,
-        modules=args.modules, qemu=args.qemu, accel=args.accel, firmware=args.firmware,
-        append=split_append(args.append or []),
-        boot_timeout=args.boot_timeout, refresh=args.refresh, panic_on_warn=args.panic_on_warn,
-    ))
+    options = RigOptions.parsed(lambda dest: getattr(args, dest))
+    rig = Rig(dataclasses.replace(options, refresh=args.refresh))
+    rig.check_inputs()
+    return rig
 
 
 def doctor(rig: Rig) -> int:

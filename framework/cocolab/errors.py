@@ -140,3 +140,14 @@ class RestoreError(VMError):
 
 class GuestCommandError(VMError):
     """A command could not be run in the guest (transport failure, timeout)."""
+
+
+def said(source: str, value: str) -> str:
+    """How the user wrote `value`, for the head of a message: '--qemu X' for an option,
+    'COCOLAB_QEMU=X' for an environment variable, "<file>: key 'qemu' is 'X'" for a config
+    file's key (its source as rig.pick names it)."""
+    if source.startswith("-"):
+        return f"{source} {value}"
+    if source.isupper():
+        return f"{source}={value}"
+    return f"{source} is {value!r}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cocolab.config import Lane, load_lane
 from cocolab.config.lane import ACCELS
@@ -26,12 +26,16 @@ from cocolab.errors import (
     MissingCCHost,
     MissingQemuFeature,
     present,
+    said,
 )
 from cocolab.guest_image import GuestImage, build_guest_image, build_proof_initrd
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
 from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
+from cocolab.kernel.resolve import check_image_spec
+from cocolab.kernel.spec import ImageSpec
+from cocolab.options import split_append
 from cocolab.qemu import VMConfig
 from cocolab.qemu.cc import cc_machine_options, cc_platform_args
 from cocolab.qemu.topology import topology_args, viommu_args
@@ -53,15 +57,15 @@ MAX_BOOT_TIMEOUT_S = 3600.0
 class Setting:
     value: str | None
     source: str
-    """Where the value came from: '--kernel', 'COCOLAB_KERNEL', 'lane default (file)'."""
+    """Where the value came from: '--kernel', 'COCOLAB_KERNEL', "<lane file>: key 'kernel'"."""
 
 
-def pick(cli: str | None, option: str, env: str, lane_value: str | None, lane: Lane) -> Setting:
+def pick(cli: str | None, option: str, env: str, lane: Lane, key: str) -> Setting:
     if cli:
         return Setting(cli, option)
     if os.environ.get(env):
         return Setting(os.environ[env], env)
-    return Setting(lane_value, f"lane {lane.name} ({lane.source})")
+    return Setting(getattr(lane, key), f"{lane.source}: key {key!r}")
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,18 @@ class RigOptions:
     boot_timeout: float = 120.0
     refresh: bool = False
     panic_on_warn: bool = False
+    """Prove the accelerator and probe QEMU again instead of trusting cached verdicts."""
     strict_lane: bool | None = None
     """--strict-lane (True) / --no-strict-lane (False); None: as the lane says."""
-    """Prove the accelerator and probe QEMU again instead of trusting cached verdicts."""
+
+    @classmethod
+    def parsed(cls, get: Callable[[str], Any]) -> RigOptions:
+        """The options of the shared command line (options.OPTIONS) as `get(dest)` returns
+        them, from pytest's config or the CLI's namespace alike."""
+        return cls(lane=get("lane"), kernel=get("kernel"), kernel_config=get("kernel_config"),
+                   modules=get("modules"), qemu=get("qemu"), accel=get("accel"),
+                   firmware=get("firmware"), append=split_append(get("append") or []),
+                   boot_timeout=get("boot_timeout"), panic_on_warn=get("panic_on_warn"))
 
 
 class Rig:
@@ -89,17 +102,20 @@ class Rig:
                               f"and at most {MAX_BOOT_TIMEOUT_S:g} (default 120)")
         self.options = options
         self._made: dict[str, object] = {}
-        lane_name = options.lane or os.environ.get("COCOLAB_LANE") or "default"
-        self.lane = load_lane(lane_name)
-        self.kernel_setting = pick(options.kernel, "--kernel", "COCOLAB_KERNEL",
-                                   self.lane.kernel, self.lane)
-        self.qemu_setting = pick(options.qemu, "--qemu", "COCOLAB_QEMU", self.lane.qemu,
-                                 self.lane)
-        self.accel_setting = pick(options.accel, "--accel", "COCOLAB_ACCEL", self.lane.accel,
-                                  self.lane)
+        if options.lane:
+            self.lane = load_lane(options.lane, "--lane")
+        elif os.environ.get("COCOLAB_LANE"):
+            self.lane = load_lane(os.environ["COCOLAB_LANE"], "COCOLAB_LANE")
+        else:
+            self.lane = load_lane("default")
+        self.kernel_setting = pick(options.kernel, "--kernel", "COCOLAB_KERNEL", self.lane,
+                                   "kernel")
+        self.qemu_setting = pick(options.qemu, "--qemu", "COCOLAB_QEMU", self.lane, "qemu")
+        self.accel_setting = pick(options.accel, "--accel", "COCOLAB_ACCEL", self.lane,
+                                  "accel")
         if self.accel_requested not in ACCELS:
-            raise ConfigError(f"{self.accel_setting.source}: accelerator "
-                              f"{self.accel_requested!r}; choose one of {', '.join(ACCELS)}")
+            raise ConfigError(f"{said(self.accel_setting.source, self.accel_requested)}: no "
+                              f"such accelerator; choose one of {', '.join(ACCELS)}")
         if options.firmware and not self.lane.cc:
             raise ConfigError(f"--firmware {options.firmware}: applies to confidential lanes "
                               f"only; lane {self.lane.name} boots plain guests (use --lane tdx "
@@ -113,6 +129,19 @@ class Rig:
         spec = present(self.kernel_setting.value, "the lane's kernel")
         return parse_kernel_spec(spec, config=self.options.kernel_config,
                                  modules=self.options.modules, source=self.kernel_setting.source)
+
+    def check_inputs(self) -> None:
+        """Everything the user gave that can be judged without starting anything: the kernel
+        spec and the files it names, and a QEMU they chose. One ConfigError naming its
+        source; no subprocess, no network, no QEMU."""
+        spec = self.kernel_spec
+        if isinstance(spec, ImageSpec):
+            check_image_spec(spec, self.kernel_setting.source)
+        if self.qemu_setting.value:  # a QEMU found on PATH is the host's, not input
+            try:
+                find_qemu(self.qemu_setting.value, self.qemu_setting.source)
+            except HostError as exc:
+                raise ConfigError(str(exc)) from None
 
     @cached_property
     def qemu_path(self) -> str:
@@ -197,13 +226,11 @@ class Rig:
              topology: str | None = None) -> tuple[VMConfig, ExpectedView | None]:
         """The VM for a request, and the guest view its topology implies (if it has one).
 
-        The machine is the marker's, else the topology's, else the lane's. Raises
+        Raises ConfigError for a machine or topology that is not valid (see layout),
         MissingQemuFeature when this QEMU lacks a machine type or device model it needs, and
         MissingCCHost when the machine boots a TDX/SNP guest this host cannot run.
         """
-        topo = load_topology(topology) if topology else None
-        mach = load_machine(machine or (topo.machine if topo else None) or self.lane.machine)
-        view = expected_view(topo, mach) if topo else None
+        mach, topo, view = self.layout(machine, topology)
         self._require(mach, topo)
         cc_options, cc_args = self._cc(mach)
         microvm = mach.type == "microvm"
@@ -226,6 +253,14 @@ class Rig:
             labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec)),
                     ("machine", mach.name), ("topology", topo.name if topo else "")),
         ), view
+
+    def layout(self, machine: str | None = None, topology: str | None = None
+               ) -> tuple[Machine, Topology | None, ExpectedView | None]:
+        """The machine and topology of a request, read and laid out (files only: no QEMU).
+        The machine is the marker's, else the topology's, else the lane's."""
+        topo = load_topology(topology) if topology else None
+        mach = load_machine(machine or (topo.machine if topo else None) or self.lane.machine)
+        return mach, topo, expected_view(topo, mach) if topo else None
 
     def firmware(self, kind: str) -> FirmwareSearch:
         return find_firmware(kind, self.options.firmware, self.lane.firmware or None,

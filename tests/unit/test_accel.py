@@ -80,7 +80,8 @@ def test_tcg_needs_no_proof(host: dict[str, Path]) -> None:
 
 
 def test_unknown_accel_is_a_config_error_naming_its_source(host: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="COCOLAB_ACCEL='hvf': choose one of auto, kvm, tcg"):
+    with pytest.raises(ConfigError, match="COCOLAB_ACCEL=hvf: no such accelerator; choose one of "
+                                          "auto, kvm, tcg"):
         choose(host, "hvf", Prover(), source="COCOLAB_ACCEL")
 
 

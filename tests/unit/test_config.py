@@ -46,7 +46,7 @@ def test_broken_toml_names_the_file(tmp_path: Path) -> None:
 def test_precedence_cli_over_env_over_lane(monkeypatch) -> None:
     rig = Rig(RigOptions())
     assert rig.kernel_setting.value == load_lane("default").kernel
-    assert rig.kernel_setting.source.startswith("lane default")
+    assert rig.kernel_setting.source.endswith("lanes/default.toml: key 'kernel'")
     monkeypatch.setenv("COCOLAB_KERNEL", "debian:sid")
     rig = Rig(RigOptions())
     assert (rig.kernel_setting.value, rig.kernel_setting.source) == ("debian:sid",
@@ -170,6 +170,6 @@ def test_a_kernel_that_cannot_be_had_is_tried_once_and_named(monkeypatch) -> Non
 
 def test_an_unknown_accelerator_from_the_environment_names_the_variable(monkeypatch) -> None:
     monkeypatch.setenv("COCOLAB_ACCEL", "hvf")
-    with pytest.raises(ConfigError, match=r"^COCOLAB_ACCEL: accelerator 'hvf'; choose one of "
-                                          r"auto, kvm, tcg$"):
+    with pytest.raises(ConfigError, match=r"^COCOLAB_ACCEL=hvf: no such accelerator; choose "
+                                          r"one of auto, kvm, tcg$"):
         Rig(RigOptions())

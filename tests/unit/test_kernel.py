@@ -45,7 +45,7 @@ def test_build_tree_needs_a_bzimage(tmp_path: Path) -> None:
 
 
 def test_config_and_modules_only_for_an_image(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="do not apply"):
+    with pytest.raises(ConfigError, match="applies to a bzImage only"):
         parse_kernel_spec("debian:sid", config="x")
     image = tmp_path / "bzImage"
     image.write_bytes(b"")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cocolab.config.validate import check_keys, choice, in_range, read_toml, strings
-from cocolab.errors import ConfigError
+from cocolab.errors import ConfigError, said
 from cocolab.paths import CONFIGS_DIR
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -56,14 +56,19 @@ def lane_names() -> list[str]:
     return sorted(p.stem for p in lane_dir().glob("*.toml"))
 
 
-def load_lane(name_or_path: str) -> Lane:
-    """A lane by name (qemu-configs/lanes/NAME.toml) or by path to a .toml file."""
+def load_lane(name_or_path: str, source: str = "--lane") -> Lane:
+    """A lane by name (qemu-configs/lanes/NAME.toml) or by path to a .toml file, as given by
+    `source` (--lane or COCOLAB_LANE, for messages)."""
+    given = said(source, name_or_path)
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = lane_dir() / f"{name_or_path}.toml"
         if not path.is_file():
-            raise ConfigError(f"--lane {name_or_path!r}: no such lane; choose one of "
+            raise ConfigError(f"{given}: no such lane; choose one of "
                               f"{', '.join(lane_names())} or give a path to a .toml file")
+    elif not path.is_file():
+        raise ConfigError(f"{given}: no such file" if not path.exists() else
+                          f"{given}: not a regular file")
     return parse_lane(path.stem, read_toml(path), str(path))
 
 

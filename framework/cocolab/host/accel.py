@@ -29,7 +29,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from cocolab.errors import AccelError, ConfigError
+from cocolab.errors import AccelError, ConfigError, said
 from cocolab.paths import cache_dir, write_atomic
 
 LOG = logging.getLogger(__name__)
@@ -128,10 +128,10 @@ def choose_accel(qemu: str, requested: str, kernel: Path, prove: Prove, *,
     `refresh`. `--accel kvm` on a host where KVM cannot boot the kernel is an AccelError.
     """
     if requested not in ACCELS:
-        raise ConfigError(f"{_said(source, repr(requested))}: choose one of "
+        raise ConfigError(f"{said(source, requested)}: no such accelerator; choose one of "
                           f"{', '.join(ACCELS)}")
     if requested == "tcg":
-        return AccelChoice("tcg", _said(source, "tcg"))
+        return AccelChoice("tcg", said(source, "tcg"))
     problem = kvm_access_problem(dev)
     if problem is None:
         path = verdict_path(qemu, kernel)
@@ -147,24 +147,15 @@ def choose_accel(qemu: str, requested: str, kernel: Path, prove: Prove, *,
                 note = "; cached for this host boot (cocolab doctor --refresh proves again)"
         if requested == "kvm":
             if kvm.reached:
-                return AccelChoice("kvm", f"{_said(source, 'kvm')}: {kvm}{note}")
+                return AccelChoice("kvm", f"{said(source, 'kvm')}: {kvm}{note}")
             problem = f"KVM cannot boot {kernel.name} on this host: {kvm.detail}{note}"
         else:
             choice = decide(kvm, tcg)
             return AccelChoice(choice.accel, choice.reason + note)
     if requested == "kvm":
-        raise AccelError(f"{_said(source, 'kvm')}: {problem}. Use --accel tcg (or auto) on "
+        raise AccelError(f"{said(source, 'kvm')}: {problem}. Use --accel tcg (or auto) on "
                          "this host.")
     return AccelChoice("tcg", f"KVM unusable: {problem}")
-
-
-def _said(source: str, value: str) -> str:
-    """How the user asked: '--accel kvm', 'COCOLAB_ACCEL=kvm', 'lane tdx (file): accel = kvm'."""
-    if source.startswith("--"):
-        return f"{source} {value}"
-    if source.isupper():
-        return f"{source}={value}"
-    return f"{source}: accel = {value}"
 
 
 def retire_kvm(qemu: str, kernel: Path, why: str) -> AccelChoice:

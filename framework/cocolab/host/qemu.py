@@ -15,7 +15,7 @@ from typing import Any
 from filelock import FileLock
 
 from cocolab.deadline import Deadline
-from cocolab.errors import HostError
+from cocolab.errors import HostError, said
 from cocolab.host.process import accept_while_running, kill_qemu, qemu_said, start_qemu
 from cocolab.monitor import Monitor, MonitorError
 from cocolab.paths import cache_dir, write_atomic
@@ -46,10 +46,11 @@ def find_qemu(requested: str | None, source: str = "--qemu") -> str:
     qemu-system-x86_64 on PATH; an absolute path to an executable ELF file."""
     name = requested or DEFAULT_QEMU
     path = shutil.which(name)
-    said = (f"{source} {requested}" if source.startswith("-") else
-            f"{source}={requested}" if source.isupper() else f"{source}: qemu = {requested!r}")
+    given = said(source, requested or "")
     if path is None:
-        how = (f"{said}: does not exist or is not executable" if requested else
+        if requested and Path(requested).is_dir():
+            raise HostError(f"{given}: a directory; point it at the qemu-system-x86_64 binary")
+        how = (f"{given}: does not exist or is not executable" if requested else
                f"{DEFAULT_QEMU} is not on PATH: apt-get install --no-install-recommends "
                "qemu-system-x86, or pass --qemu /path/to/qemu-system-x86_64")
         raise HostError(how)
@@ -57,7 +58,7 @@ def find_qemu(requested: str | None, source: str = "--qemu") -> str:
     with resolved.open("rb") as f:
         magic = f.read(4)
     if magic != b"\x7fELF" and not magic.startswith(b"#!"):
-        raise HostError(f"{said}: {resolved} is neither a program nor a script (no ELF "
+        raise HostError(f"{given}: {resolved} is neither a program nor a script (no ELF "
                         "header); point it at qemu-system-x86_64")
     return str(resolved)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from cocolab.errors import KernelError
+from cocolab.errors import ConfigError, KernelError
 from cocolab.kernel.apt import PrivateApt, kernel_closure
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.spec import BuildTreeSpec, DebianSpec, ImageSpec, KernelSpec
@@ -100,6 +100,30 @@ def _find_modules(root: Path, release: str) -> Path | None:
         if (cand / "kernel").is_dir() or (cand / "modules.dep").is_file():
             return cand
     return None
+
+
+def check_image_spec(spec: ImageSpec, source: str) -> None:
+    """The files a bzImage spec names are what they claim to be (read, never run): a bzImage,
+    a kernel .config, a modules directory. One ConfigError naming the option at fault."""
+    try:
+        bzimage_release(spec.image)
+    except (KernelError, OSError) as exc:
+        raise ConfigError(f"{source}: {exc}; give an x86 bzImage (arch/x86/boot/bzImage, "
+                          "/boot/vmlinuz-*) or a build tree") from None
+    if spec.config is not None:
+        if not spec.config.is_file():
+            raise ConfigError(f"--kernel-config {spec.config}: no such file; give the "
+                              "build's .config or /boot/config-<release>")
+        try:
+            Kconfig.from_file(spec.config)
+        except KernelError:
+            raise ConfigError(f"--kernel-config {spec.config}: not a kernel .config (no CONFIG_ "
+                              "lines); give the build's .config or /boot/config-<release>"
+                              ) from None
+    if spec.modules is not None and not spec.modules.is_dir():
+        raise ConfigError(f"--modules {spec.modules}: not a directory; give the "
+                          "INSTALL_MOD_PATH of `make modules_install` (it holds lib/modules/"
+                          "<release>)")
 
 
 def resolve_image(spec: ImageSpec) -> Kernel:

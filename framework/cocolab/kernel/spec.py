@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocolab.errors import ConfigError
+from cocolab.errors import ConfigError, said
 
 DEFAULT_DEBIAN_PACKAGE = "linux-image-amd64"
 _SUITE = re.compile(r"^[a-z][a-z0-9.-]*$")
@@ -63,7 +63,9 @@ def parse_kernel_spec(
     """Parse `text` (as given by `source`, for messages) into a KernelSpec."""
     if text.startswith("debian:"):
         if config or modules:
-            raise ConfigError(f"{source}: --kernel-config/--modules do not apply to {text!r}")
+            option = f"--kernel-config {config}" if config else f"--modules {modules}"
+            raise ConfigError(f"{option}: applies to a bzImage only, and {said(source, text)} "
+                              "is a Debian kernel, which brings its own config and modules")
         parts = text.split(":")
         if len(parts) not in (2, 3) or not _SUITE.match(parts[1]):
             raise ConfigError(
@@ -79,10 +81,9 @@ def parse_kernel_spec(
     path = Path(text).expanduser()
     if path.is_dir():
         if config or modules:
-            raise ConfigError(
-                f"{source}: {text} is a build tree; its .config and modules are used, "
-                "--kernel-config/--modules apply only to a bzImage path"
-            )
+            option = f"--kernel-config {config}" if config else f"--modules {modules}"
+            raise ConfigError(f"{option}: applies to a bzImage only, and {said(source, text)} "
+                              "is a build tree, whose own .config and modules are used")
         if not (path / "arch/x86/boot/bzImage").is_file():
             raise ConfigError(
                 f"{source}: {text} is a directory without arch/x86/boot/bzImage; "

@@ -8,6 +8,7 @@ lives in config.stash / item.stash.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Generator, Iterator
@@ -25,7 +26,7 @@ from cocolab.errors import (
 )
 from cocolab.guest.cc import CCProof, cc_proof
 from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
-from cocolab.options import OPTIONS, split_append
+from cocolab.options import OPTIONS
 from cocolab.pytest_plugin.bundle import write_bundle
 from cocolab.pytest_plugin.markers import (
     MARKERS,
@@ -85,20 +86,10 @@ def pytest_configure(config: pytest.Config) -> None:
     for signature, text in MARKERS.items():
         config.addinivalue_line("markers", f"{signature}: {text}")
     try:
-        opts = RigOptions(
-            lane=config.getoption("cocolab_lane"),
-            kernel=config.getoption("cocolab_kernel"),
-            kernel_config=config.getoption("cocolab_kernel_config"),
-            modules=config.getoption("cocolab_modules"),
-            qemu=config.getoption("cocolab_qemu"),
-            accel=config.getoption("cocolab_accel"),
-            firmware=config.getoption("cocolab_firmware"),
-            append=split_append(config.getoption("cocolab_append") or []),
-            boot_timeout=config.getoption("cocolab_boot_timeout"),
-            panic_on_warn=config.getoption("cocolab_panic_on_warn"),
-            strict_lane=config.getoption("cocolab_strict_lane"),
-        )
-        rig = Rig(opts)
+        options = RigOptions.parsed(lambda dest: config.getoption("cocolab_" + dest))
+        rig = Rig(dataclasses.replace(
+            options, strict_lane=config.getoption("cocolab_strict_lane")))
+        rig.check_inputs()
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     results = Path(config.getoption("cocolab_results")).resolve()
@@ -157,11 +148,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         request = vm_request(item)
         kconfig_requirements(item)  # reject malformed markers at collection
+        _check_layout(item, config.stash[RIG], request)
         item.stash[ITEM_REQUEST] = request
         if not request.fresh:
             pool.wanted[request.key()] += 1
             # with `-n N --dist loadgroup`, tests sharing a VM run on one worker
             item.add_marker(pytest.mark.xdist_group(f"vm-{request.key()}"))
+
+
+def _check_layout(item: pytest.Item, rig: Rig, request: VMRequest) -> None:
+    """A machine or topology marker names files that are read now, at collection: a bad one is
+    one usage error naming the test and its marker, before anything boots."""
+    try:
+        rig.layout(request.machine, request.topology)
+    except ConfigError as exc:
+        marks = [f"@pytest.mark.{name}" for name, value in
+                 (("machine", request.machine), ("topology", request.topology)) if value]
+        raise pytest.UsageError(f"{item.nodeid}: {', '.join(marks) or 'the lane'}: {exc}"
+                                ) from None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

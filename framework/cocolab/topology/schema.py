@@ -259,9 +259,10 @@ def _check_tree(topo: Topology) -> None:
         if dev.bus and parent is None:
             buses = [d.id for d in topo.devices
                      if d.model.kind.is_bridge or d.model.kind is Kind.USB_HOST]
+            others = f"one of {', '.join(buses)}" if buses else "none (no bridge, port or xHCI)"
             raise ConfigError(f"{where}: key 'bus' is {dev.bus!r}, which is no device here; "
-                              f"buses: the root (leave 'bus' out) or one of "
-                              f"{', '.join(buses) or 'none'}")
+                              f"leave 'bus' out for the root bus, or name a bus device: "
+                              f"{others}")
         kind = dev.model.kind
         if kind is Kind.USB_DEVICE:
             if parent is None or parent.model.kind is not Kind.USB_HOST:
