@@ -29,7 +29,7 @@ def cocolab_runs(rig: Rig, runs: int) -> tuple[list[float], list[float]]:
     config = rig.vm_config()
     for i in range(runs):
         with tempfile.TemporaryDirectory(prefix="cocolab-bench-") as tmp:
-            with VM(config, Path(tmp), rig.kernel, rig.image.ssh_key, name=f"bench{i}") as vm:
+            with VM(config, Path(tmp), rig.kernel, rig.image.keys, name=f"bench{i}") as vm:
                 assert vm.ready_seconds is not None and vm.boot_seconds is not None
                 ready.append(round(vm.ready_seconds, 3))
                 ssh.append(round(vm.boot_seconds, 3))

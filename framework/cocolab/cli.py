@@ -50,9 +50,11 @@ def _interactive(vm: VM) -> int:
     port = present(vm.ssh_port, "the SSH port")
     ssh = shutil.which("ssh")
     if ssh:
-        return subprocess.call([ssh, "-i", str(vm.ssh_key), "-p", str(port),
-                                "-o", "StrictHostKeyChecking=no", "-o",
-                                "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        known = vm.workdir / "known_hosts"  # the image's host key, pinned as cocolab pins it
+        known.write_text(f"[127.0.0.1]:{port} {vm.keys.host}\n")
+        return subprocess.call([ssh, "-i", str(vm.keys.client), "-p", str(port),
+                                "-o", "StrictHostKeyChecking=yes", "-o",
+                                f"UserKnownHostsFile={known}", "-o", "LogLevel=ERROR",
                                 "root@127.0.0.1"])
     size = shutil.get_terminal_size()
     chan = vm.ssh.client.invoke_shell(term=os.environ.get("TERM", "vt100"),
@@ -84,7 +86,7 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
     workdir = Path(tempfile.mkdtemp(prefix="cocolab-shell-"))
     print(f"booting {rig.kernel.release} ({rig.accel.accel}); logs in {workdir}",
           file=sys.stderr)
-    with VM(config, workdir, rig.kernel, rig.image.ssh_key, name="shell", topology=view) as vm:
+    with VM(config, workdir, rig.kernel, rig.image.keys, name="shell", topology=view) as vm:
         if view is not None:
             vm.topology.verify()
             print(f"topology {view.topology.name} verified: " + ", ".join(

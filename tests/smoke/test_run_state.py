@@ -30,7 +30,7 @@ class Booting:
 
     def __init__(self, rig: Rig, workdir: Path):
         config, _ = rig.plan()
-        self.vm = VM(config, workdir, rig.kernel, rig.image.ssh_key, name="stopped")
+        self.vm = VM(config, workdir, rig.kernel, rig.image.keys, name="stopped")
         self.error: BaseException | None = None
         self.ended: float | None = None
         self.thread = threading.Thread(target=self._launch)

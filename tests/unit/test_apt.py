@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,21 @@ def test_host_sources_reads_both_formats(tmp_path: Path) -> None:
     assert [s.uri for s in host_sources(tmp_path)] == [
         "http://a.example/debian", "http://mirror.example/debian",
         "http://mirror.example/debian-security"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apt sandboxes its fetchers only under root")
+def test_fetchers_run_as_apt_only_where_apt_can_reach(tmp_path: Path) -> None:
+    import pwd
+
+    from cocolab.kernel.apt import sandbox_user
+    try:
+        uid = pwd.getpwnam("_apt").pw_uid
+    except KeyError:
+        pytest.skip("this host has no _apt user (apt not installed)")
+    hidden = tmp_path / "apt"  # pytest's base temp dir is 0700: _apt cannot search it
+    hidden.mkdir()
+    assert sandbox_user(hidden) is None
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as open_dir:
+        os.chmod(open_dir, 0o755)
+        assert sandbox_user(Path(open_dir)) == ("_apt", uid)
+        assert sandbox_user(Path(open_dir), user="no-such-user-here") is None

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocolab.deadline import Deadline
+from cocolab.errors import GuestCommandError
 from cocolab.vm.ssh import SSH
 
 
@@ -50,6 +51,13 @@ class Sshd(paramiko.ServerInterface):
         channel.close()
 
 
+def _ed25519(path: Path) -> paramiko.Ed25519Key:
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()))
+    return paramiko.Ed25519Key.from_private_key_file(str(path))
+
+
 @pytest.fixture
 def server(tmp_path: Path):
     key = Ed25519PrivateKey.generate()
@@ -57,7 +65,7 @@ def server(tmp_path: Path):
     client_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                              serialization.PrivateFormat.OpenSSH,
                                              serialization.NoEncryption()))
-    host_key = paramiko.RSAKey.generate(1024)
+    host_key = _ed25519(tmp_path / "host")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
@@ -78,14 +86,15 @@ def server(tmp_path: Path):
                              daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], client_key, log, state
+    pinned = f"{host_key.get_name()} {host_key.get_base64()}"
+    yield listener.getsockname()[1], client_key, pinned, log, state
     listener.close()
 
 
 def test_a_refused_exec_runs_the_command_once_on_a_new_connection(server) -> None:
-    port, key, log, state = server
+    port, key, pinned, log, state = server
     state["refusals"] = 1
-    ssh = SSH(port, key)
+    ssh = SSH(port, key, pinned)
     ssh.connect(Deadline(10))
     result = ssh.run("echo hello", timeout=10)
     assert result.returncode == 0
@@ -95,9 +104,23 @@ def test_a_refused_exec_runs_the_command_once_on_a_new_connection(server) -> Non
 
 
 def test_an_exec_that_is_not_refused_needs_no_second_connection(server) -> None:
-    port, key, log, _ = server
-    ssh = SSH(port, key)
+    port, key, pinned, log, _ = server
+    ssh = SSH(port, key, pinned)
     ssh.connect(Deadline(10))
     assert ssh.run("true", timeout=10).returncode == 0
     assert (log, ssh.reconnects) == (["ran true"], [])
     ssh.close()
+
+
+def test_a_server_with_another_host_key_is_refused_at_once(server, tmp_path: Path) -> None:
+    """The guest's host key is pinned: whatever else answers on the forwarded port is not
+    talked to, and that is said at once rather than retried until the boot deadline."""
+    port, key, _, log, _ = server
+    other = _ed25519(tmp_path / "other")
+    ssh = SSH(port, key, f"{other.get_name()} {other.get_base64()}")
+    start = time.monotonic()
+    with pytest.raises(GuestCommandError, match=r"on 127\.0\.0\.1:\d+ is not this guest: its host "
+                                                 r"key is ssh-ed25519 SHA256:"):
+        ssh.connect(Deadline(30))
+    assert time.monotonic() - start < 5
+    assert log == []

@@ -18,6 +18,7 @@ import logging
 import lzma
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -43,10 +44,17 @@ _KEEP_LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64")
 
 
 @dataclass(frozen=True)
+class GuestKeys:
+    client: Path
+    """Private key (OpenSSH format) whose public half the guest authorizes for root."""
+    host: str
+    """The guest's host key, as an OpenSSH public-key line: the only key SSH accepts."""
+
+
+@dataclass(frozen=True)
 class GuestImage:
     initrd: Path
-    ssh_key: Path
-    """Private key (OpenSSH format) whose public half the guest authorizes for root."""
+    keys: GuestKeys
 
 
 def _read_list(path: Path) -> list[str]:
@@ -65,12 +73,25 @@ def _hash_files(paths: list[Path], *extra: str) -> str:
 
 
 def ssh_keypair() -> tuple[Path, str]:
-    """The cache's Ed25519 keypair, made on first use (no key ever lives in the repo)."""
+    """The cache's client keypair (the guest authorizes its public half for root)."""
+    return _keypair("id_ed25519")
+
+
+def host_keypair() -> tuple[Path, str]:
+    """The guest's own host key, made on the host and baked into the image, so that the host
+    pins it (an SSH server on the forwarded port that is not our guest is refused) and no
+    guest spends boot time making one."""
+    return _keypair("guest_host_ed25519")
+
+
+def _keypair(name: str) -> tuple[Path, str]:
+    """An Ed25519 keypair in the cache, made on first use (no key ever lives in the repo): the
+    private key's path (OpenSSH format, 0600) and the public key's OpenSSH line."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     keydir = cache_dir("keys")
-    private = keydir / "id_ed25519"
+    private = keydir / name
     with FileLock(str(private) + ".lock"):
         if not private.exists():
             key = Ed25519PrivateKey.generate()
@@ -82,9 +103,26 @@ def ssh_keypair() -> tuple[Path, str]:
                 f.write(data)
             pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                 serialization.PublicFormat.OpenSSH)
-            (keydir / "id_ed25519.pub").write_bytes(pub + b" cocolab\n")
+            (keydir / f"{name}.pub").write_bytes(pub + b" cocolab\n")
     _check_private(private)
-    return private, (keydir / "id_ed25519.pub").read_text()
+    return private, (keydir / f"{name}.pub").read_text()
+
+
+def dropbear_host_key(private: Path) -> bytes:
+    """An OpenSSH-format Ed25519 private key in dropbear's own key-file format:
+    string "ssh-ed25519", uint32 64, the 32-byte seed, the 32-byte public key (dropbear's
+    ed25519.c, buf_put_ed25519_priv_key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ImageError(f"{private}: not an Ed25519 key; remove it and cocolab makes a new one")
+    raw = serialization.Encoding.Raw
+    seed = key.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    public = key.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+    name = b"ssh-ed25519"
+    return struct.pack(">I", len(name)) + name + struct.pack(">I", 64) + seed + public
 
 
 def _check_private(path: Path) -> None:
@@ -172,8 +210,8 @@ def _unpack_packages(staging: Path, packages: list[str]) -> None:
 
 
 def _build_base(out: Path) -> None:
-    private, pub = ssh_keypair()
-    del private
+    _, pub = ssh_keypair()
+    host_private, _ = host_keypair()
     with tempfile.TemporaryDirectory() as tmp:
         s = Path(tmp)
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root/.ssh", "proc", "sys",
@@ -190,6 +228,10 @@ def _build_base(out: Path) -> None:
         (s / "etc/shells").write_text("/bin/sh\n")
         (s / "root/.ssh/authorized_keys").write_text(pub)
         os.chmod(s / "root/.ssh", 0o700)
+        (s / "etc/dropbear").mkdir()
+        hostkey = s / "etc/dropbear/dropbear_ed25519_host_key"
+        hostkey.write_bytes(dropbear_host_key(host_private))
+        os.chmod(hostkey, 0o600)
         (s / "usr/sbin/dropbear").symlink_to("/bin/dropbear")
         write_cpio(s, out)
 
@@ -260,9 +302,10 @@ def build_guest_image(kernel: Kernel) -> GuestImage:
     """The initramfs for `kernel`, from the cache when its inputs are unchanged."""
     outdir = cache_dir("guest")
     private, pub = ssh_keypair()
+    _, host = host_keypair()
     base_inputs = [p for p in GUESTS_DIR.rglob("*") if p.is_file()
                    and p.name != "modules.txt" and p.parent != PROOF_INIT.parent]
-    base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub)
+    base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub, host)
     mod_hash = _hash_files([GUESTS_DIR / "modules.txt"], BUILDER_VERSION, kernel.identity())
     base = outdir / f"base-{base_hash}.cpio"
     mods = outdir / f"modules-{mod_hash}.cpio"
@@ -283,4 +326,4 @@ def build_guest_image(kernel: Kernel) -> GuestImage:
                 for part in parts:
                     f.write(part.read_bytes())
             tmp.rename(initrd)
-    return GuestImage(initrd, private)
+    return GuestImage(initrd, GuestKeys(private, host.strip()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import re
 import subprocess
 from dataclasses import dataclass
@@ -129,6 +130,26 @@ def private_sources_list(suite: str, sources: list[AptSource]) -> str:
     return text
 
 
+APT_SANDBOX_USER = "_apt"
+
+
+def sandbox_user(root: Path, user: str = APT_SANDBOX_USER) -> tuple[str, int] | None:
+    """(name, uid) of the user apt's fetchers should run as under root, or None: not root, no
+    such user, or a directory on the way to `root` that the user cannot search (apt would
+    then fetch as root after a warning; a cache under /root, mode 0700, is the usual case)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+    for directory in (root, *root.parents):
+        st = directory.stat()
+        if not st.st_mode & 0o001 and st.st_uid != uid:
+            return None
+    return user, uid
+
+
 class PrivateApt:
     """apt-get/apt-cache with their own state under `root`, for one suite."""
 
@@ -140,9 +161,16 @@ class PrivateApt:
         # xdist worker): apt's own locking is off (Debug::NoLocking), since it wants root.
         self._lock = FileLock(str(root / "apt.lock"))
         text = private_sources_list(suite, sources if sources is not None else host_sources())
+        self.sandbox = sandbox_user(root)
+        """The user apt's fetchers run as when we are root (_apt), or None to keep them as
+        root: when there is no _apt, or it cannot reach `root` (a cache under /root)."""
         with self._lock:
-            for sub in ("state/lists/partial", "cache/archives/partial", "etc/parts"):
+            for sub in ("state/lists/partial", "cache/archives/partial", "etc/parts",
+                        "downloads"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
+            if self.sandbox is not None:  # where the fetchers write, and nothing else
+                for sub in ("state/lists/partial", "cache/archives/partial", "downloads"):
+                    os.chown(root / sub, self.sandbox[1], -1)
             (root / "state/status").touch()
             listing = root / "etc/sources.list"
             if not listing.exists() or listing.read_text() != text:
@@ -162,8 +190,9 @@ class PrivateApt:
             "Debug::NoLocking": "1",
         }
         if os.geteuid() == 0:
-            # As root apt drops to _apt for downloads, which cannot write into our cache.
-            opts["APT::Sandbox::User"] = "root"
+            # As root apt runs its fetchers as _apt; where _apt cannot reach our cache, apt
+            # would warn and fetch as root anyway, so say so instead (see sandbox_user).
+            opts["APT::Sandbox::User"] = self.sandbox[0] if self.sandbox else "root"
         return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
 
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
@@ -210,8 +239,16 @@ class PrivateApt:
         return m.group(1)
 
     def download(self, packages: list[str], dest: Path) -> list[Path]:
+        """Fetch `packages` into `dest` (through the apt root's downloads/, the one place the
+        sandboxed fetchers may write)."""
         dest.mkdir(parents=True, exist_ok=True)
-        self._run("apt-get", "-q", "download", *packages, cwd=dest)
+        staging = self.root / "downloads"
+        with self._lock:
+            for stale in staging.glob("*.deb"):  # from a run that was cut short
+                stale.unlink()
+            self._run("apt-get", "-q", "download", *packages, cwd=staging)
+            for deb in staging.glob("*.deb"):
+                os.replace(deb, dest / deb.name)
         return sorted(dest.glob("*.deb"))
 
 

@@ -51,7 +51,7 @@ class VMPool:
         config, view = self.rig.plan(request.cmdline, request.qemu_args, request.modules,
                                      request.machine, request.topology)
         name = f"{worker}-{self._boots:03d}-{request.key()}"
-        return VM(config, self.workdir / name, self.rig.kernel, self.rig.image.ssh_key,
+        return VM(config, self.workdir / name, self.rig.kernel, self.rig.image.keys,
                   name=name, topology=view)
 
     def boot(self, request: VMRequest, nodeid: str) -> VM:

@@ -46,6 +46,7 @@ from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 from cocolab.guest.topology import GuestTopology
 from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
+from cocolab.guest_image import GuestKeys
 from cocolab.host.process import (
     accept_while_running,
     kill_qemu,
@@ -84,14 +85,15 @@ class VMState(enum.Enum):
 class VM:
     """One QEMU guest booted from `config`. Use as a context manager."""
 
-    def __init__(self, config: VMConfig, workdir: Path, kernel: Kernel, ssh_key: Path,
+    def __init__(self, config: VMConfig, workdir: Path, kernel: Kernel, keys: GuestKeys,
                  name: str = "vm", topology: ExpectedView | None = None):
         self.config = config
         self.expected = topology
         """What the guest should enumerate, when the VM was built from a topology."""
         self.workdir = workdir
         self.kernel = kernel
-        self.ssh_key = ssh_key
+        self.keys = keys
+        self.ssh_key = keys.client
         self.name = name
         self.state = VMState.CREATED
         self.argv: list[str] = []
@@ -211,7 +213,7 @@ class VM:
 
         self._wait_ready(runtime.token, deadline)
         self.ready_seconds = deadline.elapsed()
-        self._ssh = SSH(self.ssh_port, self.ssh_key)
+        self._ssh = SSH(self.ssh_port, self.keys.client, self.keys.host)
         self._stack.callback(self._ssh.close)
         self._ssh.connect(deadline, alive=self.check_alive)
         release = self.run("uname -r", timeout=deadline.remaining() + 5).stdout.strip()

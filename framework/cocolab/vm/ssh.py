@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import select
 import time
@@ -66,10 +67,12 @@ class SSH:
     is never retried here (it may have changed the guest): it is a GuestCommandError.
     """
 
-    def __init__(self, port: int, key_path: Path, host: str = "127.0.0.1"):
+    def __init__(self, port: int, key_path: Path, host_key: str, host: str = "127.0.0.1"):
         self.host = host
         self.port = port
         self.key_path = key_path
+        self.host_key = host_key
+        """The guest's host key (an OpenSSH public-key line): any other is refused."""
         self._client: paramiko.SSHClient | None = None
         self._retired: list[paramiko.SSHClient] = []
         """Earlier connections, kept open for the channels (held helpers) still on them."""
@@ -79,12 +82,14 @@ class SSH:
     def connect(self, deadline: Deadline, alive: Callable[[], None] = lambda: None) -> None:
         """Connect, retrying briefly until `deadline`; `alive()` raises if the VM died."""
         key = paramiko.Ed25519Key.from_private_key_file(str(self.key_path))
+        kind, blob = self.host_key.split()[:2]
+        pinned = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
         last: Exception | None = None
         while not deadline.expired():
             alive()
             client = paramiko.SSHClient()
-            # The guest makes a new host key every boot and is reached on loopback only.
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            client.get_host_keys().add(f"[{self.host}]:{self.port}", kind, pinned)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
             try:
                 timeout = max(min(deadline.remaining(), 10.0), 0.5)
                 client.connect(self.host, self.port, username="root", pkey=key,
@@ -93,6 +98,12 @@ class SSH:
                 present(client.get_transport(), "the SSH transport").set_keepalive(KEEPALIVE_S)
                 self._client = client
                 return
+            except paramiko.BadHostKeyException as exc:
+                client.close()
+                raise GuestCommandError(
+                    f"the SSH server on {self.host}:{self.port} is not this guest: its host "
+                    f"key is {exc.key.get_name()} {exc.key.fingerprint}, the image's is "
+                    f"{pinned.fingerprint}") from None
             except (paramiko.SSHException, OSError) as exc:
                 last = exc
                 client.close()
