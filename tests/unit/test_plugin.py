@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,60 @@ def test_a_qemu_args_marker_that_reaches_outside_is_a_usage_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_x: @pytest.mark.qemu_args: -netdev 'user,id=x': user "
                                  "networking needs restrict=on*"])
+
+
+_SHARES = """
+    import pytest
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(session):
+        pool = session.config.stash[plugin.POOL]
+        print("wanted at collection:", sorted(pool.wanted.values()))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(session):
+        pool = session.config.stash[plugin.POOL]
+        print("wanted at the end:", sorted(pool.wanted.values()))
+
+    from cocolab.pytest_plugin import plugin
+"""
+
+
+def test_vm_shares_are_counted_after_deselection_and_given_back_by_skips(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(_SHARES)
+    pytester.makepyfile("""
+        import pytest
+        def test_one(vm): pass
+        def test_two(vm): pass
+        @pytest.mark.skip(reason="never reaches the fixture")
+        def test_skipped(vm): pass
+        @pytest.mark.cmdline("quiet")
+        @pytest.mark.skip(reason="never reaches the fixture either")
+        def test_other_vm(vm): pass
+    """)
+    result = pytester.runpytest("-s", "-k", "skipped or other", *NO_QEMU)
+    result.assert_outcomes(skipped=2, deselected=2)
+    out = result.stdout.str()
+    assert "wanted at collection: [1, 1]" in out and "wanted at the end: [0, 0]" in out, out
+
+
+def test_loadgroup_sends_tests_of_one_vm_to_one_worker(pytester: pytest.Pytester) -> None:
+    """The xdist_group mark is added before xdist's own hook turns it into the nodeid suffix
+    that `--dist loadgroup` schedules by (pytest < 9.2: see pyproject.toml)."""
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.skip(reason="collection is what is checked")
+        def test_a(vm): pass
+        def test_b(vm): pass
+        @pytest.mark.cmdline("quiet")
+        def test_c(vm): pass
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-v", *NO_QEMU)
+    # '[gw0] [ 33%] SKIPPED test_x.py::test_a@vm-0123456789'
+    found = re.findall(r"\[(gw\d)\] .*SKIPPED \S+::(test_\w)@(vm-\w+)", result.stdout.str())
+    assert len(found) == 3, result.stdout.str()
+    worker = {test: w for w, test, _ in found}
+    group = {test: g for _, test, g in found}
+    assert group["test_a"] == group["test_b"] != group["test_c"]
+    assert worker["test_a"] == worker["test_b"]

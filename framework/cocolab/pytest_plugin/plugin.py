@@ -47,6 +47,8 @@ ITEM_REQUEST = pytest.StashKey[VMRequest]()
 ITEM_BUNDLE = pytest.StashKey[Path]()
 ITEM_CALL = pytest.StashKey[pytest.TestReport]()
 ITEM_WARNINGS = pytest.StashKey[list[KernelWarning]]()
+ITEM_SHARE = pytest.StashKey[bool]()
+"""The test still holds its share of a shared VM (counted at collection, not yet released)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -141,8 +143,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"cocolab accelerator: {pool.retired}", yellow=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    pool = config.stash[POOL]
     for item in items:
         if "vm" not in getattr(item, "fixturenames", ()):
             continue
@@ -151,9 +153,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _check_layout(item, config.stash[RIG], request)
         item.stash[ITEM_REQUEST] = request
         if not request.fresh:
-            pool.wanted[request.key()] += 1
             # with `-n N --dist loadgroup`, tests sharing a VM run on one worker
             item.add_marker(pytest.mark.xdist_group(f"vm-{request.key()}"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Count each shared VM's tests among those selected (after -k, -m and --deselect), so
+    the VM shuts down after its last selected test, not at the end of the session. (Under
+    xdist a worker counts every selected test, not only its own: its VMs live until it ends.)
+    """
+    pool = session.config.stash[POOL]
+    for item in session.items:
+        request = item.stash.get(ITEM_REQUEST, None)
+        if request is not None and not request.fresh:
+            pool.wanted[request.key()] += 1
+            item.stash[ITEM_SHARE] = True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """A selected test that never reached the `vm` fixture (a skip mark, a failed fixture
+    before it) gives back its share of the VM here; the fixture gives back everyone else's."""
+    try:
+        return (yield)
+    finally:
+        if ITEM_REQUEST in item.stash:
+            _give_back(item, item.config.stash[POOL], item.stash[ITEM_REQUEST])
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core this process may run on, since one TCG guest keeps one
+    core busy; never more (xdist's own count may include cores outside our affinity)."""
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def _check_layout(item: pytest.Item, rig: Rig, request: VMRequest) -> None:
@@ -229,11 +260,11 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
         problem = _setup_problem(item, rig, vm_req)
     except BaseException:
         if not vm_req.fresh:
-            pool.release(vm_req)  # this test will not use its share of the VM
+            _give_back(item, pool, vm_req)  # this test will not use its share of the VM
         raise
     if problem is not None:
         if not vm_req.fresh:
-            pool.release(vm_req)
+            _give_back(item, pool, vm_req)
         pytest.fail(problem, pytrace=False)
     if vm_req.fresh:
         booted = pool.boot(vm_req, item.nodeid)
@@ -245,7 +276,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
         return
     failure = pool.failures.get(vm_req.key())
     if failure is not None:
-        pool.release(vm_req)
+        _give_back(item, pool, vm_req)
         item.stash[ITEM_BUNDLE] = failure.bundle or failure.workdir  # the first test's bundle
         first = failure.error.message.splitlines()[0]
         where = f"; bundle: {failure.bundle}" if failure.bundle else ""
@@ -255,7 +286,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
     try:
         shared = pool.acquire(vm_req, item.nodeid)
     except BaseException:
-        pool.release(vm_req)
+        _give_back(item, pool, vm_req)
         raise
     if pool.retired != retired:
         warnings.warn(CocolabWarning(pool.retired), stacklevel=1)
@@ -266,6 +297,12 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
         if _call_passed(item):
             shared.check_alive()  # a guest that stopped during this test is its rig failure
     finally:
+        _give_back(item, pool, vm_req)
+
+
+def _give_back(item: pytest.Item, pool: VMPool, vm_req: VMRequest) -> None:
+    if item.stash.get(ITEM_SHARE, False):
+        item.stash[ITEM_SHARE] = False
         pool.release(vm_req)
 
 
