@@ -100,6 +100,11 @@ class BootError(VMError):
     """QEMU exited, or the guest did not reach READY before its deadline."""
 
 
+class SnapshotUnfaithful(BootError):
+    """A restored guest is not the guest that was saved (a device's state was not migrated):
+    its snapshot must never be used; the VM boots cold instead."""
+
+
 class GuestCrashed(BootError):
     """The guest kernel crashed: a panic, Oops or BUG line was seen on the console."""
 

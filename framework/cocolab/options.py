@@ -42,6 +42,8 @@ OPTIONS: tuple[Option, ...] = (
            (("action", "append"), ("default", []), ("metavar", "WORDS"))),
     Option("--boot-timeout", "seconds a guest may take to be ready (default: 120)",
            (("type", float), ("default", 120.0), ("metavar", "SECONDS"))),
+    Option("--no-snapshots", "boot every VM cold instead of restoring it from a snapshot of "
+           "its first boot (kept in the cache across runs)", (("action", "store_true"),)),
     Option("--panic-on-warn", "boot every guest with panic_on_warn=1: a kernel WARNING ends "
            "the VM as a crash", (("action", "store_true"),)),
 )

@@ -84,6 +84,8 @@ class RigOptions:
     """Prove the accelerator and probe QEMU again instead of trusting cached verdicts."""
     strict_lane: bool | None = None
     """--strict-lane (True) / --no-strict-lane (False); None: as the lane says."""
+    snapshots: bool = True
+    """Restore booted guests from snapshots (False: --no-snapshots, every VM boots cold)."""
 
     @classmethod
     def parsed(cls, get: Callable[[str], Any]) -> RigOptions:
@@ -92,7 +94,8 @@ class RigOptions:
         return cls(lane=get("lane"), kernel=get("kernel"), kernel_config=get("kernel_config"),
                    modules=get("modules"), qemu=get("qemu"), accel=get("accel"),
                    firmware=get("firmware"), append=split_append(get("append") or []),
-                   boot_timeout=get("boot_timeout"), panic_on_warn=get("panic_on_warn"))
+                   boot_timeout=get("boot_timeout"), panic_on_warn=get("panic_on_warn"),
+                   snapshots=not get("no_snapshots"))
 
 
 class Rig:
@@ -161,6 +164,17 @@ class Rig:
             return f"lane {self.lane.name} is a confidential lane"
         if self.lane.strict:
             return f"lane {self.lane.name} is strict ({self.lane.source})"
+        return None
+
+    @property
+    def snapshots_off(self) -> str | None:
+        """Why this run boots every VM cold, or None when VMs are restored from snapshots
+        (a confidential machine on a plain lane is still booted cold, VM by VM)."""
+        if not self.options.snapshots:
+            return "--no-snapshots"
+        if self.lane.cc:
+            return (f"lane {self.lane.name} boots {self.lane.cc.upper()} guests, whose "
+                    "encrypted memory QEMU cannot save: every VM boots cold")
         return None
 
     @property
@@ -250,6 +264,7 @@ class Rig:
             platform_args=(*cc_args, *viommu_args(mach)),
             qemu_args=(*(topology_args(view) if view else ()), *qemu_args),
             nic_model="virtio-net-device" if microvm else "virtio-net-pci",
+            cc=mach.cc,
             labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec)),
                     ("machine", mach.name), ("topology", topo.name if topo else "")),
         ), view

@@ -125,6 +125,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines.append(f"cocolab accelerator: {rig.accel.accel} ({rig.accel.reason})")
     except CocolabError as exc:
         lines.append(f"cocolab QEMU/accelerator: unavailable: {exc}")
+    pool = config.stash[POOL]
+    if pool.snapshots is None:
+        lines.append(f"cocolab snapshots: off ({rig.snapshots_off})")
+    else:
+        store = pool.snapshots
+        lines.append(f"cocolab snapshots: on ({store.root}: {len(store.entries())} kept, "
+                     f"{store.size() >> 20} of {store.limit_bytes >> 20} MiB; --no-snapshots "
+                     "boots cold)")
     return lines
 
 
@@ -139,8 +147,16 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     pool = terminalreporter.config.stash.get(POOL, None)
-    if pool is not None and pool.retired:
+    if pool is None:
+        return
+    if pool.retired:
         terminalreporter.write_line(f"cocolab accelerator: {pool.retired}", yellow=True)
+    if pool.cold_boots or pool.restores:
+        terminalreporter.write_line(f"cocolab VMs: {pool.cold_boots} cold boot(s), "
+                                    f"{pool.restores} restore(s) from snapshots")
+    for problem in pool.snapshot_problems:
+        terminalreporter.write_line(f"cocolab snapshot dropped (its VM booted cold): {problem}",
+                                    yellow=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks

@@ -17,10 +17,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocolab.errors import GuestStopped, VMError
+from cocolab.errors import GuestStopped, SnapshotUnfaithful, VMError
 from cocolab.pytest_plugin.markers import VMRequest
 from cocolab.rig import Rig
 from cocolab.vm import VM, VMState
+from cocolab.vm.snapshot import Snapshot, SnapshotStore, snapshot_key
 
 LOG = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ class VMPool:
         self._boots = 0
         self.retired: str | None = None
         """Set when this run retired KVM after a boot it could not run; said in the summary."""
+        self.snapshots = SnapshotStore() if rig.snapshots_off is None else None
+        self.cold_boots = 0
+        self.restores = 0
+        self.snapshot_problems: list[str] = []
+        """Snapshots that did not restore (dropped; their VMs booted cold)."""
 
     def _new_vm(self, request: VMRequest) -> VM:
         self._boots += 1
@@ -75,9 +81,51 @@ class VMPool:
             raise
 
     def _boot(self, request: VMRequest) -> VM:
+        """A cold boot, or a restore of the snapshot of this VM's first boot (which the cold
+        boot takes, when there is none yet). A snapshot that will not restore is dropped and
+        the VM boots cold: never a test's failure."""
         vm = self._new_vm(request)
+        if self.snapshots is None or vm.config.cc:
+            self.cold_boots += 1
+            return self._start(vm)
+        store = self.snapshots
+        key = snapshot_key(vm.config, self.rig.qemu_info.version)
+        with store.lock(key):
+            if store.refused(key):
+                self.cold_boots += 1
+                return self._start(vm)
+            found = store.find(key)
+            if found is not None:
+                try:
+                    vm = self._start(vm, restore=found)
+                    self.restores += 1
+                    return vm
+                except SnapshotUnfaithful as exc:
+                    store.refuse(key, exc.message, request.describe())
+                    self.snapshot_problems.append(f"{request.describe()}: {exc.message}")
+                except VMError as exc:
+                    LOG.warning("snapshot %s did not restore (%s); booting cold", key, exc)
+                    self.snapshot_problems.append(f"{found.state}: {exc.message}")
+                    store.discard(key)
+                vm = self._new_vm(request)
+                if store.refused(key):
+                    self.cold_boots += 1
+                    return self._start(vm)
+            try:
+                vm = self._start(vm, save_to=store.pending(key))
+                self.cold_boots += 1
+                if vm.snapshot_refused:
+                    store.refuse(key, vm.snapshot_refused, request.describe())
+                else:
+                    store.commit(key, vm.token, vm.name, vm.pci_dump)
+            finally:
+                store.pending(key).unlink(missing_ok=True)
+            return vm
+
+    def _start(self, vm: VM, restore: Snapshot | None = None,
+               save_to: Path | None = None) -> VM:
         try:
-            vm.launch(self.rig.options.boot_timeout)
+            vm.launch(self.rig.options.boot_timeout, restore=restore, save_to=save_to)
             if vm.expected is not None:
                 vm.topology.verify()
         except VMError as exc:

@@ -39,6 +39,8 @@ class VMConfig:
     qemu_args: tuple[str, ...] = ()
     """Topology devices, then a test's own QEMU arguments."""
     nic_model: str = "virtio-net-pci"
+    cc: str = ""
+    """'tdx' or 'snp' for a confidential guest (never snapshotted: its memory is encrypted)."""
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
     """Free-form (key, value) notes for reports; not part of the VM's identity."""
 

@@ -15,6 +15,7 @@ import enum
 import logging
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -28,12 +29,14 @@ from types import TracebackType
 from typing import Any
 
 import pexpect
+from qemu.qmp import ExecuteError
 
 from cocolab.deadline import Deadline
 from cocolab.errors import (
     BootError,
     GuestCrashed,
     GuestStopped,
+    SnapshotUnfaithful,
     VMError,
     VMStateError,
     present,
@@ -59,6 +62,7 @@ from cocolab.monitor import Monitor, MonitorError, RunStop
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
 from cocolab.topology import ExpectedView
 from cocolab.vm.console import Console
+from cocolab.vm.snapshot import PCI_DUMP, Snapshot, parse_pci_dump, pci_repairs
 from cocolab.vm.ssh import SSH, CommandResult
 
 LOG = logging.getLogger(__name__)
@@ -72,6 +76,15 @@ _LIVE: weakref.WeakSet[VM] = weakref.WeakSet()
 def _kill_leftovers() -> None:
     for vm in list(_LIVE):
         vm.kill()
+
+
+def _functions(script: str) -> list[str]:
+    """The PCI functions a pci_repairs() script writes to."""
+    return sorted(set(re.findall(r"devices/([0-9a-f:.]+)/config", script)))
+
+
+RESEED_BYTES = 64
+"""Host randomness a restored guest credits to its input pool (cocolab-restored)."""
 
 
 class VMState(enum.Enum):
@@ -101,6 +114,20 @@ class VM:
         """From starting QEMU to the first SSH command done (the guest's `uname -r`)."""
         self.ready_seconds: float | None = None
         """From starting QEMU to the READY token on the console."""
+        self.token = ""
+        """The readiness token on this guest's kernel command line (a restore keeps its
+        snapshot's)."""
+        self.saved_seconds: float | None = None
+        """Time the guest was paused to save its snapshot, on a cold boot that took one."""
+        self.pci_dump = ""
+        """PCI_DUMP of this guest as saved, on a cold boot that took a snapshot."""
+        self.pci_rewritten: list[str] = []
+        """PCI functions whose config space a restore wrote back (models without migration
+        state, such as edu)."""
+        self.snapshot_refused: str | None = None
+        """Why QEMU could not save this VM's snapshot (a device that cannot migrate)."""
+        self.restored_seconds: float | None = None
+        """Time spent loading a snapshot into QEMU, on a restore."""
         self.failure: VMError | None = None
         self.retired: str | None = None
         """Why this VM must not be shared any more (see retire()), or None."""
@@ -150,14 +177,20 @@ class VM:
             return log.read().decode(errors="replace")
         return ""
 
-    def launch(self, timeout: float = DEFAULT_BOOT_TIMEOUT) -> None:
-        """Start QEMU and return once the guest printed this boot's token and SSH answers."""
+    def launch(self, timeout: float = DEFAULT_BOOT_TIMEOUT, *, restore: Snapshot | None = None,
+               save_to: Path | None = None) -> None:
+        """Start QEMU and return once SSH answers: a cold boot (the guest printed this boot's
+        token), or with `restore` a resumed snapshot (its clock set and CRNG reseeded).
+
+        `save_to`: on a cold boot, write the guest's state there the moment it is READY,
+        before any SSH session exists (see vm/snapshot.py); the caller commits it.
+        """
         if self.state is not VMState.CREATED:
             raise VMStateError(f"{self.name}: launch() needs state created, not {self.state.value}")
         self.state = VMState.LAUNCHING
         deadline = Deadline(timeout)
         try:
-            self._launch(deadline)
+            self._launch(deadline, restore, save_to)
         except BaseException as exc:
             self.state = VMState.FAILED
             if isinstance(exc, VMError):
@@ -169,7 +202,8 @@ class VM:
         self.boot_seconds = deadline.elapsed()
         LOG.info("%s ready in %.2fs (ssh port %s)", self.name, self.boot_seconds, self.ssh_port)
 
-    def _launch(self, deadline: Deadline) -> None:
+    def _launch(self, deadline: Deadline, restore: Snapshot | None,
+                save_to: Path | None) -> None:
         # A workdir left by an earlier run (same results dir, same VM name) must not lend
         # its console log to this boot.
         if self.workdir.exists():
@@ -178,8 +212,13 @@ class VM:
         # Unix socket paths are limited to 108 bytes: keep them in a short private dir.
         sockdir = Path(self._stack.enter_context(
             tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")))
-        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", secrets.token_hex(8))
+        token = restore.token if restore else secrets.token_hex(8)
+        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", token)
+        self.token = token
         self.argv = build_argv(self.config, runtime)
+        if restore is not None:
+            self.argv += ["-incoming", "defer"]
+            (self.workdir / "restored-from.txt").write_text(f"{restore.state}\n")
         self._write_artifacts()
 
         console_listener = self._listen(runtime.console_socket)
@@ -209,17 +248,112 @@ class VM:
             raise BootError(f"QMP did not come up: {failure}", argv=self.argv) from failure
         self._monitor = monitor
         self.check_alive()
+        if restore is not None:
+            self._incoming(restore, deadline)
         self.ssh_port = self._forwarded_port()
 
-        self._wait_ready(runtime.token, deadline)
-        self.ready_seconds = deadline.elapsed()
+        if restore is None:
+            self._wait_ready(runtime.token, deadline)
+            self.ready_seconds = deadline.elapsed()
+            if save_to is not None:
+                self._save(save_to, deadline)
         self._ssh = SSH(self.ssh_port, self.keys.client, self.keys.host)
         self._stack.callback(self._ssh.close)
         self._ssh.connect(deadline, alive=self.check_alive)
+        if restore is not None:
+            self._after_restore(restore, deadline)
         release = self.run("uname -r", timeout=deadline.remaining() + 5).stdout.strip()
         if release != self.kernel.release:
             raise BootError(f"booted kernel reports {release!r}, expected "
                             f"{self.kernel.release!r} ({self.kernel.image})")
+        if save_to is not None and self.snapshot_refused is None:
+            self.pci_dump = self.run(PCI_DUMP, timeout=deadline.remaining() + 5).stdout
+
+    def _save(self, path: Path, deadline: Deadline) -> None:
+        """The guest's whole state into `path`: paused, migrated to a file, resumed. A QEMU
+        that refuses (a device that cannot migrate) leaves `snapshot_refused` saying why; the
+        boot goes on either way."""
+        start = time.monotonic()
+        monitor = present(self._monitor, "the QMP monitor")
+        with monitor.expecting_stop():
+            monitor.cmd("stop")
+            try:
+                monitor.cmd("migrate", {"uri": "exec:cat > " + shlex.quote(str(path))})
+                status = self._migration(monitor, deadline)
+            except ExecuteError as exc:  # a migration blocker: 'nvme' is not migratable
+                status = str(exc)
+            monitor.cmd("cont")
+        if status != "completed":
+            self.snapshot_refused = f"QEMU could not save this VM: {status}"
+            path.unlink(missing_ok=True)
+        self.saved_seconds = time.monotonic() - start
+
+    def _incoming(self, snapshot: Snapshot, deadline: Deadline) -> None:
+        """Load `snapshot` into this (waiting) QEMU, then let the guest run."""
+        start = time.monotonic()
+        monitor = present(self._monitor, "the QMP monitor")
+        monitor.cmd("migrate-incoming", {"uri": "exec:cat " + shlex.quote(str(snapshot.state))})
+        while not deadline.expired():
+            self.check_alive()
+            status = monitor.cmd("query-status")["status"]
+            if status not in ("inmigrate", "prelaunch"):
+                break
+            time.sleep(0.01)
+        else:
+            raise BootError(f"restoring {snapshot.state} took longer than {deadline.seconds:g}s",
+                            argv=self.argv)
+        if status != "paused":
+            raise BootError(f"restoring {snapshot.state} left the guest {status}",
+                            argv=self.argv)
+        monitor.cmd("cont")
+        self.restored_seconds = time.monotonic() - start
+
+    def _migration(self, monitor: Monitor, deadline: Deadline) -> str:
+        while not deadline.expired():
+            self.check_alive()
+            info = monitor.cmd("query-migrate")
+            status = str(info.get("status", "unknown"))
+            if status == "failed":
+                return f"failed: {info.get('error-desc', 'no reason given')}"
+            if status in ("completed", "cancelled"):
+                return status
+            time.sleep(0.01)
+        return f"unfinished after {deadline.seconds:g}s"
+
+    def _after_restore(self, snapshot: Snapshot, deadline: Deadline) -> None:
+        """A restored guest resumes the clock and CRNG of the moment it was saved: set its
+        clock to the host's, and reseed its CRNG from the host's randomness."""
+        now = time.time_ns()
+        seed = secrets.token_hex(RESEED_BYTES)
+        result = self.run(f"cocolab-restored {now // 10**9} {now % 10**9} {seed}",
+                          timeout=max(deadline.remaining(), 5.0))
+        if result.returncode != 0:
+            raise BootError(f"the restored guest could not set its clock or reseed: "
+                            f"{(result.stdout + result.stderr).strip()}", argv=self.argv)
+        self._check_pci(snapshot, deadline)
+
+    def _check_pci(self, snapshot: Snapshot, deadline: Deadline) -> None:
+        """Every PCI function is as it was saved, or is written back if it may be (see
+        vm/snapshot.py); SnapshotUnfaithful otherwise."""
+        saved = parse_pci_dump(snapshot.pci_dump)
+        timeout = max(deadline.remaining(), 5.0)
+        script, unfaithful = pci_repairs(saved, parse_pci_dump(
+            self.run(PCI_DUMP, timeout=timeout).stdout))
+        if script and not unfaithful:
+            # under lockdown the kernel refuses config writes from userspace (EPERM): the
+            # dump then still differs and the snapshot is unfaithful
+            self.run(f"set -e\n{script}", timeout=timeout)
+            still, unfaithful = pci_repairs(saved, parse_pci_dump(
+                self.run(PCI_DUMP, timeout=timeout).stdout))
+            self.pci_rewritten = _functions(script)
+            unfaithful += [f"{bdf} (not written back)" for bdf in _functions(still)]
+            if not unfaithful:
+                LOG.info("%s: the restored guest's PCI config written back for %s",
+                         self.name, ", ".join(self.pci_rewritten))
+        if unfaithful:
+            raise SnapshotUnfaithful(
+                "the restored guest is not the saved one: PCI config space differs for "
+                f"{', '.join(unfaithful)}", argv=self.argv)
 
     def _write_artifacts(self) -> None:
         (self.workdir / "argv.txt").write_text("\n".join(self.argv) + "\n")

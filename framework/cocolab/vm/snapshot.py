@@ -1,0 +1,235 @@
+"""Booted guests kept as QEMU migration streams, so a VM costs a restore instead of a boot.
+
+A snapshot is taken once per VM identity, the moment a cold boot's /init says READY (no SSH
+session yet, so none is frozen into it), and restored with `-incoming defer` +
+`migrate-incoming`. Its key is everything that makes the guest what it is: the content hashes
+of the kernel, the initrd and the QEMU binary, QEMU's version, the full VMConfig, the
+accelerator (and the host CPU under KVM, whose `-cpu host` is the host's). A restore into
+anything else is impossible by construction: another config is another key.
+
+Snapshots live in the cache across runs (`<cache>/snapshots/KEY.mig` and `KEY.json`), used
+least-recently first out once they exceed `limit_bytes`. One file lock per key: two xdist
+workers that want the same VM boot it once, and the second restores.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from cocolab.paths import cache_dir, write_atomic
+from cocolab.qemu import VMConfig
+
+LOG = logging.getLogger(__name__)
+
+FORMAT = 1
+"""Bump when what a snapshot holds, or how it is taken, changes."""
+DEFAULT_LIMIT_BYTES = 4 << 30
+"""About thirty 1 GiB guests (a stream is ~130 MiB: QEMU sends zero pages as flags)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    key: str
+    state: Path
+    """The migration stream."""
+    token: str
+    """The readiness token of the boot it was taken from: the restore's argv must carry the
+    same kernel command line, as the guest's memory does."""
+    pci_dump: str = ""
+    """PCI_DUMP as the saved guest answered it (see pci_repairs)."""
+
+
+@functools.cache
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, computed once per (path, size, mtime) in this process."""
+    st = path.stat()
+    return _digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _host_cpu() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    fields = [line for line in text.splitlines()
+              if line.startswith(("model name", "flags"))][:2]
+    return hashlib.sha256("\n".join(fields).encode()).hexdigest()
+
+
+def snapshot_key(config: VMConfig, qemu_version: str) -> str:
+    identity = {
+        "format": FORMAT,
+        "config": {k: v for k, v in asdict(config).items() if k != "labels"},
+        "kernel": file_digest(config.kernel),
+        "initrd": file_digest(config.initrd),
+        "qemu": file_digest(Path(config.qemu)),
+        "qemu_version": qemu_version,
+        "host_cpu": _host_cpu() if config.accel == "kvm" else "",
+    }
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class SnapshotStore:
+    def __init__(self, root: Path | None = None, limit_bytes: int = DEFAULT_LIMIT_BYTES):
+        self.root = root or cache_dir("snapshots")
+        self.limit_bytes = limit_bytes
+
+    def lock(self, key: str) -> FileLock:
+        return FileLock(str(self.root / f"{key}.lock"))
+
+    def pending(self, key: str) -> Path:
+        """Where a snapshot being taken is written; commit() makes it the snapshot."""
+        return self.root / f".{key}.{os.getpid()}.mig.tmp"
+
+    def find(self, key: str) -> Snapshot | None:
+        state, meta = self.root / f"{key}.mig", self.root / f"{key}.json"
+        try:
+            info = json.loads(meta.read_text())
+            os.utime(state)  # used now: the last to be pruned
+        except (OSError, ValueError):
+            return None
+        return Snapshot(key, state, info["token"], info.get("pci", ""))
+
+    def refused(self, key: str) -> str | None:
+        """Why this VM is never snapshotted (QEMU refused to save it, or a restore of it was
+        unfaithful), as recorded by refuse(); None if it may be."""
+        try:
+            return str(json.loads((self.root / f"{key}.refused").read_text())["why"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def refuse(self, key: str, why: str, describe: str) -> None:
+        self.discard(key)
+        write_atomic(self.root / f"{key}.refused", json.dumps({"why": why, "vm": describe}))
+
+    def commit(self, key: str, token: str, describe: str, pci_dump: str) -> Snapshot:
+        state = self.root / f"{key}.mig"
+        os.replace(self.pending(key), state)
+        write_atomic(self.root / f"{key}.json", json.dumps(
+            {"token": token, "vm": describe, "taken": time.time(),
+             "bytes": state.stat().st_size, "pci": pci_dump}, indent=1))
+        self.prune(keep=key)
+        return Snapshot(key, state, token, pci_dump)
+
+    def discard(self, key: str) -> None:
+        for name in (f"{key}.mig", f"{key}.json"):
+            (self.root / name).unlink(missing_ok=True)
+        self.pending(key).unlink(missing_ok=True)
+
+    def entries(self) -> list[Path]:
+        return sorted(self.root.glob("*.mig"), key=lambda p: p.stat().st_mtime)
+
+    def size(self) -> int:
+        return sum(p.stat().st_size for p in self.entries())
+
+    def prune(self, keep: str | None = None) -> list[str]:
+        """Drop the least recently used snapshots until the store fits its limit."""
+        dropped = []
+        for stale in self.root.glob(".*.mig.tmp"):  # a run killed while taking one
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink(missing_ok=True)
+        entries = self.entries()
+        total = sum(p.stat().st_size for p in entries)
+        for path in entries:
+            if total <= self.limit_bytes:
+                break
+            key = path.stem
+            if key == keep:
+                continue
+            lock = self.lock(key)
+            try:
+                lock.acquire(timeout=0)  # in use (being restored or taken): keep it
+            except Timeout:
+                continue
+            try:
+                total -= path.stat().st_size
+                self.discard(key)
+            finally:
+                lock.release()
+            dropped.append(key)
+            LOG.info("snapshot %s pruned (store over %d MiB)", key, self.limit_bytes >> 20)
+        return dropped
+
+
+# --- PCI config space across a restore ------------------------------------------------------
+#
+# QEMU migrates a device's config space with the rest of its state, but only for models that
+# have migration state at all: edu (the BAR target of tests/devmem) has none, so a restored
+# edu answers with the config space it had before firmware and kernel programmed it (BARs 0,
+# decoding off) while the kernel still believes its BARs assigned. The config space of every
+# function is therefore read in the saved guest and again after each restore. A function that
+# differs in what firmware and kernel program (command, cache line, latency, BARs, interrupt
+# line) is written back when no driver holds it: a driverless device has no other state the
+# guest put there. One that differs with a driver bound makes the snapshot unfaithful.
+
+PCI_DUMP = r"""
+for dev in /sys/bus/pci/devices/*; do
+    [ -e "$dev/driver" ] && holder=bound || holder=free
+    echo "${dev##*/} $holder $(od -An -tx1 -v -N64 "$dev/config" | tr -d ' \n')"
+done
+"""
+"""One line per PCI function: BDF, bound|free, the first 64 bytes of its config space."""
+
+PROGRAMMED = ((0x04, 2), (0x0C, 2), (0x10, 24), (0x3C, 1))
+"""(offset, length) of the registers firmware and the kernel write: command, cache line and
+latency, the six BARs, the interrupt line."""
+
+
+@dataclass(frozen=True)
+class PciFunction:
+    bound: bool
+    config: bytes
+
+
+def parse_pci_dump(text: str) -> dict[str, PciFunction]:
+    functions = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and len(parts[2]) == 128:
+            functions[parts[0]] = PciFunction(parts[1] == "bound", bytes.fromhex(parts[2]))
+    return functions
+
+
+def _programmed(config: bytes) -> bytes:
+    return b"".join(config[off:off + n] for off, n in PROGRAMMED)
+
+
+def pci_repairs(saved: dict[str, PciFunction], now: dict[str, PciFunction]
+                ) -> tuple[str, list[str]]:
+    """(a shell script writing back what driverless functions lost, the functions whose loss
+    cannot be repaired). The BARs go back before the command register turns decoding on."""
+    script, unfaithful = [], []
+    for bdf, before in sorted(saved.items()):
+        after = now.get(bdf)
+        if after is None or after.config[:4] != before.config[:4]:
+            unfaithful.append(f"{bdf} (gone or another device)")
+            continue
+        if _programmed(after.config) == _programmed(before.config):
+            continue
+        if before.bound or after.bound:
+            unfaithful.append(f"{bdf} (a driver holds it)")
+            continue
+        for off, n in sorted(PROGRAMMED, key=lambda r: r[0] == 0x04):
+            data = "".join(f"\\{b:03o}" for b in before.config[off:off + n])
+            script.append(f"printf '{data}' | dd of=/sys/bus/pci/devices/{bdf}/config bs=1 "
+                          f"seek={off} count={n} conv=notrunc 2>/dev/null")
+    unfaithful += [f"{bdf} (new)" for bdf in sorted(set(now) - set(saved))]
+    return "\n".join(script), unfaithful
