@@ -7,6 +7,7 @@ QMP at once; a KVM internal error leaves QEMU alive with the guest paused), or t
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import tempfile
@@ -27,12 +28,17 @@ TCG_DEADLINE_S = 60.0
 
 
 def proof_boot(qemu: str, kernel: Path, initrd: Path, accel: str,
-               deadline_s: float | None = None) -> ProofBoot:
+               deadline_s: float | None = None, like: VMConfig | None = None) -> ProofBoot:
     """Boot `kernel` with the proof initramfs under `accel`; stop at the first sign of failure:
-    QEMU exiting, QEMU stopping the guest (QMP), or the deadline."""
+    QEMU exiting, QEMU stopping the guest (QMP), or the deadline. `like`: take machine, RAM
+    and CPUs from that VM (bench/run.py's floor), not the proof's small defaults."""
     deadline = Deadline(deadline_s or (KVM_DEADLINE_S if accel == "kvm" else TCG_DEADLINE_S))
     config = VMConfig(qemu=qemu, kernel=kernel, initrd=initrd, accel=accel, memory_mib=256,
                       cpus=1, modules=())
+    if like is not None:
+        config = dataclasses.replace(config, machine=like.machine,
+                                     machine_options=like.machine_options,
+                                     memory_mib=like.memory_mib, cpus=like.cpus)
     with tempfile.TemporaryDirectory(prefix="cocolab-proof-", dir="/tmp") as tmp:
         console, log, qmp_path = Path(tmp, "console.log"), Path(tmp, "qemu.log"), Path(tmp, "qmp")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
