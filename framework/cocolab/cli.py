@@ -4,6 +4,8 @@
                    --refresh proves the accelerator again
   cocolab setup    fetch the kernel and build the guest image now (pre-warms the cache)
   cocolab shell    boot the VM a test would boot and give you a root shell in it
+  cocolab kconfig  the kernel config fragment the rig and the suites need;
+                   --check .config says what a config lacks and which tests it skips
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ import termios
 import tty
 from pathlib import Path
 
-from cocolab.errors import CocolabError, present
+from cocolab.errors import CocolabError, ConfigError, KernelError, present
+from cocolab.kernel.kconfig import Kconfig
+from cocolab.kernel.needs import check, collect_gates, fragment, rig_lacks
 from cocolab.options import OPTIONS
+from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
 from cocolab.rig import Rig, RigOptions
 from cocolab.vm import VM
@@ -95,10 +100,40 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
         return _interactive(vm)
 
 
+def kconfig(suites: list[str], check_path: str | None) -> int:
+    """The config fragment for `suites` (default: every suite), or with `check_path` what
+    that .config lacks."""
+    tests = REPO_ROOT / "tests"
+    known = sorted(p.name for p in tests.iterdir() if p.is_dir() and p.name != "unit"
+                   and not p.name.startswith((".", "_")))
+    unknown = [s for s in suites if s not in known]
+    if unknown:
+        raise ConfigError(f"kconfig: no suite {', '.join(unknown)}; choose from "
+                          f"{', '.join(known)}")
+    gates = collect_gates([str(tests / s) for s in suites or known])
+    if check_path is None:
+        sys.stdout.write(fragment(gates))
+        return 0
+    try:
+        config = Kconfig.from_file(Path(check_path))
+    except KernelError as exc:
+        raise ConfigError(f"kconfig --check {check_path}: {exc}") from None
+    lines, skipping = check(config, gates)
+    for line in lines:
+        print(line)
+    print(f"{check_path}: {len(rig_lacks(config))} option(s) missing for the rig, "
+          f"{skipping} test(s) will skip; `cocolab kconfig` prints the fragment")
+    return 1 if rig_lacks(config) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cocolab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("doctor", "setup", "shell"))
+    parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig"))
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help="kconfig: the suites to cover (default: all), e.g. devmem")
+    parser.add_argument("--check", metavar="CONFIG",
+                        help="kconfig: what this .config lacks, and which tests it skips")
     for opt in OPTIONS:
         parser.add_argument(opt.flag, dest=opt.dest, help=opt.help, **dict(opt.kwargs))
     parser.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
@@ -115,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     try:
+        if args.command == "kconfig":
+            return kconfig(args.suites, args.check)
+        if args.suites:
+            parser.error(f"{args.command} takes no SUITE arguments")
         rig = _rig(args)
+        rig.preflight()
         if args.command == "doctor":
             return doctor(rig)
         if args.command == "setup":

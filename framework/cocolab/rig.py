@@ -33,6 +33,7 @@ from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_q
 from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
+from cocolab.kernel.needs import rig_lacks
 from cocolab.kernel.resolve import check_image_spec
 from cocolab.kernel.spec import ImageSpec
 from cocolab.options import split_append
@@ -206,6 +207,16 @@ class Rig:
         and the same line naming where the kernel came from."""
         return self._once("kernel", lambda: resolve_kernel(self.kernel_spec),
                           f"{self.kernel_setting.source}: kernel {self.kernel_setting.value}")
+
+    def preflight(self) -> None:
+        """Refuse, before any boot, a kernel that lacks what the rig needs to boot its guest
+        and reach it (kernel/needs.py): one line naming every missing option."""
+        lacks = rig_lacks(self.kernel.kconfig)
+        if lacks:
+            names = ", ".join(f"CONFIG_{n.option}" for n in lacks)
+            raise KernelError(f"kernel {self.kernel.release} ({self.kernel_spec}) lacks what "
+                              f"cocolab needs to boot and reach its guest: {names}; "
+                              "`cocolab kconfig` prints a fragment with them")
 
     @property
     def image(self) -> GuestImage:

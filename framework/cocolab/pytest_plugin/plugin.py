@@ -248,6 +248,7 @@ def _setup_problem(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> str | None
     host or kernel lacks, the returned line for a host, kernel or config in the way."""
     try:
         _lane_gate(rig)
+        rig.preflight()
         _kernel_gate(item, rig)
         # A bad machine or topology, a QEMU lacking a device, a host that cannot run the CC
         # guest, then no accelerator or kernel: each is one clear line, before any boot.

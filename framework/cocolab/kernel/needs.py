@@ -1,0 +1,139 @@
+"""What a kernel needs for cocolab: the options the rig itself needs to boot its guest and talk
+to it, and the options the suites gate their tests on.
+
+`cocolab kconfig [SUITE...]` prints both as a config fragment; `--check CONFIG` says what a
+.config lacks and which tests that skips. The rig's own needs are also the preflight: a kernel
+that lacks one is refused before any boot, in one line naming them (Rig.preflight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cocolab.kernel.kconfig import Kconfig
+
+
+@dataclass(frozen=True)
+class Need:
+    option: str
+    """CONFIG_ name without the prefix."""
+    why: str
+    modular: bool = False
+    """=m will do: /init loads it (VIRTIO_NET); otherwise it must be =y."""
+
+
+RIG_NEEDS: tuple[Need, ...] = (
+    Need("BLK_DEV_INITRD", "the guest is an initramfs"),
+    Need("BINFMT_ELF", "busybox and dropbear are ELF programs"),
+    Need("BINFMT_SCRIPT", "/init is a shell script"),
+    Need("DEVTMPFS", "/init mounts devtmpfs on /dev"),
+    Need("PROC_FS", "/init reads /proc/cmdline"),
+    Need("SYSFS", "every suite reads /sys"),
+    Need("TMPFS", "/run and /tmp"),
+    Need("UNIX98_PTYS", "dropbear's ptys (cocolab shell)"),
+    Need("SERIAL_8250", "the console is ttyS0"),
+    Need("SERIAL_8250_CONSOLE", "console=ttyS0: READY, panics and warnings come from it"),
+    Need("PCI", "the NIC and every topology are PCI"),
+    Need("VIRTIO_PCI", "cocolab's NIC is virtio-net-pci", modular=True),
+    Need("VIRTIO_NET", "cocolab's NIC (SSH)", modular=True),
+    Need("NET", "SSH to the guest"),
+    Need("INET", "SSH over TCP/IP"),
+    Need("UNIX", "local sockets in the guest's userland"),
+    Need("SECURITYFS", "/sys/kernel/security (the lockdown level)"),
+)
+
+
+def _satisfied(kconfig: Kconfig, need: Need) -> bool:
+    value = kconfig.get("CONFIG_" + need.option)
+    return value == "y" or (need.modular and value == "m")
+
+
+def rig_lacks(kconfig: Kconfig) -> list[Need]:
+    return [need for need in RIG_NEEDS if not _satisfied(kconfig, need)]
+
+
+@dataclass
+class Gate:
+    """One option the tests gate on: which tests, and what they want of it."""
+
+    option: str
+    wanted: str | None
+    """'y', 'm', 'n', or None for 'y or m'."""
+    tests: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        name = "CONFIG_" + self.option
+        if self.wanted == "n":
+            return f"# {name} is not set"
+        return f"{name}={self.wanted or 'y'}"
+
+    def met_by(self, kconfig: Kconfig) -> bool:
+        value = kconfig.get("CONFIG_" + self.option)
+        return {None: value in ("y", "m"), "n": value is None}.get(self.wanted,
+                                                                  value == self.wanted)
+
+
+def _tests(nodeids: list[str], most: int = 3) -> str:
+    """'5 tests: test_a, test_b, test_c (+1 more)': functions, without file or parameters."""
+    names = list(dict.fromkeys(n.split("::")[-1].split("[")[0] for n in nodeids))
+    shown = ", ".join(names[:most]) + (f" (+{len(names) - most} more)" if len(names) > most
+                                       else "")
+    return f"{len(nodeids)} test{'s' if len(nodeids) != 1 else ''}: {shown}"
+
+
+def fragment(gates: list[Gate]) -> str:
+    """The config fragment: the rig's needs, then every gate with the tests it unlocks."""
+    width = 34
+    lines = ["# cocolab: what the rig needs to boot its guest and talk to it"]
+    for need in RIG_NEEDS:
+        lines.append(f"{'CONFIG_' + need.option + '=y':<{width}} # {need.why}"
+                     + (" (=m will do)" if need.modular else ""))
+    lines.append("# cocolab: what the chosen suites' tests gate on")
+    for gate in sorted(gates, key=lambda g: g.option):
+        lines.append(f"{gate.line():<{width}} # {_tests(gate.tests)}")
+    return "\n".join(lines) + "\n"
+
+
+def check(kconfig: Kconfig, gates: list[Gate]) -> tuple[list[str], int]:
+    """(what the config lacks, one line each, and the number of tests that will skip)."""
+    lines = [f"the rig needs CONFIG_{need.option}={'y or m' if need.modular else 'y'}, has "
+             f"{kconfig.describe('CONFIG_' + need.option)}: {need.why}"
+             for need in rig_lacks(kconfig)]
+    skipping: set[str] = set()
+    for gate in sorted(gates, key=lambda g: g.option):
+        if not gate.met_by(kconfig):
+            have = kconfig.describe("CONFIG_" + gate.option)
+            lines.append(f"wants {gate.line()}, has {have}: skips {_tests(gate.tests)}")
+            skipping.update(gate.tests)
+    return lines, len(skipping)
+
+
+class GateCollector:
+    """A pytest plugin that, at collection, gathers every test's kconfig marker."""
+
+    def __init__(self) -> None:
+        self.gates: dict[tuple[str, str | None], Gate] = {}
+
+    def pytest_collection_modifyitems(self, items: list[object]) -> None:
+        from cocolab.pytest_plugin.markers import kconfig_requirements
+        for item in items:
+            for option, wanted in kconfig_requirements(item):  # type: ignore[arg-type]
+                name = option.removeprefix("CONFIG_")
+                gate = self.gates.setdefault((name, wanted), Gate(name, wanted))
+                gate.tests.append(item.nodeid)  # type: ignore[attr-defined]
+
+
+def collect_gates(paths: list[str]) -> list[Gate]:
+    """The kconfig gates of the tests under `paths`, as pytest itself collects them."""
+    import contextlib
+    import io
+
+    import pytest
+    collector = GateCollector()
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *paths],
+                             plugins=[collector])
+    if status not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        raise RuntimeError(f"collecting {' '.join(paths)} failed ({status}):\n"
+                           f"{out.getvalue()[-2000:]}")
+    return list(collector.gates.values())
