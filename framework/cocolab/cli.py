@@ -46,6 +46,7 @@ def doctor(rig: Rig) -> int:
     print(f"accelerator: {rig.accel.accel} ({rig.accel.reason})")
     print(f"kernel:      {rig.kernel_setting.value} (from {rig.kernel_setting.source})")
     print(f"             {rig.kernel.release}: {rig.kernel.image}")
+    rig.preflight()
     print(f"guest image: {rig.image.initrd}")
     return 0
 
@@ -155,14 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.suites:
             parser.error(f"{args.command} takes no SUITE arguments")
         rig = _rig(args)
-        rig.preflight()
         if args.command == "doctor":
             return doctor(rig)
         if args.command == "setup":
             print(f"kernel {rig.kernel.release}: {rig.kernel.image}")
+            rig.preflight()
             print(f"guest image: {rig.image.initrd}")
             return 0
         check_qemu_args(tuple(args.qemu_arg), "--qemu-arg")
+        rig.layout(args.machine, args.topology)
+        rig.preflight()
         return shell(rig, args.qemu_arg, args.machine, args.topology)
     except CocolabError as exc:
         print(f"cocolab: {exc}", file=sys.stderr)
