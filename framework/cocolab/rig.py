@@ -29,6 +29,7 @@ from cocolab.errors import (
     said,
 )
 from cocolab.guest_image import GuestImage, build_guest_image, build_proof_initrd
+from cocolab.guest_image.build import missing_modules, read_modules_list
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
 from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
@@ -222,6 +223,23 @@ class Rig:
     def image(self) -> GuestImage:
         return self._once("image", lambda: build_guest_image(self.kernel), "the guest image")
 
+    def image_for(self, modules: tuple[str, ...]) -> GuestImage:
+        """The guest image carrying `modules` too (a test's marker): the default image when
+        guests/modules.txt has them all. A module the kernel has neither built in nor built
+        is a KernelError naming it, at plan time."""
+        default = read_modules_list()
+        extra = tuple(m for m in modules if m.replace("-", "_") not in default)
+        if not extra:
+            return self.image
+        missing = missing_modules(self.kernel, extra)
+        if missing:
+            raise KernelError(f"kernel {self.kernel.release} ({self.kernel_spec}) has no module "
+                              f"{', '.join(missing)} (neither built in nor built as a module): "
+                              "enable it (=m or =y) and rebuild, or drop it from the test's "
+                              "modules marker")
+        return self._once(f"image+{','.join(extra)}",
+                          lambda: build_guest_image(self.kernel, extra), "the guest image")
+
     def _once(self, name: str, make: Callable[[], T], what: str) -> T:
         if name not in self._made:
             try:
@@ -264,7 +282,7 @@ class Rig:
         return VMConfig(
             qemu=self.qemu_path,
             kernel=self.kernel.image,
-            initrd=self.image.initrd,
+            initrd=self.image_for(tuple(modules)).initrd,
             accel=self.accel.accel,
             machine=mach.type,
             machine_options=(*mach.options, *cc_options),

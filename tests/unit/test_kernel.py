@@ -129,3 +129,18 @@ def test_module_closure_follows_modules_dep(tmp_path: Path) -> None:
     assert module_closure(tmp_path, ["vfio_pci", "absent"]) == [
         "kernel/drivers/vfio/pci/vfio-pci-core.ko.xz", "kernel/drivers/vfio/pci/vfio-pci.ko.xz",
         "kernel/drivers/vfio/vfio.ko.xz"]
+
+
+def test_a_marker_module_must_be_built_in_or_built(tmp_path: Path) -> None:
+    from cocolab.guest_image.build import missing_modules
+    from cocolab.kernel import Kernel
+    mods = tmp_path / "lib/modules/6.99.0"
+    mods.mkdir(parents=True)
+    (mods / "modules.dep").write_text("kernel/drivers/net/dummy.ko.xz:\n"
+                                      "kernel/drivers/misc/lkdtm/lkdtm.ko.xz:\n")
+    (mods / "modules.builtin").write_text("kernel/drivers/pci/pci-stub.ko\n")
+    kernel = Kernel("x", tmp_path / "bzImage", tmp_path / "config", "6.99.0", mods)
+    assert missing_modules(kernel, ("dummy", "lkdtm", "pci_stub", "pci-stub", "mydrv")) == [
+        "mydrv"]
+    no_modules = Kernel("x", tmp_path / "bzImage", tmp_path / "config", "6.99.0", None)
+    assert missing_modules(no_modules, ("mydrv",)) == []  # MODULES=n: all built in

@@ -62,6 +62,11 @@ def _read_list(path: Path) -> list[str]:
             if line.split("#", 1)[0].strip()]
 
 
+def read_modules_list() -> set[str]:
+    """The module names of guests/modules.txt (in every default image), '-' as '_'."""
+    return {m.replace("-", "_") for m in _read_list(GUESTS_DIR / "modules.txt")}
+
+
 def _hash_files(paths: list[Path], *extra: str) -> str:
     h = hashlib.sha256()
     for part in extra:
@@ -279,13 +284,13 @@ def _decompress(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def _build_modules(kernel: Kernel, out: Path) -> None:
+def _build_modules(kernel: Kernel, out: Path, wanted: list[str]) -> None:
     modules = present(kernel.modules, "the kernel's modules")
     with tempfile.TemporaryDirectory() as tmp:
         s = Path(tmp)
         dest = s / "lib/modules" / kernel.release
         dest.mkdir(parents=True)
-        for rel in module_closure(modules, _read_list(GUESTS_DIR / "modules.txt")):
+        for rel in module_closure(modules, wanted):
             target = dest / rel
             for ext in (".xz", ".zst", ".gz"):
                 target = target.with_name(target.name.removesuffix(ext))
@@ -298,15 +303,30 @@ def _build_modules(kernel: Kernel, out: Path) -> None:
         write_cpio(s, out)
 
 
-def build_guest_image(kernel: Kernel) -> GuestImage:
-    """The initramfs for `kernel`, from the cache when its inputs are unchanged."""
+def missing_modules(kernel: Kernel, names: tuple[str, ...]) -> list[str]:
+    """The names among `names` this kernel neither builds in nor has as a module."""
+    if kernel.modules is None:
+        return []  # no module support: /init counts every module as built in
+    by_name, _ = _module_index(kernel.modules)
+    builtin_file = kernel.modules / "modules.builtin"
+    builtin = {_module_name(line) for line in builtin_file.read_text().split()} \
+        if builtin_file.exists() else set()
+    return [n for n in names if n.replace("-", "_") not in by_name
+            and n.replace("-", "_") not in builtin]
+
+
+def build_guest_image(kernel: Kernel, extra_modules: tuple[str, ...] = ()) -> GuestImage:
+    """The initramfs for `kernel`, from the cache when its inputs are unchanged; with the
+    modules guests/modules.txt names, plus `extra_modules` (a test's `modules` marker), each
+    with what it depends on."""
     outdir = cache_dir("guest")
     private, pub = ssh_keypair()
     _, host = host_keypair()
     base_inputs = [p for p in GUESTS_DIR.rglob("*") if p.is_file()
                    and p.name != "modules.txt" and p.parent != PROOF_INIT.parent]
     base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub, host)
-    mod_hash = _hash_files([GUESTS_DIR / "modules.txt"], BUILDER_VERSION, kernel.identity())
+    wanted = list(dict.fromkeys([*_read_list(GUESTS_DIR / "modules.txt"), *extra_modules]))
+    mod_hash = _hash_files([], BUILDER_VERSION, kernel.identity(), *wanted)
     base = outdir / f"base-{base_hash}.cpio"
     mods = outdir / f"modules-{mod_hash}.cpio"
     initrd = outdir / f"initrd-{base_hash}-{mod_hash}.cpio"
@@ -319,7 +339,7 @@ def build_guest_image(kernel: Kernel) -> GuestImage:
             if kernel.modules is not None:
                 if not mods.exists():
                     LOG.info("building guest modules for %s", kernel.release)
-                    _build_modules(kernel, mods)
+                    _build_modules(kernel, mods, wanted)
                 parts.append(mods)
             tmp = initrd.with_suffix(".tmp")
             with tmp.open("wb") as f:
