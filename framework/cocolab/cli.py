@@ -21,6 +21,7 @@ import sys
 import tempfile
 import termios
 import tty
+from collections.abc import Sequence
 from pathlib import Path
 
 from cocolab.errors import CocolabError, ConfigError, KernelError, present
@@ -87,7 +88,21 @@ def _interactive(vm: VM) -> int:
     return 0
 
 
-def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | None) -> int:
+def _puts(specs: list[str]) -> list[tuple[Path, str, int]]:
+    """--put FILE[:PATH] as (file, guest path, mode), each file checked before any boot."""
+    out = []
+    for spec in specs:
+        local, _, remote = spec.partition(":")
+        path = Path(local)
+        if not path.is_file():
+            raise ConfigError(f"--put {spec}: {local} is not a file")
+        mode = 0o755 if os.access(path, os.X_OK) else 0o644
+        out.append((path, remote or f"/root/{path.name}", mode))
+    return out
+
+
+def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | None,
+          puts: Sequence[tuple[Path, str, int]] = ()) -> int:
     config, view = rig.plan(qemu_args=tuple(qemu_args), machine=machine, topology=topology)
     workdir = Path(tempfile.mkdtemp(prefix="cocolab-shell-"))
     print(f"booting {rig.kernel.release} ({rig.accel.accel}); logs in {workdir}",
@@ -97,6 +112,9 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
             vm.topology.verify()
             print(f"topology {view.topology.name} verified: " + ", ".join(
                 f"{i}={p.bdf}" for i, p in view.placed.items()), file=sys.stderr)
+        for local, remote, mode in puts:
+            vm.put(local, remote, mode)
+            print(f"copied {local} to {remote}", file=sys.stderr)
         print(f"ready in {vm.boot_seconds:.1f}s; exit the shell to stop the VM", file=sys.stderr)
         return _interactive(vm)
 
@@ -143,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a topology from qemu-configs/topologies/, as @pytest.mark.topology")
     parser.add_argument("--machine", metavar="NAME",
                         help="a machine from qemu-configs/machines/, as @pytest.mark.machine")
+    parser.add_argument("--put", action="append", default=[], metavar="FILE[:PATH]",
+                        help="shell: copy FILE into the guest first (to PATH, default "
+                             "/root/NAME; executable if it is here); repeatable")
     parser.add_argument("--refresh", action="store_true",
                         help="doctor: prove the accelerator and probe QEMU again instead of "
                              "trusting cached verdicts")
@@ -164,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"guest image: {rig.image.initrd}")
             return 0
         check_qemu_args(tuple(args.qemu_arg), "--qemu-arg")
+        puts = _puts(args.put)
         rig.layout(args.machine, args.topology)
         rig.preflight()
-        return shell(rig, args.qemu_arg, args.machine, args.topology)
+        return shell(rig, args.qemu_arg, args.machine, args.topology, puts)
     except CocolabError as exc:
         print(f"cocolab: {exc}", file=sys.stderr)
         return 1

@@ -219,6 +219,8 @@ CORPUS: list[Bad] = [
     Bad("cli", ("--topology", "nosuch"),
         "topology 'nosuch': no such topology; choose one of {topologies} or give a path to a .toml "
         "file"),
+    Bad("cli", ("--put", "/nonexistent/reproducer"),
+        "--put /nonexistent/reproducer: /nonexistent/reproducer is not a file"),
     Bad("cli", ("--machine", "nosuch"),
         "machine 'nosuch': no such machine; choose one of {machines} or give a path to a "
         ".toml file"),

@@ -34,6 +34,7 @@ from qemu.qmp import ExecuteError
 from cocolab.deadline import Deadline
 from cocolab.errors import (
     BootError,
+    GuestCommandError,
     GuestCrashed,
     GuestStopped,
     SnapshotUnfaithful,
@@ -505,6 +506,19 @@ class VM:
         ssh = present(self._ssh, "SSH")
         result = ssh.run(command, timeout, stdin=stdin, alive=self.check_alive)
         return result.check() if check else result
+
+    def put(self, local: Path | str, remote: str, mode: int = 0o644) -> None:
+        """Copy the file `local` into the guest as `remote` (its directory made if need be),
+        with `mode`: a reproducer, a test binary (static, or linked against nothing the guest
+        lacks), a firmware blob. Read back and compared by size before returning."""
+        data = Path(local).read_bytes()
+        path = shlex.quote(remote)
+        self.run(f"mkdir -p \"$(dirname {path})\" && cat > {path} && chmod {mode:o} {path}",
+                 stdin=data, check=True)
+        size = self.run(f"wc -c < {path}", check=True).stdout.strip()
+        if size != str(len(data)):
+            raise GuestCommandError(f"copying {local} to {remote}: the guest has {size} bytes "
+                                    f"of {len(data)}")
 
     @property
     def console(self) -> Console:
