@@ -144,3 +144,28 @@ def test_a_marker_module_must_be_built_in_or_built(tmp_path: Path) -> None:
         "mydrv"]
     no_modules = Kernel("x", tmp_path / "bzImage", tmp_path / "config", "6.99.0", None)
     assert missing_modules(no_modules, ("mydrv",)) == []  # MODULES=n: all built in
+
+
+def test_a_module_only_rebuild_is_a_new_kernel_identity(tmp_path: Path) -> None:
+    import os
+
+    from cocolab.kernel import Kernel
+    from cocolab.kernel.resolve import tree_modules_key
+    mods = tmp_path / "lib/modules/6.99.0"
+    (mods / "kernel").mkdir(parents=True)
+    (mods / "modules.dep").write_text("kernel/e1000.ko:\n")
+    ko = mods / "kernel/e1000.ko"
+    ko.write_bytes(b"old module")
+    (tmp_path / "bzImage").write_bytes(b"image")
+    kernel = Kernel("x", tmp_path / "bzImage", tmp_path / "config", "6.99.0", mods)
+    before = kernel.identity()
+    ko.write_bytes(b"new module!")  # same modules.dep, a rebuilt .ko
+    assert kernel.identity() != before
+
+    tree = tmp_path / "tree"
+    (tree / "drivers").mkdir(parents=True)
+    (tree / "modules.order").write_text("drivers/e1000.o\n")
+    (tree / "drivers/e1000.ko").write_bytes(b"built once")
+    key = tree_modules_key(tree)
+    os.utime(tree / "drivers/e1000.ko", ns=(1, 1))  # `touch`ed and rebuilt
+    assert tree_modules_key(tree) != key

@@ -44,14 +44,32 @@ class Kernel:
         return Kconfig.from_file(self.config_path)
 
     def identity(self) -> str:
-        """A short hash that changes when the image or its modules change."""
+        """A short hash that changes when the image or any of its modules change: a
+        module-only rebuild (same modules.dep, new .ko) is a new identity, so the guest
+        carries the new module."""
         st = self.image.stat()
         h = hashlib.sha256(f"{self.image}:{st.st_size}:{st.st_mtime_ns}:{self.release}".encode())
         if self.modules:
             dep = self.modules / "modules.dep"
             if dep.exists():
-                h.update(dep.read_bytes())
+                text = dep.read_text()
+                h.update(text.encode())
+                h.update(_stat_key(self.modules, [line.partition(":")[0]
+                                                  for line in text.splitlines()]))
         return h.hexdigest()[:16]
+
+
+def _stat_key(root: Path, names: list[str]) -> bytes:
+    """Size and mtime of each file (a missing one counts too): cheap, and changed by any
+    rebuild that rewrites it."""
+    parts = []
+    for name in names:
+        try:
+            st = (root / name).stat()
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{name}:missing")
+    return "\n".join(parts).encode()
 
 
 def bzimage_release(image: Path) -> str:
@@ -171,10 +189,16 @@ def resolve_build_tree(spec: BuildTreeSpec) -> Kernel:
     return Kernel(str(spec), image, config, release, modules)
 
 
+def tree_modules_key(tree: Path) -> str:
+    built = [str(Path(line.strip()).with_suffix(".ko"))
+             for line in (tree / "modules.order").read_text().splitlines() if line.strip()]
+    return hashlib.sha256(f"{tree}\n".encode() + _stat_key(tree, built)).hexdigest()[:16]
+
+
 def _install_tree_modules(tree: Path, release: str) -> Path:
-    """`make modules_install` into the cache, once per build (keyed on modules.order's mtime)."""
-    stamp = f"{(tree / 'modules.order').stat().st_mtime_ns}"
-    key = hashlib.sha256(f"{tree}:{stamp}".encode()).hexdigest()[:16]
+    """`make modules_install` into the cache, once per build of the modules: keyed on the size
+    and mtime of every module modules.order lists, so a module-only rebuild installs again."""
+    key = tree_modules_key(tree)
     dest = cache_dir("tree-modules", key)
     with FileLock(str(dest) + ".lock"):
         modules = dest / "lib/modules" / release
