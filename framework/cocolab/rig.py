@@ -136,17 +136,21 @@ class Rig:
                                  modules=self.options.modules, source=self.kernel_setting.source)
 
     def check_inputs(self) -> None:
-        """Everything the user gave that can be judged without starting anything: the kernel
-        spec and the files it names, and a QEMU they chose. One ConfigError naming its
-        source; no subprocess, no network, no QEMU."""
+        """Everything the user gave, judged before any test: the kernel spec and the files it
+        names (read, never run), and a QEMU they chose: a file that is no program is refused
+        without running it, a program that is no QEMU by its (cached) capability probe. One
+        ConfigError naming its source; no network, no boot."""
         spec = self.kernel_spec
         if isinstance(spec, ImageSpec):
             check_image_spec(spec, self.kernel_setting.source)
         if self.qemu_setting.value:  # a QEMU found on PATH is the host's, not input
             try:
                 find_qemu(self.qemu_setting.value, self.qemu_setting.source)
+                self.qemu_info  # noqa: B018 - probes it: '--qemu /bin/true' is input at fault
             except HostError as exc:
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(f"{said(self.qemu_setting.source, self.qemu_setting.value)}: "
+                                  f"{exc}" if "is not a working QEMU" in str(exc)
+                                  else str(exc)) from None
 
     @cached_property
     def qemu_path(self) -> str:
@@ -185,7 +189,10 @@ class Rig:
 
     @cached_property
     def accel(self) -> AccelChoice:
-        """The accelerator that boots this lane's kernel here (a proof boot, cached)."""
+        """The accelerator that boots this lane's kernel here (a proof boot, cached; none,
+        and no kernel fetched for it, when TCG is asked for)."""
+        if self.accel_requested == "tcg":
+            return AccelChoice("tcg", said(self.accel_setting.source, "tcg"))
         kernel = self.kernel
 
         def prove(accel: str) -> ProofBoot:

@@ -11,6 +11,9 @@ quit), and then plays FAKE_QEMU_OUTCOME:
   pause           STOP, run state paused, stays alive
   crawl           nothing at all, alive, until killed
   abort           QEMU's MSR assertion on stderr, exit -6 before QMP is up
+
+Started as cocolab's capability probe (`-machine none`), it answers query-version,
+query-machines and qom-list-types instead, and waits for quit.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ emulation failure
 RAX=0000000001ad2b90 RBX=0000000004794b64 RCX=0000000001ad2b90 RDX=0000000000000005
 Code=05 83 fa 0f 77 b5 4d 01 fd 41 b8 01 00 00 00 89 c8 89 55 00 <c4> 42 69 f7 c0 49 8d 55
 """
+
+
+PROBE_REPLIES: dict[str, object] = {  # what cocolab's capability probe asks
+    "query-version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": "fake"},
+    "query-machines": [{"name": "q35"}, {"name": "pc"}, {"name": "microvm"}],
+    "qom-list-types": [{"name": n} for n in ("edu", "e1000", "virtio-net-pci")],
+}
 
 
 def _arg_after(flag: str, prefix: str) -> str | None:
@@ -80,6 +90,8 @@ class FakeMonitor:
             if name == "query-status":
                 reply = {"return": {"status": self.status,
                                     "running": self.status == "running"}}
+            elif name in PROBE_REPLIES:
+                reply = {"return": PROBE_REPLIES[name]}
             self.send({**reply, "id": ident} if ident is not None else reply)
             if name == "qmp_capabilities":
                 self.negotiated.set()
@@ -90,6 +102,12 @@ class FakeMonitor:
 def main() -> int:
     outcome = os.environ.get("FAKE_QEMU_OUTCOME", "clean")
     delay = float(os.environ.get("FAKE_QEMU_DELAY", "0.2"))
+    if _arg_after("-machine", "none") is not None:  # the capability probe: answer, then wait
+        qmp = _arg_after("-chardev", "socket,id=qmp0,path=")
+        assert qmp is not None, "no QMP chardev in the argv"
+        FakeMonitor(qmp.split("path=", 1)[1])
+        while True:
+            time.sleep(1)
     if outcome == "abort":
         sys.stderr.write("qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n"
                          "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: "

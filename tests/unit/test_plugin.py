@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["pytester"]
-NO_QEMU = ("--qemu", str(Path(__file__).with_name("no-qemu")), "-p", "no:cacheprovider")
+NO_QEMU = ("--qemu", str(Path(__file__).with_name("fake_qemu.py")), "--accel", "tcg",
+           "-p", "no:cacheprovider")
+"""A QEMU that answers cocolab's probe and boots nothing (tests that must not boot)."""
+
+
+@pytest.fixture(autouse=True)
+def _fake_qemu_boots_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_OUTCOME", "abort")  # any boot, the accelerator's proof too
 
 
 def test_markers_are_registered_with_their_signature(pytester: pytest.Pytester) -> None:
@@ -50,12 +57,20 @@ def test_an_unknown_lane_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--lane nosuchlane: no such lane; choose one of*"])
 
 
-def test_header_says_why_qemu_is_unavailable(pytester: pytest.Pytester) -> None:
+def test_a_chosen_qemu_that_is_no_qemu_is_one_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    no_qemu = Path(__file__).with_name("no-qemu")
+    result = pytester.runpytest("--qemu", str(no_qemu), "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --qemu {no_qemu}: {no_qemu} is not a working QEMU: "
+                                 "it exited with status 1*"])
+
+
+def test_header_names_lane_kernel_and_qemu(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest(*NO_QEMU)
     result.stdout.fnmatch_lines(["cocolab lane: default*", "cocolab kernel: debian:*",
-                                 "cocolab QEMU/accelerator: unavailable: "
-                                 "*no-qemu is not a working QEMU: it exited*"])
+                                 "cocolab QEMU: *fake_qemu.py 7.2.0"])
     assert result.ret == 0
 
 
