@@ -66,6 +66,7 @@ def test_a_failing_test_leaves_a_bundle_that_relaunches_its_vm(inner, tmp_path: 
     bundle = bundles[0]
     assert "COCOLAB READY" in (bundle / "console.log").read_text()
     assert "cocolab.bundle=1" in (bundle / "dmesg.txt").read_text()
+    assert "Child connection from" in (bundle / "dropbear.log").read_text()
     relaunch = (bundle / "relaunch.sh").read_text()
     assert "cocolab.bundle=1" in relaunch and "restrict=on" in relaunch
     assert (bundle / "argv.txt").read_text().startswith("/")

@@ -6,6 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pexpect
+
 from cocolab.errors import CocolabError
 from cocolab.vm import VM, VMState
 
@@ -16,6 +18,8 @@ cocolab failure bundle for {nodeid}
   dmesg.txt     the guest kernel log when the test failed ({dmesg_note})
   qemu.log      QEMU's own stdout/stderr
   argv.txt      the exact QEMU command line, one argument per line
+  dropbear.log  the guest's SSH server's own log (/run/dropbear.log: why it refused a channel
+                or a command), read over SSH, else over the serial console
   kernel-warnings.txt  the kernel's warning reports during the test, if it printed any
   relaunch.sh   boots the same VM (kernel, initrd, cmdline, devices) with its console on your
                 terminal: ./relaunch.sh [SSH_PORT]; SSH command inside
@@ -24,6 +28,19 @@ cocolab failure bundle for {nodeid}
 
 def _safe(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
+
+
+def _dropbear_log(vm: VM) -> str:
+    """The guest sshd's log: over SSH, else over the serial console (the SSH failures it
+    explains are exactly when SSH may not answer)."""
+    try:
+        return vm.run("cat /run/dropbear.log", timeout=10).stdout
+    except CocolabError as over_ssh:
+        try:
+            return vm.console.run("cat /run/dropbear.log", timeout=10).output
+        except (CocolabError, OSError, pexpect.ExceptionPexpect) as over_console:
+            return f"(could not be read: over SSH: {over_ssh}; over the console: " \
+                   f"{over_console})\n"
 
 
 def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path,
@@ -45,6 +62,8 @@ def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path,
             note = f"could not be read: {exc}"
     if not (dest / "dmesg.txt").exists():
         (dest / "dmesg.txt").write_text(f"({note}; see console.log)\n")
+    if vm is not None and vm.state is VMState.RUNNING:
+        (dest / "dropbear.log").write_text(_dropbear_log(vm))
     for name, text in (extra or {}).items():
         (dest / name).write_text(text + "\n")
     (dest / "README").write_text(README.format(nodeid=nodeid, dmesg_note=note))

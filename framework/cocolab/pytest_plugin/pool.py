@@ -117,7 +117,7 @@ class VMPool:
                 if vm.snapshot_refused:
                     store.refuse(key, vm.snapshot_refused, request.describe())
                 else:
-                    store.commit(key, vm.token, vm.name, vm.pci_dump)
+                    store.commit(key, vm.token, vm.name, vm.pci_dump, vm.saved_console)
             finally:
                 store.pending(key).unlink(missing_ok=True)
             return vm

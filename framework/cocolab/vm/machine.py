@@ -120,6 +120,8 @@ class VM:
         snapshot's)."""
         self.saved_seconds: float | None = None
         """Time the guest was paused to save its snapshot, on a cold boot that took one."""
+        self.saved_console = b""
+        """The console log as it stood when this VM's snapshot was taken."""
         self.pci_dump = ""
         """PCI_DUMP of this guest as saved, on a cold boot that took a snapshot."""
         self.pci_rewritten: list[str] = []
@@ -220,6 +222,10 @@ class VM:
         if restore is not None:
             self.argv += ["-incoming", "defer"]
             (self.workdir / "restored-from.txt").write_text(f"{restore.state}\n")
+            boot = restore.console.read_bytes() if restore.console else b""
+            self.console_log.write_bytes(
+                boot + f"\n[cocolab: the boot above was saved as snapshot {restore.key}; "
+                       "this guest was restored from it here]\n".encode())
         self._write_artifacts()
 
         console_listener = self._listen(runtime.console_socket)
@@ -287,6 +293,7 @@ class VM:
         if status != "completed":
             self.snapshot_refused = f"QEMU could not save this VM: {status}"
             path.unlink(missing_ok=True)
+        self.saved_console = self.console_log.read_bytes()
         self.saved_seconds = time.monotonic() - start
 
     def _incoming(self, snapshot: Snapshot, deadline: Deadline) -> None:

@@ -46,6 +46,9 @@ class Snapshot:
     same kernel command line, as the guest's memory does."""
     pci_dump: str = ""
     """PCI_DUMP as the saved guest answered it (see pci_repairs)."""
+    console: Path | None = None
+    """The console log of the boot it was taken of, up to the moment it was saved: a restored
+    VM's console.log begins with it, so its failure bundle shows a boot."""
 
 
 @functools.cache
@@ -106,7 +109,9 @@ class SnapshotStore:
             os.utime(state)  # used now: the last to be pruned
         except (OSError, ValueError):
             return None
-        return Snapshot(key, state, info["token"], info.get("pci", ""))
+        console = self.root / f"{key}.console"
+        return Snapshot(key, state, info["token"], info.get("pci", ""),
+                        console if console.exists() else None)
 
     def refused(self, key: str) -> str | None:
         """Why this VM is never snapshotted (QEMU refused to save it, or a restore of it was
@@ -120,17 +125,20 @@ class SnapshotStore:
         self.discard(key)
         write_atomic(self.root / f"{key}.refused", json.dumps({"why": why, "vm": describe}))
 
-    def commit(self, key: str, token: str, describe: str, pci_dump: str) -> Snapshot:
+    def commit(self, key: str, token: str, describe: str, pci_dump: str,
+               console: bytes = b"") -> Snapshot:
         state = self.root / f"{key}.mig"
         os.replace(self.pending(key), state)
+        console_path = self.root / f"{key}.console"
+        console_path.write_bytes(console)
         write_atomic(self.root / f"{key}.json", json.dumps(
             {"token": token, "vm": describe, "taken": time.time(),
              "bytes": state.stat().st_size, "pci": pci_dump}, indent=1))
         self.prune(keep=key)
-        return Snapshot(key, state, token, pci_dump)
+        return Snapshot(key, state, token, pci_dump, console_path)
 
     def discard(self, key: str) -> None:
-        for name in (f"{key}.mig", f"{key}.json"):
+        for name in (f"{key}.mig", f"{key}.json", f"{key}.console"):
             (self.root / name).unlink(missing_ok=True)
         self.pending(key).unlink(missing_ok=True)
 
