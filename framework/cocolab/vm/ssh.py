@@ -138,9 +138,13 @@ class SSH:
             return chan
         except paramiko.SSHException as exc:
             transport = chan.get_transport()
-            # (exit_status_ready() is true of any closed channel: ask for a real status)
-            said_anything = bool(chan.eof_received) or chan.exit_status != -1 \
-                or chan.recv_ready() or chan.recv_stderr_ready()
+            # The command ran only if it said something: an exit status or output. EOF is no
+            # such sign: refusing, paramiko closes the channel itself, and the server's EOF
+            # and CLOSE in answer may already be in when we look (the soak's run 9 showed it:
+            # transport active, 0 channels, no retry). exit_status_ready() is true of any
+            # closed channel, so ask for a real status.
+            said_anything = chan.exit_status != -1 or chan.recv_ready() \
+                or chan.recv_stderr_ready()
             chan.close()
             if transport is None or not transport.is_active() or said_anything:
                 raise  # the connection died, or the command ran: it must not run again
