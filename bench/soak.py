@@ -20,6 +20,7 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,10 @@ class SuiteRun:
     errors: int = 0
     skipped: int = 0
     rig_errors: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    """'<test>: <first line of its error or failure>' for each test that did not pass."""
+    kept: str = ""
+    """Where this run's pytest log, JUnit and failure bundles were kept (runs that went red)."""
     wall_s: float = 0.0
     leftover_qemu: list[str] = field(default_factory=list)
     exit_status: int = 0
@@ -66,6 +71,11 @@ def parse_junit(path: Path, record: SuiteRun) -> None:
     rig: Counter[str] = Counter()
     for case in root.iter("testcase"):
         error, failure = case.find("error"), case.find("failure")
+        bad = error if error is not None else failure
+        if bad is not None:
+            first = (bad.get("message") or bad.text or "").strip().splitlines()
+            record.problems.append(f"{case.get('classname')}::{case.get('name')}: "
+                                   f"{first[0][:300] if first else '(no message)'}")
         if error is not None:
             record.errors += 1
             rig[cause(error.get("message", "") + " " + (error.text or "")[:400])] += 1
@@ -173,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suites", default="devmem")
     parser.add_argument("--hog", action="store_true", help="a spinning process per core")
     parser.add_argument("--json", type=Path, metavar="FILE")
+    parser.add_argument("--keep", default="soak-red", metavar="DIR",
+                        help="where the logs and bundles of red suite runs are kept "
+                             "(default: ./soak-red)")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to every pytest")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -192,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                         workdir = Path(tmp, f"{run}-{kernel.replace(':', '-')}-{suite}")
                         workdir.mkdir()
                         run_suite(record, args.pytest_args, workdir)
+                        if record.failed or record.errors or record.leftover_qemu:
+                            keep = Path(args.keep) / workdir.name  # before tmp goes away
+                            shutil.copytree(workdir, keep, dirs_exist_ok=True)
+                            record.kept = str(keep)
                         records.append(record)
                         print(table([record]).splitlines()[2], flush=True)
     finally:
@@ -199,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             hog.kill()
             hog.wait()
     print(table(records))
+    for record in records:
+        for problem in record.problems:
+            print(f"run {record.run} {record.kernel} {record.suite}: {problem}")
+        if record.kept:
+            print(f"  logs and bundles kept in {record.kept}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
     bad = any(r.failed or r.errors or r.leftover_qemu for r in records)

@@ -34,6 +34,8 @@ def test_kernel_failures_and_rig_errors_are_told_apart(tmp_path: Path) -> None:
     assert (record.passed, record.failed, record.errors, record.skipped) == (1, 1, 3, 1)
     assert record.rig_errors == {"GuestCommandError": 1, "BootError": 1,
                                  "a shared VM that failed to boot": 1}
+    assert record.problems[0].startswith("t::kernel: AssertionError: expected EPERM, the")
+    assert [p.split(":")[2] for p in record.problems] == ["kernel", "ssh", "boot", "dependent"]
 
 
 def test_the_table_sums_every_run() -> None:
