@@ -140,9 +140,10 @@ def kconfig(suites: list[str], check_path: str | None) -> int:
     lines, skipping = check(config, gates)
     for line in lines:
         print(line)
-    print(f"{check_path}: {len(rig_lacks(config))} option(s) missing for the rig, "
-          f"{skipping} test(s) will skip; `cocolab kconfig` prints the fragment")
-    return 1 if rig_lacks(config) else 0
+    lacks = len(rig_lacks(config))
+    print(f"{check_path}: {lacks} option(s) missing for the rig, {skipping} test(s) will "
+          "skip; `cocolab kconfig` prints the fragment")
+    return 1 if lacks else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_q
 from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
-from cocolab.kernel.needs import rig_lacks
+from cocolab.kernel.needs import Need, rig_lacks
 from cocolab.kernel.resolve import check_image_spec
 from cocolab.kernel.spec import ImageSpec
 from cocolab.options import split_append
@@ -145,12 +145,14 @@ class Rig:
             check_image_spec(spec, self.kernel_setting.source)
         if self.qemu_setting.value:  # a QEMU found on PATH is the host's, not input
             try:
-                find_qemu(self.qemu_setting.value, self.qemu_setting.source)
-                self.qemu_info  # noqa: B018 - probes it: '--qemu /bin/true' is input at fault
+                _ = self.qemu_path  # find_qemu's messages name the source themselves
+            except HostError as exc:
+                raise ConfigError(str(exc)) from None
+            try:
+                _ = self.qemu_info  # probes `path`: '--qemu /bin/true' is input at fault
             except HostError as exc:
                 raise ConfigError(f"{said(self.qemu_setting.source, self.qemu_setting.value)}: "
-                                  f"{exc}" if "is not a working QEMU" in str(exc)
-                                  else str(exc)) from None
+                                  f"{exc}") from None
 
     @cached_property
     def qemu_path(self) -> str:
@@ -216,10 +218,14 @@ class Rig:
         return self._once("kernel", lambda: resolve_kernel(self.kernel_spec),
                           f"{self.kernel_setting.source}: kernel {self.kernel_setting.value}")
 
+    @cached_property
+    def _rig_lacks(self) -> list[Need]:
+        return rig_lacks(self.kernel.kconfig)  # once a run, not once a test
+
     def preflight(self) -> None:
         """Refuse, before any boot, a kernel that lacks what the rig needs to boot its guest
         and reach it (kernel/needs.py): one line naming every missing option."""
-        lacks = rig_lacks(self.kernel.kconfig)
+        lacks = self._rig_lacks
         if lacks:
             names = ", ".join(f"CONFIG_{n.option}" for n in lacks)
             raise KernelError(f"kernel {self.kernel.release} ({self.kernel_spec}) lacks what "

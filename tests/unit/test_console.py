@@ -15,6 +15,7 @@ import pytest
 from cocolab.deadline import Deadline
 from cocolab.errors import GuestCrashed
 from cocolab.vm.console import Console
+from cocolab.vm.machine import INIT_FAILED
 
 
 class FakeGuest:
@@ -115,6 +116,18 @@ def test_expect_times_out_with_pexpect_timeout(pair) -> None:
 def test_expect_reports_what_it_matched(pair) -> None:
     console, guest = pair
     guest.sendall(b"COCOLAB FAILED no NIC with MAC 52:54:00:12:34:56\r\n")
-    index = console.expect([b"COCOLAB READY t", rb"COCOLAB FAILED ([^\r\n]*)"], Deadline(5))
+    index = console.expect([b"COCOLAB READY t", INIT_FAILED], Deadline(5))
     assert index == 1
     assert console.last_match == "no NIC with MAC 52:54:00:12:34:56"
+
+
+def test_a_line_that_arrives_in_pieces_is_matched_whole(pair) -> None:
+    console, guest = pair
+    guest.sendall(b"COCOLAB FAILED modprobe dummy: modprobe: can't l")
+
+    def rest() -> None:
+        time.sleep(0.5)
+        guest.sendall(b"oad module dummy\r\n")
+    threading.Thread(target=rest, daemon=True).start()
+    assert console.expect([b"COCOLAB READY t", INIT_FAILED], Deadline(5)) == 1
+    assert console.last_match == "modprobe dummy: modprobe: can't load module dummy"

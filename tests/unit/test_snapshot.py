@@ -29,13 +29,14 @@ EDU_LOST = bytes.fromhex(
 
 def test_a_faithful_restore_needs_nothing() -> None:
     saved = {"0000:00:02.0": PciFunction(False, EDU_SAVED)}
-    assert pci_repairs(saved, dict(saved)) == ("", [])
+    assert pci_repairs(saved, dict(saved)) == ("", [], [])
 
 
 def test_a_driverless_function_that_lost_its_config_is_written_back_bars_first() -> None:
-    script, unfaithful = pci_repairs({"0000:00:02.0": PciFunction(False, EDU_SAVED)},
-                                     {"0000:00:02.0": PciFunction(False, EDU_LOST)})
-    assert unfaithful == []
+    script, rewritten, unfaithful = pci_repairs(
+        {"0000:00:02.0": PciFunction(False, EDU_SAVED)},
+        {"0000:00:02.0": PciFunction(False, EDU_LOST)})
+    assert (rewritten, unfaithful) == (["0000:00:02.0"], [])
     lines = script.splitlines()
     assert [line.split("seek=")[1].split()[0] for line in lines] == ["12", "16", "60", "4"]
     assert lines[1].startswith("printf '\\000\\000\\240\\376") and "count=24" in lines[1]
@@ -47,14 +48,14 @@ def test_a_driverless_function_that_lost_its_config_is_written_back_bars_first()
      "gone or another device"),
 ])
 def test_what_cannot_be_written_back_is_unfaithful(before, after, why) -> None:
-    _, unfaithful = pci_repairs({"0000:00:02.0": before}, {"0000:00:02.0": after})
-    assert unfaithful == [f"0000:00:02.0 ({why})"]
+    repairs = pci_repairs({"0000:00:02.0": before}, {"0000:00:02.0": after})
+    assert (repairs.script, repairs.unfaithful) == ("", [f"0000:00:02.0 ({why})"])
 
 
 def test_a_function_that_was_not_there_is_unfaithful() -> None:
     same = {"0000:00:01.0": PciFunction(False, EDU_SAVED)}
-    _, unfaithful = pci_repairs(same, {**same, "0000:00:03.0": PciFunction(False, EDU_SAVED)})
-    assert unfaithful == ["0000:00:03.0 (new)"]
+    repairs = pci_repairs(same, {**same, "0000:00:03.0": PciFunction(False, EDU_SAVED)})
+    assert repairs.unfaithful == ["0000:00:03.0 (new)"]
 
 
 def test_the_dump_parses_as_the_guest_prints_it() -> None:

@@ -46,7 +46,7 @@ def find_qemu(requested: str | None, source: str = "--qemu") -> str:
     qemu-system-x86_64 on PATH; an absolute path to an executable ELF file."""
     name = requested or DEFAULT_QEMU
     path = shutil.which(name)
-    given = said(source, requested or "")
+    given = said(source, requested) if requested else name
     if path is None:
         if requested and Path(requested).is_dir():
             raise HostError(f"{given}: a directory; point it at the qemu-system-x86_64 binary")

@@ -91,10 +91,7 @@ class VMPool:
         store = self.snapshots
         key = snapshot_key(vm.config, self.rig.qemu_info.version)
         with store.lock(key):
-            if store.refused(key):
-                self.cold_boots += 1
-                return self._start(vm)
-            found = store.find(key)
+            found = None if store.refused(key) else store.find(key)
             if found is not None:
                 try:
                     vm = self._start(vm, restore=found)
@@ -108,9 +105,9 @@ class VMPool:
                     self.snapshot_problems.append(f"{found.state}: {exc.message}")
                     store.discard(key)
                 vm = self._new_vm(request)
-                if store.refused(key):
-                    self.cold_boots += 1
-                    return self._start(vm)
+            if store.refused(key):
+                self.cold_boots += 1
+                return self._start(vm)
             try:
                 vm = self._start(vm, save_to=store.pending(key))
                 self.cold_boots += 1

@@ -79,11 +79,9 @@ def _kill_leftovers() -> None:
         vm.kill()
 
 
-def _functions(script: str) -> list[str]:
-    """The PCI functions a pci_repairs() script writes to."""
-    return sorted(set(re.findall(r"devices/([0-9a-f:.]+)/config", script)))
-
-
+INIT_FAILED = rb"COCOLAB FAILED ([^\r\n]*)\r?\n"
+"""/init giving up, the whole line: the console may deliver it in pieces, and a match on the
+first piece would cut the reason short ("modprobe dummy: modprobe: can't l")."""
 RESEED_BYTES = 64
 """Host randomness a restored guest credits to its input pool (cocolab-restored)."""
 
@@ -107,7 +105,6 @@ class VM:
         self.workdir = workdir
         self.kernel = kernel
         self.keys = keys
-        self.ssh_key = keys.client
         self.name = name
         self.state = VMState.CREATED
         self.argv: list[str] = []
@@ -118,19 +115,12 @@ class VM:
         self.token = ""
         """The readiness token on this guest's kernel command line (a restore keeps its
         snapshot's)."""
-        self.saved_seconds: float | None = None
-        """Time the guest was paused to save its snapshot, on a cold boot that took one."""
         self.saved_console = b""
         """The console log as it stood when this VM's snapshot was taken."""
         self.pci_dump = ""
         """PCI_DUMP of this guest as saved, on a cold boot that took a snapshot."""
-        self.pci_rewritten: list[str] = []
-        """PCI functions whose config space a restore wrote back (models without migration
-        state, such as edu)."""
         self.snapshot_refused: str | None = None
         """Why QEMU could not save this VM's snapshot (a device that cannot migrate)."""
-        self.restored_seconds: float | None = None
-        """Time spent loading a snapshot into QEMU, on a restore."""
         self.failure: VMError | None = None
         self.retired: str | None = None
         """Why this VM must not be shared any more (see retire()), or None."""
@@ -280,7 +270,6 @@ class VM:
         """The guest's whole state into `path`: paused, migrated to a file, resumed. A QEMU
         that refuses (a device that cannot migrate) leaves `snapshot_refused` saying why; the
         boot goes on either way."""
-        start = time.monotonic()
         monitor = present(self._monitor, "the QMP monitor")
         with monitor.expecting_stop():
             monitor.cmd("stop")
@@ -294,11 +283,9 @@ class VM:
             self.snapshot_refused = f"QEMU could not save this VM: {status}"
             path.unlink(missing_ok=True)
         self.saved_console = self.console_log.read_bytes()
-        self.saved_seconds = time.monotonic() - start
 
     def _incoming(self, snapshot: Snapshot, deadline: Deadline) -> None:
         """Load `snapshot` into this (waiting) QEMU, then let the guest run."""
-        start = time.monotonic()
         monitor = present(self._monitor, "the QMP monitor")
         monitor.cmd("migrate-incoming", {"uri": "exec:cat " + shlex.quote(str(snapshot.state))})
         while not deadline.expired():
@@ -314,7 +301,6 @@ class VM:
             raise BootError(f"restoring {snapshot.state} left the guest {status}",
                             argv=self.argv)
         monitor.cmd("cont")
-        self.restored_seconds = time.monotonic() - start
 
     def _migration(self, monitor: Monitor, deadline: Deadline) -> str:
         while not deadline.expired():
@@ -330,34 +316,31 @@ class VM:
 
     def _after_restore(self, snapshot: Snapshot, deadline: Deadline) -> None:
         """A restored guest resumes the clock and CRNG of the moment it was saved: set its
-        clock to the host's, and reseed its CRNG from the host's randomness."""
+        clock to the host's and reseed its CRNG from the host's randomness; then every PCI
+        function must be as it was saved, or be written back where it may be (see
+        vm/snapshot.py), else SnapshotUnfaithful. The reseed and the first PCI dump share
+        one round trip."""
         now = time.time_ns()
         seed = secrets.token_hex(RESEED_BYTES)
-        result = self.run(f"cocolab-restored {now // 10**9} {now % 10**9} {seed}",
-                          timeout=max(deadline.remaining(), 5.0))
+        timeout = max(deadline.remaining(), 5.0)
+        result = self.run(f"cocolab-restored {now // 10**9} {now % 10**9} {seed} && "
+                          f"{PCI_DUMP}", timeout=timeout)
         if result.returncode != 0:
             raise BootError(f"the restored guest could not set its clock or reseed: "
                             f"{(result.stdout + result.stderr).strip()}", argv=self.argv)
-        self._check_pci(snapshot, deadline)
-
-    def _check_pci(self, snapshot: Snapshot, deadline: Deadline) -> None:
-        """Every PCI function is as it was saved, or is written back if it may be (see
-        vm/snapshot.py); SnapshotUnfaithful otherwise."""
         saved = parse_pci_dump(snapshot.pci_dump)
-        timeout = max(deadline.remaining(), 5.0)
-        script, unfaithful = pci_repairs(saved, parse_pci_dump(
-            self.run(PCI_DUMP, timeout=timeout).stdout))
-        if script and not unfaithful:
+        repairs = pci_repairs(saved, parse_pci_dump(result.stdout))
+        unfaithful = repairs.unfaithful
+        if repairs.script and not unfaithful:
             # under lockdown the kernel refuses config writes from userspace (EPERM): the
             # dump then still differs and the snapshot is unfaithful
-            self.run(f"set -e\n{script}", timeout=timeout)
-            still, unfaithful = pci_repairs(saved, parse_pci_dump(
-                self.run(PCI_DUMP, timeout=timeout).stdout))
-            self.pci_rewritten = _functions(script)
-            unfaithful += [f"{bdf} (not written back)" for bdf in _functions(still)]
+            self.run(f"set -e\n{repairs.script}", timeout=timeout)
+            again = pci_repairs(saved, parse_pci_dump(self.run(PCI_DUMP, timeout=timeout).stdout))
+            unfaithful = [*again.unfaithful,
+                          *(f"{bdf} (not written back)" for bdf in again.rewritten)]
             if not unfaithful:
                 LOG.info("%s: the restored guest's PCI config written back for %s",
-                         self.name, ", ".join(self.pci_rewritten))
+                         self.name, ", ".join(repairs.rewritten))
         if unfaithful:
             raise SnapshotUnfaithful(
                 "the restored guest is not the saved one: PCI config space differs for "
@@ -366,7 +349,7 @@ class VM:
     def _write_artifacts(self) -> None:
         (self.workdir / "argv.txt").write_text("\n".join(self.argv) + "\n")
         script = self.workdir / "relaunch.sh"
-        script.write_text(relaunch_script(self.config, self.ssh_key))
+        script.write_text(relaunch_script(self.config, self.keys.client))
         script.chmod(0o755)
 
     def _listen(self, path: Path) -> socket.socket:
@@ -395,7 +378,7 @@ class VM:
         console = present(self._console, "the console")
         try:
             index = console.expect([f"COCOLAB READY {token}".encode(),
-                                          rb"COCOLAB FAILED ([^\r\n]*)"], deadline)
+                                          INIT_FAILED], deadline)
             if index == 1:
                 spawn_match = console.last_match
                 raise BootError(f"the guest's /init gave up: {spawn_match}",

@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from filelock import FileLock, Timeout
 
@@ -220,11 +221,19 @@ def _programmed(config: bytes) -> bytes:
     return b"".join(config[off:off + n] for off, n in PROGRAMMED)
 
 
-def pci_repairs(saved: dict[str, PciFunction], now: dict[str, PciFunction]
-                ) -> tuple[str, list[str]]:
-    """(a shell script writing back what driverless functions lost, the functions whose loss
-    cannot be repaired). The BARs go back before the command register turns decoding on."""
-    script, unfaithful = [], []
+class Repairs(NamedTuple):
+    script: str
+    """Shell commands writing back what driverless functions lost; the BARs go back before
+    the command register turns decoding on."""
+    rewritten: list[str]
+    """The functions `script` writes to."""
+    unfaithful: list[str]
+    """The functions whose loss cannot be repaired, each with why."""
+
+
+def pci_repairs(saved: dict[str, PciFunction], now: dict[str, PciFunction]) -> Repairs:
+    """What it takes to make the functions `now` as they were `saved`."""
+    script, rewritten, unfaithful = [], [], []
     for bdf, before in sorted(saved.items()):
         after = now.get(bdf)
         if after is None or after.config[:4] != before.config[:4]:
@@ -235,9 +244,10 @@ def pci_repairs(saved: dict[str, PciFunction], now: dict[str, PciFunction]
         if before.bound or after.bound:
             unfaithful.append(f"{bdf} (a driver holds it)")
             continue
+        rewritten.append(bdf)
         for off, n in sorted(PROGRAMMED, key=lambda r: r[0] == 0x04):
             data = "".join(f"\\{b:03o}" for b in before.config[off:off + n])
             script.append(f"printf '{data}' | dd of=/sys/bus/pci/devices/{bdf}/config bs=1 "
                           f"seek={off} count={n} conv=notrunc 2>/dev/null")
     unfaithful += [f"{bdf} (new)" for bdf in sorted(set(now) - set(saved))]
-    return "\n".join(script), unfaithful
+    return Repairs("\n".join(script), rewritten, unfaithful)
