@@ -213,9 +213,10 @@ class VM:
             self.argv += ["-incoming", "defer"]
             (self.workdir / "restored-from.txt").write_text(f"{restore.state}\n")
             boot = restore.console.read_bytes() if restore.console else b""
-            self.console_log.write_bytes(
-                boot + f"\n[cocolab: the boot above was saved as snapshot {restore.key}; "
-                       "this guest was restored from it here]\n".encode())
+            said = (f"the boot above was saved as snapshot {restore.key}; this guest was "
+                    "restored from it here" if boot else f"this guest was restored here from "
+                    f"snapshot {restore.key}, which kept no log of its boot")
+            self.console_log.write_bytes(boot + f"\n[cocolab: {said}]\n".encode())
         self._write_artifacts()
 
         console_listener = self._listen(runtime.console_socket)
