@@ -5,7 +5,8 @@
   cocolab setup    fetch the kernel and build the guest image now (pre-warms the cache)
   cocolab shell    boot the VM a test would boot and give you a root shell in it
   cocolab kconfig  the kernel config fragment the rig and the suites need;
-                   --check .config says what a config lacks and which tests it skips
+                   --check .config says what a config lacks and which tests it skips;
+                   --apply TREE merges it into a source tree's .config
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 
 from cocolab.errors import CocolabError, ConfigError, KernelError, present
 from cocolab.kernel.kconfig import Kconfig
-from cocolab.kernel.needs import check, collect_gates, fragment, rig_lacks
+from cocolab.kernel.needs import apply as apply_fragment
+from cocolab.kernel.needs import check, check_tree, collect_gates, fragment, rig_lacks
 from cocolab.options import OPTIONS
 from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
@@ -119,9 +121,9 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
         return _interactive(vm)
 
 
-def kconfig(suites: list[str], check_path: str | None) -> int:
-    """The config fragment for `suites` (default: every suite), or with `check_path` what
-    that .config lacks."""
+def kconfig(suites: list[str], check_path: str | None, apply_tree: str | None = None) -> int:
+    """The config fragment for `suites` (default: every suite); with `check_path` what that
+    .config lacks; with `apply_tree` the fragment merged into that tree's .config."""
     tests = REPO_ROOT / "tests"
     known = sorted(p.name for p in tests.iterdir() if p.is_dir() and p.name != "unit"
                    and not p.name.startswith((".", "_")))
@@ -129,14 +131,22 @@ def kconfig(suites: list[str], check_path: str | None) -> int:
     if unknown:
         raise ConfigError(f"kconfig: no suite {', '.join(unknown)}; choose from "
                           f"{', '.join(known)}")
+    if check_path and apply_tree:
+        raise ConfigError("kconfig: give --check CONFIG or --apply TREE, not both")
+    if apply_tree is not None:
+        check_tree(Path(apply_tree).expanduser())
     gates = collect_gates([str(tests / s) for s in suites or known])
-    if check_path is None:
+    if apply_tree is not None:
+        config = apply_fragment(Path(apply_tree).expanduser(), fragment(gates, why=False))
+        check_path = str(Path(apply_tree) / ".config")
+    elif check_path is None:
         sys.stdout.write(fragment(gates))
         return 0
-    try:
-        config = Kconfig.from_file(Path(check_path))
-    except KernelError as exc:
-        raise ConfigError(f"kconfig --check {check_path}: {exc}") from None
+    else:
+        try:
+            config = Kconfig.from_file(Path(check_path))
+        except KernelError as exc:
+            raise ConfigError(f"kconfig --check {check_path}: {exc}") from None
     lines, skipping = check(config, gates)
     for line in lines:
         print(line)
@@ -154,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="kconfig: the suites to cover (default: all), e.g. devmem")
     parser.add_argument("--check", metavar="CONFIG",
                         help="kconfig: what this .config lacks, and which tests it skips")
+    parser.add_argument("--apply", metavar="TREE",
+                        help="kconfig: merge the fragment into this kernel source tree's "
+                             ".config (merge_config.sh, make olddefconfig), then --check it")
     for opt in OPTIONS:
         parser.add_argument(opt.flag, dest=opt.dest, help=opt.help, **dict(opt.kwargs))
     parser.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(name)s: %(message)s")
     try:
         if args.command == "kconfig":
-            return kconfig(args.suites, args.check)
+            return kconfig(args.suites, args.check, args.apply)
         if args.suites:
             parser.error(f"{args.command} takes no SUITE arguments")
         rig = _rig(args)

@@ -354,9 +354,12 @@ CORPUS: list[Bad] = [
         "{node}: @pytest.mark.machine: {file}: key 'cc': a tdx guest needs type q35, not microvm"),
     Bad("machine", 'colour = "red"\n',
         "{node}: @pytest.mark.machine: {file}: unknown key 'colour'; valid keys: cc, cmdline, "
-        "description, modules, options, type, viommu, viommu_options"),
+        "description, kconfig, modules, options, type, viommu, viommu_options"),
     Bad("machine", 'cmdline = "quiet"\n',
         "{node}: @pytest.mark.machine: {file}: key 'cmdline' must be list, not str"),
+    Bad("machine", 'kconfig = ["intel_iommu"]\n',
+        "{node}: @pytest.mark.machine: {file}: key 'kconfig': 'intel_iommu' is not NAME, "
+        "NAME=y, NAME=m or NAME=n"),
 ]
 
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from cocolab.kernel import Kconfig
-from cocolab.pytest_plugin.markers import VMRequest, kconfig_unmet
+from cocolab.kernel.kconfig import unmet as kconfig_unmet
+from cocolab.pytest_plugin.markers import VMRequest
 
 K = Kconfig.parse("CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n")
 

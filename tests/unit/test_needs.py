@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -83,3 +84,68 @@ def test_a_kernel_the_rig_cannot_use_is_refused_before_any_boot(
                                  "needs to boot and reach its guest: CONFIG_BLK_DEV_INITRD, "
                                  "CONFIG_BINFMT_ELF, *; `cocolab kconfig` prints a fragment*"])
     assert not list(pytester.path.glob("results/vms/*")), "a VM was started"
+
+
+def test_a_machine_s_kernel_needs_skip_its_tests_naming_option_and_machine(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig_ok = "".join(f"CONFIG_{need.option}=y\n" for need in RIG_NEEDS)
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.machine("q35-intel-iommu")
+        def test_on_vtd(vm): pass
+    """)
+    monkeypatch.setenv("FAKE_QEMU_OUTCOME", "abort")  # nothing boots
+    fake_qemu = f"--qemu={Path(__file__).with_name('fake_qemu.py')}"
+    # the counterpart: with both options the kernel gate lets it through, to the next check
+    # (this fake QEMU has no intel-iommu device)
+    image = _fake_kernel(pytester.path, rig_ok + "CONFIG_IRQ_REMAP=y\nCONFIG_INTEL_IOMMU=y\n")
+    result = pytester.runpytest("-rs", f"--kernel={image}", fake_qemu, "--accel=tcg",
+                                "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["SKIPPED*has no device intel-iommu (needed by machine "
+                                 "q35-intel-iommu)*"])
+    result = pytester.runpytest("-rs", f"--kernel={_fake_kernel(pytester.path, rig_ok)}",
+                                fake_qemu, "--accel=tcg", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines([
+        "SKIPPED*kernel 6.99.0-tiny (*bzImage): needs CONFIG_INTEL_IOMMU=y, kernel has "
+        "CONFIG_INTEL_IOMMU is not set (for machine q35-intel-iommu); needs CONFIG_IRQ_REMAP=y, "
+        "kernel has CONFIG_IRQ_REMAP is not set (for machine q35-intel-iommu). Build a kernel "
+        "with it and pass --kernel*"])
+
+
+def test_kconfig_apply_merges_with_the_tree_s_tools_then_says_what_did_not_stick(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A stand-in tree: its merge_config.sh appends the fragment, its `make olddefconfig`
+    drops CONFIG_IOMMUFD as Kconfig drops an option whose dependencies are unmet."""
+    tree, bin_dir = tmp_path / "linux", tmp_path / "bin"
+    (tree / "scripts/kconfig").mkdir(parents=True)
+    bin_dir.mkdir()
+    (tree / "Makefile").write_text("# stand-in\n")
+    (tree / "scripts/kconfig/merge_config.sh").write_text(
+        '[ "$1" = -m ] && cat "$3" >> "$2"\n')
+    make = bin_dir / "make"
+    make.write_text('#!/bin/sh\necho "make $*" >> make.log\n'
+                    'case "$1" in defconfig) echo CONFIG_64BIT=y > .config;;\n'
+                    'olddefconfig) grep -v IOMMUFD .config > .new; mv .new .config;; esac\n')
+    make.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert cli.main(["kconfig", "dma_ownership", "--apply", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert (tree / "make.log").read_text() == "make defconfig\nmake olddefconfig\n"
+    config = Kconfig.from_file(tree / ".config")
+    assert config.get("CONFIG_VFIO_PCI") == "y" and config.get("CONFIG_64BIT") == "y"
+    assert out.splitlines() == [
+        "wants CONFIG_IOMMUFD=y, has CONFIG_IOMMUFD is not set: skips 1 test: "
+        "test_iommufd_as_container_then_device_fd_is_refused",
+        f"{tree}/.config: 0 option(s) missing for the rig, 1 test(s) will skip; "
+        "`cocolab kconfig` prints the fragment"]
+    assert not (tree / ".cocolab.fragment").exists()
+    assert cli.main(["kconfig", "--apply", str(tmp_path)]) == 1
+    assert f"kconfig --apply {tmp_path}: not a kernel source tree" in capsys.readouterr().err
+
+
+def test_the_fragment_for_kconfig_s_tools_is_bare_lines() -> None:
+    text = fragment([Gate("A", None, ["t.py::x"]), Gate("B", "n", ["t.py::y"])], why=False)
+    assert text.splitlines()[0] == "CONFIG_BLK_DEV_INITRD=y"
+    assert text.splitlines()[-2:] == ["CONFIG_A=y", "# CONFIG_B is not set"]
+    assert len(text.splitlines()) == len(RIG_NEEDS) + 2

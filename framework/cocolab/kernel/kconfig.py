@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cocolab.errors import KernelError
 
+_REQUIREMENT = re.compile(r"^(?:CONFIG_)?([A-Z0-9_]+)(?:=([ymn]))?$")
+REQUIREMENT_SYNTAX = "NAME, NAME=y, NAME=m or NAME=n"
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
@@ -69,3 +71,23 @@ class Kconfig:
         """'CONFIG_X=y' or 'CONFIG_X is not set', for skip reasons and reports."""
         value = self.get(name)
         return f"{_canon(name)}={value}" if value is not None else f"{_canon(name)} is not set"
+
+
+def parse_requirement(text: str) -> tuple[str, str | None] | None:
+    """'NAME' (=y or =m), 'NAME=y', 'NAME=m' or 'NAME=n' (not set), CONFIG_ prefix optional,
+    as (CONFIG_NAME, wanted) with wanted None for 'y or m'; None if `text` is none of them."""
+    m = _REQUIREMENT.match(text)
+    return ("CONFIG_" + m.group(1), m.group(2)) if m else None
+
+
+def unmet(kconfig: Kconfig, reqs: list[tuple[str, str | None]]) -> list[str]:
+    """A description of every requirement the config does not meet."""
+    lines = []
+    for name, wanted in reqs:
+        value = kconfig.get(name)
+        ok = (value in ("y", "m") if wanted is None else
+              value is None if wanted == "n" else value == wanted)
+        if not ok:
+            need = {None: "=y or =m", "y": "=y", "m": "=m", "n": " not set"}[wanted]
+            lines.append(f"needs {name}{need}, kernel has {kconfig.describe(name)}")
+    return lines

@@ -2,14 +2,22 @@
 to it, and the options the suites gate their tests on.
 
 `cocolab kconfig [SUITE...]` prints both as a config fragment; `--check CONFIG` says what a
-.config lacks and which tests that skips. The rig's own needs are also the preflight: a kernel
-that lacks one is refused before any boot, in one line naming them (Rig.preflight).
+.config lacks and which tests that skips; `--apply TREE` merges the fragment into a kernel
+source tree's .config with the kernel's own tools, then says what Kconfig would not set.
+The rig's own needs are also the preflight: a kernel that lacks one is refused before any
+boot, in one line naming them (Rig.preflight).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
+
+from cocolab.errors import ConfigError, KernelError
 from cocolab.kernel.kconfig import Kconfig
 
 
@@ -81,8 +89,9 @@ def _tests(nodeids: list[str], most: int = 3) -> str:
     return f"{len(nodeids)} test{'s' if len(nodeids) != 1 else ''}: {shown}"
 
 
-def fragment(gates: list[Gate]) -> str:
-    """The config fragment: the rig's needs, then every gate with the tests it unlocks."""
+def fragment(gates: list[Gate], why: bool = True) -> str:
+    """The config fragment: the rig's needs, then every gate with the tests it unlocks (each
+    as a trailing comment; `why=False` leaves them out, for Kconfig's own tools)."""
     width = 34
     lines = ["# cocolab: what the rig needs to boot its guest and talk to it"]
     for need in RIG_NEEDS:
@@ -91,6 +100,9 @@ def fragment(gates: list[Gate]) -> str:
     lines.append("# cocolab: what the chosen suites' tests gate on")
     for gate in sorted(gates, key=lambda g: g.option):
         lines.append(f"{gate.line():<{width}} # {_tests(gate.tests)}")
+    if not why:
+        lines = [line.split(" # ")[0].rstrip() for line in lines
+                 if not line.startswith("# cocolab:")]
     return "\n".join(lines) + "\n"
 
 
@@ -109,18 +121,30 @@ def check(kconfig: Kconfig, gates: list[Gate]) -> tuple[list[str], int]:
 
 
 class GateCollector:
-    """A pytest plugin that, at collection, gathers every test's kconfig marker."""
+    """A pytest plugin that, at collection, gathers every test's kconfig marker and what the
+    machine each VM test boots needs of the kernel (its vIOMMU's driver, CC guest support)."""
 
     def __init__(self) -> None:
         self.gates: dict[tuple[str, str | None], Gate] = {}
 
-    def pytest_collection_modifyitems(self, items: list[object]) -> None:
-        from cocolab.pytest_plugin.markers import kconfig_requirements
+    @pytest.hookimpl(trylast=True)  # after cocolab's own hook has stashed each VM request
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from cocolab.pytest_plugin.markers import kconfig_requirements, vm_request
+        from cocolab.pytest_plugin.plugin import ITEM_REQUEST, RIG
         for item in items:
-            for option, wanted in kconfig_requirements(item):  # type: ignore[arg-type]
+            reqs = kconfig_requirements(item)
+            request = item.stash.get(ITEM_REQUEST, None)
+            if request is None and (item.get_closest_marker("machine")
+                                    or item.get_closest_marker("topology")):
+                request = vm_request(item)  # a fixture asks for `vm` by getfixturevalue
+            if request is not None:
+                machine, _, _ = item.config.stash[RIG].layout(request.machine,
+                                                              request.topology)
+                reqs += machine.kconfig
+            for option, wanted in dict.fromkeys(reqs):
                 name = option.removeprefix("CONFIG_")
                 gate = self.gates.setdefault((name, wanted), Gate(name, wanted))
-                gate.tests.append(item.nodeid)  # type: ignore[attr-defined]
+                gate.tests.append(item.nodeid)
 
 
 def collect_gates(paths: list[str]) -> list[Gate]:
@@ -128,7 +152,6 @@ def collect_gates(paths: list[str]) -> list[Gate]:
     import contextlib
     import io
 
-    import pytest
     collector = GateCollector()
     with contextlib.redirect_stdout(io.StringIO()) as out:
         status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *paths],
@@ -137,3 +160,36 @@ def collect_gates(paths: list[str]) -> list[Gate]:
         raise RuntimeError(f"collecting {' '.join(paths)} failed ({status}):\n"
                            f"{out.getvalue()[-2000:]}")
     return list(collector.gates.values())
+
+
+MERGE_CONFIG = "scripts/kconfig/merge_config.sh"
+
+
+def check_tree(tree: Path) -> None:
+    """A kernel source tree, or the usage error that says it is not one."""
+    if not (tree / MERGE_CONFIG).is_file() or not (tree / "Makefile").is_file():
+        raise ConfigError(f"kconfig --apply {tree}: not a kernel source tree (no {MERGE_CONFIG})")
+
+
+def apply(tree: Path, text: str) -> Kconfig:
+    """Merge the fragment `text` into TREE/.config (from `make defconfig` when there is none)
+    with the kernel's own scripts/kconfig/merge_config.sh, let `make olddefconfig` settle the
+    dependencies, and return the config that results. Their output goes to stderr."""
+    check_tree(tree)
+    fragment = tree / ".cocolab.fragment"
+    fragment.write_text(text)
+    steps = [] if (tree / ".config").exists() else [["make", "defconfig"]]
+    steps += [["sh", MERGE_CONFIG, "-m", ".config", fragment.name], ["make", "olddefconfig"]]
+    try:
+        for argv in steps:
+            print(f"kconfig --apply: {' '.join(argv)}", file=sys.stderr)
+            done = subprocess.run(argv, cwd=tree, stdin=subprocess.DEVNULL, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  check=False)
+            sys.stderr.write(done.stdout)
+            if done.returncode != 0:
+                raise KernelError(f"kconfig --apply {tree}: {' '.join(argv)} exited "
+                                  f"{done.returncode}")
+    finally:
+        fragment.unlink(missing_ok=True)
+    return Kconfig.from_file(tree / ".config")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 import pytest
 
-from cocolab.kernel import Kconfig
+from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, parse_requirement
 from cocolab.qemu.policy import qemu_args_problem
 
 MARKERS = {
@@ -24,8 +23,6 @@ MARKERS = {
     "fresh_vm": "boot a VM for this test alone instead of sharing one",
     "destructive": "the test kills its guest on purpose; runs only with --destructive",
 }
-
-_KCONFIG = re.compile(r"^(?:CONFIG_)?([A-Z0-9_]+)(?:=([ymn]))?$")
 
 
 @dataclass(frozen=True)
@@ -99,22 +96,9 @@ def kconfig_requirements(item: pytest.Item) -> list[tuple[str, str | None]]:
     """(CONFIG_NAME, wanted) pairs; wanted is 'y', 'm', 'n' or None for 'y or m'."""
     reqs = []
     for opt in _strings(item, "kconfig"):
-        m = _KCONFIG.match(opt)
-        if not m:
-            raise pytest.UsageError(f"{item.nodeid}: kconfig option {opt!r} is not NAME, "
-                                    "NAME=y, NAME=m or NAME=n")
-        reqs.append(("CONFIG_" + m.group(1), m.group(2)))
+        req = parse_requirement(opt)
+        if req is None:
+            raise pytest.UsageError(f"{item.nodeid}: kconfig option {opt!r} is not "
+                                    f"{REQUIREMENT_SYNTAX}")
+        reqs.append(req)
     return reqs
-
-
-def kconfig_unmet(kconfig: Kconfig, reqs: list[tuple[str, str | None]]) -> list[str]:
-    """A description of every requirement the config does not meet."""
-    unmet = []
-    for name, wanted in reqs:
-        value = kconfig.get(name)
-        ok = (value in ("y", "m") if wanted is None else
-              value is None if wanted == "n" else value == wanted)
-        if not ok:
-            need = {None: "=y or =m", "y": "=y", "m": "=m", "n": " not set"}[wanted]
-            unmet.append(f"needs {name}{need}, kernel has {kconfig.describe(name)}")
-    return unmet

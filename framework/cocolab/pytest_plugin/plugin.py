@@ -26,13 +26,13 @@ from cocolab.errors import (
 )
 from cocolab.guest.cc import CCProof, cc_proof
 from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
+from cocolab.kernel.kconfig import unmet as kconfig_unmet
 from cocolab.options import OPTIONS
 from cocolab.pytest_plugin.bundle import write_bundle
 from cocolab.pytest_plugin.markers import (
     MARKERS,
     VMRequest,
     kconfig_requirements,
-    kconfig_unmet,
     vm_request,
 )
 from cocolab.pytest_plugin.pool import VMPool
@@ -232,11 +232,13 @@ def _lane_gate(rig: Rig) -> None:
                                 + "; ".join(problems))
 
 
-def _kernel_gate(item: pytest.Item, rig: Rig) -> None:
-    reqs = kconfig_requirements(item)
-    if not reqs:
-        return
-    unmet = kconfig_unmet(rig.kernel.kconfig, reqs)
+def _kernel_gate(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> None:
+    """Skip, naming each option, a test whose kernel lacks what its markers or its machine
+    (a vIOMMU's driver, CC guest support) need."""
+    machine, _, _ = rig.layout(vm_req.machine, vm_req.topology)
+    unmet = kconfig_unmet(rig.kernel.kconfig, kconfig_requirements(item))
+    unmet += [f"{line} (for machine {machine.name})"
+              for line in kconfig_unmet(rig.kernel.kconfig, list(machine.kconfig))]
     if unmet:
         pytest.skip(f"kernel {rig.kernel.release} ({rig.kernel_spec}): " + "; ".join(unmet)
                     + ". Build a kernel with it and pass --kernel, or choose another debian:"
@@ -249,7 +251,7 @@ def _setup_problem(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> str | None
     try:
         _lane_gate(rig)
         rig.preflight()
-        _kernel_gate(item, rig)
+        _kernel_gate(item, rig, vm_req)
         # A bad machine or topology, a QEMU lacking a device, a host that cannot run the CC
         # guest, then no accelerator or kernel: each is one clear line, before any boot.
         rig.plan(vm_req.cmdline, vm_req.qemu_args, vm_req.modules, vm_req.machine,

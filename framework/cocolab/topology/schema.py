@@ -14,6 +14,7 @@ from typing import Any
 from cocolab.config.lane import CC_KINDS
 from cocolab.config.validate import check_keys, choice, read_toml, strings
 from cocolab.errors import ConfigError, present
+from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, parse_requirement
 from cocolab.paths import CONFIGS_DIR
 from cocolab.topology.models import MODELS, Kind, Model
 
@@ -34,6 +35,9 @@ class Machine:
     viommu_options: tuple[str, ...] = ()
     cmdline: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
+    kconfig: tuple[tuple[str, str | None], ...] = ()
+    """What the guest kernel needs to drive this machine (its vIOMMU, its CC guest support), as
+    (CONFIG_NAME, wanted) like a test's kconfig marker: a kernel without it skips the test."""
     cc: str = ""
     """'tdx' or 'snp': the machine boots a confidential guest (needs such a host)."""
 
@@ -126,8 +130,15 @@ def load_machine(name: str) -> Machine:
 
 def parse_machine(name: str, data: dict[str, Any], source: str) -> Machine:
     check_keys(data, {"type": str, "description": str, "options": list, "viommu": str,
-                       "viommu_options": list, "cmdline": list, "modules": list, "cc": str},
+                       "viommu_options": list, "cmdline": list, "modules": list, "kconfig": list,
+                       "cc": str},
                 source)
+    reqs = []
+    for opt in strings(data, "kconfig", source):
+        req = parse_requirement(opt)
+        if req is None:
+            raise ConfigError(f"{source}: key 'kconfig': {opt!r} is not {REQUIREMENT_SYNTAX}")
+        reqs.append(req)
     mtype = choice(data, "type", MACHINE_TYPES, "q35", source)
     viommu = choice(data, "viommu", VIOMMUS, "", source)
     if viommu in ("intel-iommu", "amd-iommu") and mtype != "q35":
@@ -140,7 +151,7 @@ def parse_machine(name: str, data: dict[str, Any], source: str) -> Machine:
         options=strings(data, "options", source), viommu=viommu,
         viommu_options=strings(data, "viommu_options", source),
         cmdline=strings(data, "cmdline", source), modules=strings(data, "modules", source),
-        cc=cc)
+        kconfig=tuple(reqs), cc=cc)
 
 
 _DEVICE_KEYS: dict[str, type | tuple[type, ...]] = {
