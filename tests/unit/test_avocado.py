@@ -165,8 +165,9 @@ def test_the_resolver_claims_pytest_references_only(tmp_path: Path) -> None:
 
 @pytest.fixture
 def addopts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cocolab options reach the resolver's and the runner's pytest as a user's would."""
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_QEMU))
+    """cocolab options reach the resolver's and the runner's pytest as a user's would; a user's
+    -n is overridden (the bridge sees the reports of the process that runs the item)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join((*NO_QEMU, "-n", "2")))
     monkeypatch.setenv("FAKE_QEMU_OUTCOME", "abort")
 
 

@@ -40,9 +40,11 @@ def claims(reference: str) -> bool:
 
 def pytest_command(*args: str) -> list[str]:
     """pytest, run by the interpreter avocado runs under (where cocolab is installed), with the
-    bridge plugin loaded and pytest's cache left alone (avocado jobs run side by side)."""
+    bridge plugin loaded, pytest's cache left alone (avocado jobs run side by side), and no
+    xdist workers whatever PYTEST_ADDOPTS says: avocado runs the items side by side itself,
+    and the bridge sees an item's reports only in the process that runs it."""
     return [sys.executable, "-m", "pytest", "-p", "cocolab.avocado.bridge",
-            "-p", "no:cacheprovider", *args]
+            "-p", "no:cacheprovider", "-n0", *args]
 
 
 def avocado_tags(tags: dict[str, list[str] | None]) -> dict[str, set[str] | None]:
