@@ -140,10 +140,11 @@ def test_the_bridge_tags_items_from_their_markers(pytester: pytest.Pytester) -> 
         "test_plain": {"lane": every_lane},
         "test_on_the_lane_machine": {"vm": None, "machine": ["q35"], "lane": every_lane},
         "test_topology": {"vm": None, "machine": ["q35-intel-iommu"],
-                          "topology": ["shared-group"], "kconfig": ["IOMMUFD", "VFIO_PCI"],
+                          "topology": ["shared-group"],
+                          "kconfig": ["INTEL_IOMMU", "IOMMUFD", "IRQ_REMAP", "VFIO_PCI"],
                           "lane": every_lane},
         "test_machine": {"vm": None, "machine": ["q35-intel-iommu"], "lane": every_lane,
-                         "fresh_vm": None},
+                         "kconfig": ["INTEL_IOMMU", "IRQ_REMAP"], "fresh_vm": None},
         "test_confidential": {"vm": None, "machine": ["q35"], "lane": cc_lanes},
     }
 

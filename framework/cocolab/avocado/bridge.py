@@ -51,7 +51,8 @@ def item_tags(item: pytest.Item, lanes: dict[str, bool]) -> dict[str, list[str] 
     """avocado tags of one item: flat tags map to None, key:value tags to their values.
 
       suite:<dir under tests/>   machine:<the machine it boots>   topology:<name>
-      kconfig:<OPTION> for each option it needs      lane:<each lane it can run on>
+      kconfig:<OPTION> for each option it or its machine needs
+      lane:<each lane it can run on>
       vm, fresh_vm, destructive (flat)
     """
     tags: dict[str, list[str] | None] = {}
@@ -60,13 +61,15 @@ def item_tags(item: pytest.Item, lanes: dict[str, bool]) -> dict[str, list[str] 
         tags["suite"] = [parts[1]]
     fixtures = getattr(item, "fixturenames", ())
     request = item.stash.get(ITEM_REQUEST, None)
+    reqs = kconfig_requirements(item)
     if request is not None:
         tags["vm"] = None
         machine, _, _ = item.config.stash[RIG].layout(request.machine, request.topology)
         tags["machine"] = [machine.name]
         if request.topology:
             tags["topology"] = [request.topology]
-    options = [name.removeprefix("CONFIG_") for name, _ in kconfig_requirements(item)]
+        reqs += machine.kconfig  # what the kernel needs to drive the machine is needed too
+    options = [name.removeprefix("CONFIG_") for name, _ in reqs]
     if options:
         tags["kconfig"] = sorted(set(options))
     # a test that asks for proof of confidentiality runs on confidential lanes only
