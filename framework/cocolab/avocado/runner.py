@@ -53,14 +53,14 @@ class PytestRunner(BaseRunner):
                 ERROR, fail_reason="a cocolab-pytest runnable needs a uri (the node id) and "
                                    "rootdir=DIR (where pytest collected it)")
             return
+        if shutil.which("setpriv") is None:
+            yield messages.FinishedMessage.get(
+                ERROR, fail_reason="setpriv is not on PATH (it ties pytest's life to this "
+                                   "runner's): apt-get install util-linux")
+            return
         results = Path(runnable.output_dir) / RESULTS_DIR if runnable.output_dir else None
         with tempfile.TemporaryDirectory(prefix="cocolab-avocado-") as tmp:
             report, log = Path(tmp) / "report.json", Path(tmp) / "pytest.out"
-            if shutil.which("setpriv") is None:
-                yield messages.FinishedMessage.get(
-                    ERROR, fail_reason="setpriv is not on PATH (it ties pytest's life to this "
-                                       "runner's): apt-get install util-linux")
-                return
             with log.open("wb") as out:
                 proc = subprocess.Popen(item_argv(runnable.uri, report, results), cwd=rootdir,
                                         stdin=subprocess.DEVNULL, stdout=out,
