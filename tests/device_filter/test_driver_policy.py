@@ -34,21 +34,21 @@ def nic(vm: VM) -> Iterator[str]:
 
 
 def test_loading_a_driver_binds_its_devices_by_default(vm: VM, nic: str) -> None:
-    vm.run("modprobe e1000", check=True)
+    vm.modprobe("e1000")
     assert vm.pci.driver_of(nic) == "e1000"
 
 
 def test_without_autoprobe_the_device_waits_for_an_explicit_bind(vm: VM, nic: str) -> None:
     assert vm.write_sysfs("/sys/bus/pci/drivers_autoprobe", "0").ok
     assert vm.pci.driver_override(nic, "e1000").ok
-    vm.run("modprobe e1000", check=True)
+    vm.modprobe("e1000")
     assert vm.pci.driver_of(nic) is None, "autoprobe off, yet the driver took the device"
     assert vm.pci.bind(nic, "e1000").ok
     assert vm.pci.driver_of(nic) == "e1000"
 
 
 def test_driver_override_refuses_any_other_driver(vm: VM, nic: str) -> None:
-    vm.run("modprobe e1000 && modprobe pci_stub", check=True)
+    vm.modprobe("e1000", "pci_stub")
     assert vm.pci.unbind(nic).ok
     assert vm.pci.driver_override(nic, "pci-stub").ok
     refused = vm.pci.bind(nic, "e1000")

@@ -33,7 +33,7 @@ policy = pytest.mark.parametrize("authorized_default", [
 def usb(vm: VM, authorized_default: int | None) -> Iterator[VM]:
     """xHCI and usbhid loaded, the three devices enumerated; their authorization and the
     root hubs' interface policy put back afterwards (the VM is shared)."""
-    vm.run("modprobe usbhid && modprobe xhci_pci", check=True)
+    vm.modprobe("usbhid", "xhci_pci")
     vm.usb.wait_for([KEYBOARD, TABLET, STICK])
     yield vm
     boot_value = 0 if authorized_default == 0 else 1
