@@ -45,7 +45,12 @@ def test_later_boots_of_a_vm_restore_its_first(inner, tmp_path: Path) -> None:
                                                                          "True"]
     randoms = [samples[n][1] for n in samples]
     assert len(set(randoms)) == 3, "two guests handed out the same random bytes"
-    assert all(float(s[2]) < 3.0 for s in samples.values()), samples  # clock set at restore
+    # A restored guest's clock is set from the host's (to the second `date +%s` shows, plus
+    # a round trip); a cold guest's comes from the RTC at boot and then runs on TCG's own
+    # timekeeping, which drifts on a busy host (3.2 s behind once in CI), so only a sanity bound
+    assert float(samples["restore1"][2]) < 3.0, samples
+    assert float(samples["restore2"][2]) < 3.0, samples
+    assert float(samples["cold"][2]) < 60.0, samples
     assert all(s[3] == "1" for s in samples.values())  # edu there, its BAR written back
 
 
