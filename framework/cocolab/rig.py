@@ -364,7 +364,13 @@ class Rig:
             needed.append("virtio-iommu-pci" if machine.viommu == "virtio-iommu"
                           else machine.viommu)
         missing = sorted({n for n in needed if not info.has_device(n)})
+        for_what = f"topology {topo.name}" if topo else f"machine {machine.name}"
         if missing:
-            for_what = f"topology {topo.name}" if topo else f"machine {machine.name}"
             raise MissingQemuFeature(f"{where} has no device {', '.join(missing)} (needed by "
                                      f"{for_what}); use a QEMU that has it (--qemu)")
+        spdm = [d.id for d in topo.devices if d.prop("spdm")] if topo else []
+        if spdm and not info.has_property("nvme", "spdm_port"):
+            raise MissingQemuFeature(
+                f"{where}: its nvme has no spdm_port property (needed by {for_what}, device "
+                f"{', '.join(spdm)}: SPDM over DOE); QEMU 9.1 or later has it. On Debian 12, "
+                "./setup.sh installs QEMU 10 from bookworm-backports; else pass --qemu")

@@ -152,17 +152,34 @@ def write_cpio(staging: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-def _compile_static(src: Path, out: Path) -> None:
+def _compile_static(src: Path, out: Path, libs: tuple[str, ...] = ()) -> None:
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         raise HostError("no C compiler: the guest helpers are built with gcc -static; "
                         "apt-get install gcc libc6-dev")
-    proc = subprocess.run([cc, "-static", "-O2", "-Wall", "-Werror", "-o", str(out), str(src)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run([cc, "-static", "-O2", "-Wall", "-Werror", "-s", "-o", str(out),
+                           str(src), *libs], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        hint = " (static libc missing? apt-get install libc6-dev)" if "-lc" in proc.stderr \
-            else ""
+        hint = (" (static libc missing? apt-get install libc6-dev)" if "-lc" in proc.stderr
+                else " (static libcrypto missing? apt-get install libssl-dev)"
+                if "openssl/" in proc.stderr or "-lcrypto" in proc.stderr else "")
         raise ImageError(f"compiling {src.name} failed{hint}:\n{proc.stderr.strip()}")
+
+
+CMA_REQUESTER = GUESTS_DIR / "cma" / "cocolab-doe.c"
+
+
+def cma_requester() -> Path:
+    """guests/cma/cocolab-doe, built once per source: the in-guest SPDM requester. Static
+    with libcrypto it is 4 MiB, so it stays out of the initramfs; a test copies it into the
+    guest that needs it (VM.put)."""
+    out = cache_dir("helpers") / f"cocolab-doe-{_hash_files([CMA_REQUESTER])}"
+    with FileLock(str(out) + ".lock"):
+        if not out.exists():
+            tmp = out.with_suffix(".tmp")
+            _compile_static(CMA_REQUESTER, tmp, ("-lcrypto",))
+            tmp.rename(out)
+    return out
 
 
 def _compile_helpers(dest: Path) -> list[Path]:

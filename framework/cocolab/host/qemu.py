@@ -8,7 +8,7 @@ import logging
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from cocolab.qemu.argv import qmp_args
 
 LOG = logging.getLogger(__name__)
 DEFAULT_QEMU = "qemu-system-x86_64"
-PROBE_VERSION = 1
+PROBE_VERSION = 2
+PROPERTIES_OF = ("nvme",)
+"""Device models whose properties the probe lists (nvme: spdm_port, QEMU 9.1+)."""
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,14 @@ class QemuInfo:
     machines: frozenset[str]
     types: frozenset[str]
     """Every non-abstract QOM type: devices, objects (tdx-guest, sev-snp-guest), backends."""
+    properties: dict[str, frozenset[str]] = field(default_factory=dict)
+    """The properties of each model in PROPERTIES_OF that this QEMU has."""
 
     def has_device(self, name: str) -> bool:
         return name in self.types
+
+    def has_property(self, device: str, prop: str) -> bool:
+        return prop in self.properties.get(device, frozenset())
 
     def has_machine(self, name: str) -> bool:
         return name in self.machines
@@ -78,7 +85,8 @@ def probe_qemu(binary: str, refresh: bool = False) -> QemuInfo:
             data = _query(binary)
             write_atomic(cache, json.dumps(data))
     return QemuInfo(binary, data["version"], frozenset(data["machines"]),
-                    frozenset(data["types"]))
+                    frozenset(data["types"]),
+                    {k: frozenset(v) for k, v in data["properties"].items()})
 
 
 def _load(cache: Path) -> dict[str, Any] | None:
@@ -86,8 +94,8 @@ def _load(cache: Path) -> dict[str, Any] | None:
         data = json.loads(cache.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and {"version", "machines", "types"} <= data.keys() \
-        else None
+    keys = {"version", "machines", "types", "properties"}
+    return data if isinstance(data, dict) and keys <= data.keys() else None
 
 
 QUERY_TIMEOUT_S = 15.0
@@ -112,6 +120,10 @@ def _query(binary: str) -> dict[str, Any]:
             version = monitor.cmd("query-version")
             machines = monitor.cmd("query-machines")
             types = monitor.cmd("qom-list-types", {"abstract": False})
+            present = {t["name"] for t in types}
+            properties = {name: [p["name"] for p in monitor.cmd(
+                "device-list-properties", {"typename": name})]
+                for name in PROPERTIES_OF if name in present}
         except (MonitorError, OSError) as exc:
             said = qemu_said(log.read_text(errors="replace"))
             raise HostError(f"{binary} is not a working QEMU: {exc}"
@@ -127,4 +139,5 @@ def _query(binary: str) -> dict[str, Any]:
         "version": f"{q['major']}.{q['minor']}.{q['micro']}",
         "machines": sorted(names),
         "types": sorted(t["name"] for t in types),
+        "properties": {k: sorted(v) for k, v in properties.items()},
     }

@@ -53,6 +53,8 @@ def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path,
     for name in ("console.log", "qemu.log", "argv.txt", "relaunch.sh"):
         if (workdir / name).exists():
             shutil.copy2(workdir / name, dest / name)
+    for log in sorted(workdir.glob("spdm-*.log")):  # each SPDM responder's decoded messages
+        shutil.copy2(log, dest / log.name)
     note = "guest was not running"
     if vm is not None and vm.state is VMState.RUNNING:
         try:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,13 +60,38 @@ class VMConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+SPDM_PLACEHOLDER = re.compile(r"@spdm:([a-z0-9-]+)@")
+
+
+def spdm_placeholder(ident: str) -> str:
+    """Stands for the port of device `ident`'s SPDM responder in a VMConfig, which is made
+    before any responder runs; build_argv puts the port in (see Runtime.spdm_ports)."""
+    return f"@spdm:{ident}@"
+
+
+def spdm_devices(args: tuple[str, ...] | list[str]) -> list[str]:
+    """The ids of the devices in `args` that want an SPDM responder, in order."""
+    return list(dict.fromkeys(m.group(1) for arg in args
+                              for m in SPDM_PLACEHOLDER.finditer(arg)))
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """Per-boot values: where the sockets are and which token /init must print."""
+    """Per-boot values: where the sockets are, which token /init must print, and the port
+    each SPDM-capable device's responder listens on."""
 
     qmp_socket: Path
     console_socket: Path
     token: str
+    spdm_ports: Mapping[str, int] = field(default_factory=dict)
+
+
+def with_spdm_ports(args: tuple[str, ...], ports: Mapping[str, int]) -> list[str]:
+    def port(m: re.Match[str]) -> str:
+        if m.group(1) not in ports:
+            raise KeyError(f"no SPDM responder for device {m.group(1)!r}")
+        return str(ports[m.group(1)])
+    return [SPDM_PLACEHOLDER.sub(port, arg) for arg in args]
 
 
 def kernel_cmdline(config: VMConfig, token: str) -> str:
@@ -138,7 +165,7 @@ def build_argv(config: VMConfig, runtime: Runtime) -> list[str]:
         *console_args(runtime.console_socket),
         *qmp_args(runtime.qmp_socket),
         *netdev_args(config),
-        *config.qemu_args,
+        *with_spdm_ports(config.qemu_args, runtime.spdm_ports),
     ]
 
 

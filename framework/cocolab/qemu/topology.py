@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cocolab.qemu.argv import spdm_placeholder
 from cocolab.topology import ExpectedView, Machine
 from cocolab.topology.models import Kind
 
@@ -25,6 +26,9 @@ def _props(view: ExpectedView, ident: str) -> list[str]:
         if key == "chassis":
             out.append(f"chassis_nr={value}" if dev.model.kind is Kind.PCI_BRIDGE
                        else f"chassis={value}")
+        elif key == "spdm":
+            if value:  # the responder's port is known only at launch (see spdm_placeholder)
+                out.append(f"spdm_port={spdm_placeholder(ident)}")
         elif key == "acs":
             out.append(f"disable-acs={_onoff(not value)}")
         elif isinstance(value, bool):

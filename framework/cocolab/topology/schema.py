@@ -158,9 +158,10 @@ _DEVICE_KEYS: dict[str, type | tuple[type, ...]] = {
     "id": str, "model": str, "bus": str, "addr": str, "multifunction": bool,
     "chassis": int, "slot": int, "shpc": bool, "acs": bool,
     "iommu_platform": bool, "disable-legacy": bool, "disable-modern": bool,
+    "spdm": bool,  # nvme: its DOE mailbox's SPDM traffic goes to a cocolab.spdm responder
 }
-_PROP_TYPES = {"chassis": int, "slot": int, "shpc": bool, "acs": bool,
-               "iommu_platform": bool, "disable-legacy": bool, "disable-modern": bool}
+_PROP_TYPES = {k: v for k, v in _DEVICE_KEYS.items()
+               if k not in ("id", "model", "bus", "addr", "multifunction")}
 
 
 def load_topology(name: str) -> Topology:

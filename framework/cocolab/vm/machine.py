@@ -61,6 +61,8 @@ from cocolab.host.process import (
 from cocolab.kernel import Kconfig, Kernel
 from cocolab.monitor import Monitor, MonitorError, RunStop
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
+from cocolab.qemu.argv import spdm_devices
+from cocolab.spdm import Responder
 from cocolab.topology import ExpectedView
 from cocolab.vm.console import Console
 from cocolab.vm.snapshot import PCI_DUMP, Snapshot, parse_pci_dump, pci_repairs
@@ -130,6 +132,9 @@ class VM:
         self._console: Console | None = None
         self._ssh: SSH | None = None
         self.ssh_port: int | None = None
+        self.spdm: dict[str, Responder] = {}
+        """The SPDM responder of each device declared with `spdm = true`, by device id:
+        started before QEMU (which refuses to start without one), closed with the VM."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -206,7 +211,9 @@ class VM:
         sockdir = Path(self._stack.enter_context(
             tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")))
         token = restore.token if restore else secrets.token_hex(8)
-        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", token)
+        self.spdm = self._start_responders()
+        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", token,
+                          {ident: r.port for ident, r in self.spdm.items()})
         self.token = token
         self.argv = build_argv(self.config, runtime)
         if restore is not None:
@@ -266,6 +273,14 @@ class VM:
                             f"{self.kernel.release!r} ({self.kernel.image})")
         if save_to is not None and self.snapshot_refused is None:
             self.pci_dump = self.run(PCI_DUMP, timeout=deadline.remaining() + 5).stdout
+
+    def _start_responders(self) -> dict[str, Responder]:
+        responders = {}
+        for ident in spdm_devices(self.config.qemu_args):
+            responder = Responder(self.workdir / f"spdm-{ident}.log")
+            self._stack.callback(responder.close)
+            responders[ident] = responder
+        return responders
 
     def _save(self, path: Path, deadline: Deadline) -> None:
         """The guest's whole state into `path`: paused, migrated to a file, resumed. A QEMU

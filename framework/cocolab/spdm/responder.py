@@ -1,0 +1,363 @@
+"""An SPDM 1.2 responder on QEMU's SPDM socket: the device side of CMA authentication for an
+emulated NVMe function (`-device nvme,spdm_port=N`), driven from a test.
+
+It answers GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS, GET_DIGESTS, GET_CERTIFICATE
+(in portions), CHALLENGE and GET_MEASUREMENTS with ECDSA P-256 or P-384 and SHA-256 or SHA-384,
+and logs every message it reads and writes, decoded. Its `personality` may be changed at any
+time, to make it misbehave in one precise way:
+
+    good                   what a genuine device does
+    untrusted-root         a chain that verifies, under a root the requester does not trust
+    expired                the leaf certificate's notAfter is in the past
+    wrong-san              the leaf's CMA SubjectAltName names another device
+    no-san                 the leaf has no SubjectAltName at all
+    bad-signature          CHALLENGE_AUTH's signature has one bit flipped
+    changing-measurements  every MEASUREMENTS answer reports another firmware digest
+    truncated              CERTIFICATE answers stop 16 bytes short of their PortionLength
+    stall                  CHALLENGE is answered only after `stall_seconds`
+
+QEMU's vCPU waits on the socket while the responder thinks, so a stall freezes the guest for
+that long; keep it to seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocolab.spdm.certs import QEMU_NVME_SAN, Chain, make_leaf, make_root
+from cocolab.spdm.messages import (
+    NONCE_LEN,
+    REQUESTS,
+    VERSION_12,
+    Algorithms,
+    Asym,
+    Cap,
+    Capabilities,
+    Certificate,
+    Challenge,
+    ChallengeAuth,
+    Code,
+    Digests,
+    Error,
+    ErrorCode,
+    GetCapabilities,
+    GetCertificate,
+    GetMeasurements,
+    Hash,
+    Header,
+    Malformed,
+    MeasHash,
+    MeasurementBlock,
+    Measurements,
+    Message,
+    NegotiateAlgorithms,
+    Version,
+)
+from cocolab.spdm.signing import (
+    CHALLENGE_AUTH_CONTEXT,
+    MEASUREMENTS_CONTEXT,
+    digest,
+    sign,
+    signing_message,
+)
+from cocolab.spdm.transport import (
+    COMMAND_NORMAL,
+    COMMAND_SHUTDOWN,
+    DOE_TYPE_CMA,
+    TRANSPORT_PCI_DOE,
+    DataObject,
+    Frame,
+    FramingError,
+    read_frame,
+)
+
+LOG = logging.getLogger(__name__)
+PORTION_MAX = 0x400  # the most of a chain one CERTIFICATE carries, whatever was asked
+MEAS_HASH_FOR = {Hash.SHA_256: MeasHash.SHA_256, Hash.SHA_384: MeasHash.SHA_384}
+
+
+class Personality(enum.Enum):
+    GOOD = "good"
+    UNTRUSTED_ROOT = "untrusted-root"
+    EXPIRED = "expired"
+    WRONG_SAN = "wrong-san"
+    NO_SAN = "no-san"
+    BAD_SIGNATURE = "bad-signature"
+    CHANGING_MEASUREMENTS = "changing-measurements"
+    TRUNCATED = "truncated"
+    STALL = "stall"
+
+
+@dataclass
+class _Connection:
+    """What one requester has negotiated, and the transcripts its signatures will cover."""
+
+    version: int = VERSION_12
+    asym: Asym | None = None
+    hash: Hash | None = None
+    vca: bytes = b""
+    m1: bytes = b""  # GET_DIGESTS .. CERTIFICATE, then CHALLENGE
+    l1: bytes = b""  # GET_MEASUREMENTS and MEASUREMENTS since the last signed one
+    chain: Chain | None = None
+    measured: int = 0
+
+    def reset(self) -> None:
+        """GET_VERSION starts the connection over (DSP0274 1.2 §10.3); the count of
+        measurements served survives it."""
+        self.asym = self.hash = self.chain = None
+        self.vca = self.m1 = self.l1 = b""
+
+
+class Responder:
+    """Listens on 127.0.0.1 (port 0: the kernel picks a free one; see `port`); one thread per
+    connection. `close()` stops listening and drops every connection."""
+
+    def __init__(self, log_path: Path | None = None, *, asym: Asym = Asym.ECDSA_P384,
+                 base_hash: Hash = Hash.SHA_384, stall_seconds: float = 5.0) -> None:
+        self.asym, self.base_hash = asym, base_hash
+        self.stall_seconds = stall_seconds
+        self.personality = Personality.GOOD
+        self.log_path = log_path
+        self._lock = threading.Lock()
+        root = make_root(asym)
+        self.chains = {
+            Personality.GOOD: make_leaf(root, asym),
+            Personality.UNTRUSTED_ROOT: make_leaf(make_root(asym, "an untrusted root"), asym),
+            Personality.EXPIRED: make_leaf(root, asym, expired=True),
+            Personality.WRONG_SAN: make_leaf(
+                root, asym, san=QEMU_NVME_SAN.replace("Device=0010", "Device=0011")),
+            Personality.NO_SAN: make_leaf(root, asym, san=None),
+        }
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._closed = False
+        self._accepting = threading.Thread(target=self._accept, name=f"spdm-{self.port}",
+                                           daemon=True)
+        self._accepting.start()
+        self._note(f"listening on 127.0.0.1:{self.port} ({asym.name}, {base_hash.name})")
+
+    # --- what a test uses --------------------------------------------------------------
+
+    @property
+    def root_pem(self) -> bytes:
+        """The root a requester should trust: the good chain's."""
+        return self.chains[Personality.GOOD].root_pem()
+
+    def set_personality(self, personality: Personality | str) -> None:
+        self.personality = Personality(personality)
+        self._note(f"personality: {self.personality.value}")
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        for conn in list(self._conns):
+            conn.close()
+        self._accepting.join(timeout=2)
+
+    def __enter__(self) -> Responder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- the socket ----------------------------------------------------------------------
+
+    def _note(self, line: str) -> None:
+        LOG.debug("spdm %s: %s", self.port, line)
+        if self.log_path is not None:
+            with self._lock, self.log_path.open("a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, peer = self._listener.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            self._note(f"connection from {peer[0]}:{peer[1]}")
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        state = _Connection()
+        try:
+            while (frame := read_frame(conn)) is not None:
+                if frame.command == COMMAND_SHUTDOWN:
+                    self._note("SHUTDOWN: the requester is closing")
+                    break
+                if frame.command != COMMAND_NORMAL or frame.transport != TRANSPORT_PCI_DOE:
+                    self._note(f"frame with command {frame.command:#x}, transport "
+                               f"{frame.transport:#x}: not a PCI DOE message; closing")
+                    break
+                reply = self._doe(state, frame.payload)
+                conn.sendall(Frame(COMMAND_NORMAL, TRANSPORT_PCI_DOE, reply).pack())
+        except (OSError, FramingError) as exc:
+            if not self._closed:
+                self._note(f"connection ends: {exc}")
+        finally:
+            conn.close()
+
+    def _doe(self, state: _Connection, raw: bytes) -> bytes:
+        try:
+            obj = DataObject.unpack(raw)
+        except FramingError as exc:
+            self._note(f"<- a bad DOE object ({exc}): {raw.hex()}")
+            return b""
+        if obj.kind != DOE_TYPE_CMA:
+            self._note(f"<- DOE object type {obj.kind} (secured CMA needs a session, which "
+                       "this responder does not offer); no answer")
+            return b""
+        response = self.respond(state, obj.data)
+        return DataObject(DOE_TYPE_CMA, response).pack()
+
+    # --- SPDM ----------------------------------------------------------------------------
+
+    def respond(self, state: _Connection, request: bytes) -> bytes:
+        """The response to one SPDM request (padding from DOE may follow it)."""
+        try:
+            header = Header.unpack(request)
+            kind = REQUESTS.get(header.code)
+            if kind is None:
+                self._note(f"<- {header}: not a request this responder knows")
+                return self._error(state, ErrorCode.UNSUPPORTED_REQUEST, header.code)
+            message = kind.unpack(request)
+        except Malformed as exc:
+            self._note(f"<- malformed ({exc}): {request.hex()}")
+            return self._error(state, ErrorCode.INVALID_REQUEST)
+        self._note(f"<- {message}")
+        handler = getattr(self, f"_on_{Code(header.code).name.lower()}")
+        response: bytes = handler(state, message, request[:len(message.pack())])
+        return response
+
+    def _send(self, state: _Connection, message: Message, raw: bytes | None = None) -> bytes:
+        self._note(f"-> {message}" if raw is None else f"-> {message} (sent as {len(raw)} "
+                   "bytes)")
+        return message.pack() if raw is None else raw
+
+    def _error(self, state: _Connection, code: ErrorCode, data: int = 0) -> bytes:
+        return self._send(state, Error(code, data, version=state.version))
+
+    def _need_algorithms(self, state: _Connection) -> bool:
+        return state.asym is not None and state.hash is not None
+
+    def _on_get_version(self, state: _Connection, message: Message, raw: bytes) -> bytes:
+        state.reset()
+        response = Version((VERSION_12,)).pack()
+        state.vca = raw + response
+        return self._send(state, Version((VERSION_12,)))
+
+    def _on_get_capabilities(self, state: _Connection, message: Message, raw: bytes) -> bytes:
+        assert isinstance(message, GetCapabilities)
+        if message.version != VERSION_12:
+            return self._error(state, ErrorCode.VERSION_MISMATCH)
+        response = Capabilities(0, Cap.CERT | Cap.CHAL | Cap.MEAS_SIG, 0x1200, 0x1200)
+        state.vca += raw + response.pack()
+        return self._send(state, response)
+
+    def _on_negotiate_algorithms(self, state: _Connection, message: Message, raw: bytes
+                                 ) -> bytes:
+        assert isinstance(message, NegotiateAlgorithms)
+        if not message.base_asym & self.asym or not message.base_hash & self.base_hash:
+            self._note(f"   the requester offers asym {message.base_asym:#x}, hash "
+                       f"{message.base_hash:#x}; this responder has only {self.asym.name}, "
+                       f"{self.base_hash.name}")
+            return self._error(state, ErrorCode.UNSPECIFIED)
+        state.asym, state.hash = self.asym, self.base_hash
+        response = Algorithms(measurement_hash=MEAS_HASH_FOR[self.base_hash],
+                              base_asym=self.asym, base_hash=self.base_hash)
+        state.vca += raw + response.pack()
+        return self._send(state, response)
+
+    def _chain(self, state: _Connection) -> Chain:
+        chain = self.chains.get(self.personality, self.chains[Personality.GOOD])
+        state.chain = chain
+        return chain
+
+    def _on_get_digests(self, state: _Connection, message: Message, raw: bytes) -> bytes:
+        if not self._need_algorithms(state):
+            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
+        assert state.hash is not None
+        response = Digests((digest(state.hash, self._chain(state).slot_bytes(state.hash)),))
+        state.m1 = raw + response.pack()
+        return self._send(state, response)
+
+    def _on_get_certificate(self, state: _Connection, message: Message, raw: bytes) -> bytes:
+        assert isinstance(message, GetCertificate)
+        if not self._need_algorithms(state):
+            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
+        if message.slot != 0:
+            return self._error(state, ErrorCode.INVALID_REQUEST)
+        assert state.hash is not None
+        blob = self._chain(state).slot_bytes(state.hash)
+        if message.offset >= len(blob):
+            return self._error(state, ErrorCode.INVALID_REQUEST)
+        portion = blob[message.offset:message.offset + min(message.length, PORTION_MAX)]
+        response = Certificate(0, portion, len(blob) - message.offset - len(portion))
+        state.m1 += raw + response.pack()
+        if self.personality is Personality.TRUNCATED:
+            return self._send(state, response, response.pack()[:-16])
+        return self._send(state, response)
+
+    def _on_challenge(self, state: _Connection, message: Message, raw: bytes) -> bytes:
+        assert isinstance(message, Challenge)
+        if not self._need_algorithms(state):
+            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
+        if message.slot != 0 or message.summary_type != 0:
+            return self._error(state, ErrorCode.INVALID_REQUEST)
+        assert state.hash is not None
+        chain = state.chain or self._chain(state)
+        unsigned = ChallengeAuth(0, 0x01, digest(state.hash, chain.slot_bytes(state.hash)),
+                                 secrets.token_bytes(NONCE_LEN))
+        transcript = state.vca + state.m1 + raw + unsigned.signed_part()
+        signature = sign(chain.leaf_key, state.hash, signing_message(
+            state.version, CHALLENGE_AUTH_CONTEXT, digest(state.hash, transcript)))
+        if self.personality is Personality.BAD_SIGNATURE:
+            signature = bytes((signature[0] ^ 0x01,)) + signature[1:]
+        state.m1 = b""
+        if self.personality is Personality.STALL:
+            self._note(f"   stalling {self.stall_seconds:g}s before CHALLENGE_AUTH")
+            time.sleep(self.stall_seconds)
+        return self._send(state, ChallengeAuth(
+            unsigned.slot, unsigned.slot_mask, unsigned.cert_chain_hash, unsigned.nonce,
+            signature=signature))
+
+    def _on_get_measurements(self, state: _Connection, message: Message, raw: bytes
+                             ) -> bytes:
+        assert isinstance(message, GetMeasurements)
+        if not self._need_algorithms(state):
+            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
+        assert state.hash is not None
+        state.measured += 1
+        firmware = b"cocolab nvme firmware 1.0"
+        if self.personality is Personality.CHANGING_MEASUREMENTS:
+            firmware += f" build {state.measured}".encode()
+        blocks = (MeasurementBlock(1, 0x00, digest(state.hash, b"cocolab nvme rom")),
+                  MeasurementBlock(2, 0x01, digest(state.hash, firmware)))
+        if message.operation == 0:
+            response = Measurements(total=len(blocks), nonce=secrets.token_bytes(NONCE_LEN))
+        elif message.operation == 0xFF:
+            response = Measurements(blocks=blocks, nonce=secrets.token_bytes(NONCE_LEN))
+        elif 1 <= message.operation <= len(blocks):
+            response = Measurements(blocks=blocks[message.operation - 1:message.operation],
+                                    nonce=secrets.token_bytes(NONCE_LEN))
+        else:
+            return self._error(state, ErrorCode.INVALID_REQUEST)
+        if not message.signed:
+            state.l1 += raw + response.pack()
+            return self._send(state, response)
+        chain = state.chain or self._chain(state)
+        transcript = state.vca + state.l1 + raw + response.signed_part()
+        state.l1 = b""
+        signature = sign(chain.leaf_key, state.hash, signing_message(
+            state.version, MEASUREMENTS_CONTEXT, digest(state.hash, transcript)))
+        return self._send(state, Measurements(response.total, response.slot, response.blocks,
+                                              response.nonce, signature=signature))
+
