@@ -39,7 +39,9 @@ Code=05 83 fa 0f 77 b5 4d 01 fd 41 b8 01 00 00 00 89 c8 89 55 00 <c4> 42 69 f7 c
 PROBE_REPLIES: dict[str, object] = {  # what cocolab's capability probe asks
     "query-version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": "fake"},
     "query-machines": [{"name": "q35"}, {"name": "pc"}, {"name": "microvm"}],
-    "qom-list-types": [{"name": n} for n in ("edu", "e1000", "virtio-net-pci")],
+    "qom-list-types": [{"name": n} for n in ("edu", "e1000", "virtio-net-pci", "nvme")],
+    # QEMU 7.2's nvme: no spdm_port (FAKE_QEMU_SPDM=1 gives it one, as 9.1+ has)
+    "device-list-properties": [{"name": n, "type": "str"} for n in ("drive", "serial")],
 }
 
 
@@ -90,6 +92,9 @@ class FakeMonitor:
             if name == "query-status":
                 reply = {"return": {"status": self.status,
                                     "running": self.status == "running"}}
+            elif name == "device-list-properties" and os.environ.get("FAKE_QEMU_SPDM") == "1":
+                props = [*PROBE_REPLIES[name], {"name": "spdm_port", "type": "uint16"}]
+                reply = {"return": props}
             elif name in PROBE_REPLIES:
                 reply = {"return": PROBE_REPLIES[name]}
             self.send({**reply, "id": ident} if ident is not None else reply)

@@ -286,7 +286,7 @@ CORPUS: list[Bad] = [
     Bad("topology", _dev('colour = "red"\n'),
         "{node}: @pytest.mark.topology: {file}: device[0]: unknown key 'colour'; valid keys: acs, "
         "addr, bus, chassis, disable-legacy, disable-modern, id, iommu_platform, model, "
-        "multifunction, shpc, slot"),
+        "multifunction, shpc, slot, spdm"),
     Bad("topology", _dev(ident="Disk"),
         "{node}: @pytest.mark.topology: {file}: device 'Disk': key 'id' must be "
         "lower-case letters, "

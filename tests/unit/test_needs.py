@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -149,3 +150,31 @@ def test_the_fragment_for_kconfig_s_tools_is_bare_lines() -> None:
     assert text.splitlines()[0] == "CONFIG_BLK_DEV_INITRD=y"
     assert text.splitlines()[-2:] == ["CONFIG_A=y", "# CONFIG_B is not set"]
     assert len(text.splitlines()) == len(RIG_NEEDS) + 2
+
+
+def test_a_qemu_without_nvme_spdm_port_skips_the_cma_topology_naming_the_version(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """QMP device-list-properties decides, not the version number."""
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.topology("nvme-spdm")
+        def test_cma(vm): pass
+    """)
+    monkeypatch.setenv("FAKE_QEMU_OUTCOME", "abort")  # nothing boots
+    rig_ok = "".join(f"CONFIG_{need.option}=y\n" for need in RIG_NEEDS)
+    args = ["-rs", f"--kernel={_fake_kernel(pytester.path, rig_ok)}",
+            f"--qemu={Path(__file__).with_name('fake_qemu.py')}", "--accel=tcg",
+            "-p", "no:cacheprovider"]
+    result = pytester.runpytest(*args)
+    result.stdout.fnmatch_lines([
+        "SKIPPED*QEMU 7.2.0 (*fake_qemu.py): its nvme has no spdm_port property (needed by "
+        "topology nvme-spdm, device spdm-disk: SPDM over DOE); QEMU 9.1 or later has it. On "
+        "Debian 12, ./setup.sh installs QEMU 10 from bookworm-backports; else pass --qemu"])
+    # counterpart: with the property, the gate lets it through to the boot, which fails. A
+    # copy of the fake, so that the probe's answer (cached per binary) is its own
+    newer = pytester.path / "fake_qemu_9_1.py"
+    shutil.copy2(Path(__file__).with_name("fake_qemu.py"), newer)
+    monkeypatch.setenv("FAKE_QEMU_SPDM", "1")
+    result = pytester.runpytest(*args[:2], f"--qemu={newer}", *args[3:])
+    result.assert_outcomes(errors=1)
+    result.stdout.no_fnmatch_line("*spdm_port property*")

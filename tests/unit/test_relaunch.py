@@ -4,8 +4,10 @@ a QEMU stand-in that records the argv it got (no QEMU)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cocolab.qemu.argv import (
@@ -56,3 +58,45 @@ def test_no_path_stands_in_a_comment(tmp_path: Path) -> None:
     text = relaunch_script(config, Path("/home/dev/.cache/cocolab/keys/id_ed25519"))
     comments = [line for line in text.splitlines() if line.lstrip().startswith("#")]
     assert comments and not any("/" in line for line in comments[1:])
+
+
+def test_an_spdm_device_gets_a_responder_on_the_next_port_and_it_stops_with_qemu(
+        tmp_path: Path) -> None:
+    """The QEMU stand-in talks SPDM to the port its argv names, as QEMU's nvme would."""
+    got = tmp_path / "answer.json"
+    fake = tmp_path / "qemu"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, re, sys, socket\n"
+        "from cocolab.spdm.transport import DataObject, Frame, read_frame\n"
+        "port = int(re.search(r'spdm_port=(\\d+)', ' '.join(sys.argv)).group(1))\n"
+        "s = socket.create_connection(('127.0.0.1', port))\n"
+        "s.sendall(Frame(1, 2, DataObject(1, bytes.fromhex('10840000')).pack()).pack())\n"
+        f"open({str(got)!r}, 'w').write(json.dumps([port, read_frame(s).payload.hex()]))\n")
+    fake.chmod(0o755)
+    config = VMConfig(qemu=str(fake), kernel=Path("/K"), initrd=Path("/I"),
+                      qemu_args=("-device", "nvme,id=d0,spdm_port=@spdm:d0@,drive=b"))
+    script = tmp_path / "relaunch.sh"
+    script.write_text(relaunch_script(config, tmp_path / "key", sys.executable))
+    result = subprocess.run(["sh", str(script), "42420"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    port, payload = json.loads(got.read_text())
+    assert port == 42421
+    assert payload == "0100010004000000" "1004000000010012"  # VERSION 1.2, in a DOE object
+    assert "device d0 has a responder on 127.0.0.1:42421" in result.stderr
+    assert (tmp_path / "spdm-d0-root.pem").read_text().startswith("-----BEGIN CERTIFICATE")
+    log = (tmp_path / "spdm-d0-manual.log").read_text()
+    assert "<- GET_VERSION" in log
+    # the responder's pid was printed into the script's list and killed at its end
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _listening(42421):
+        time.sleep(0.1)
+    assert not _listening(42421), "the responder outlived relaunch.sh"
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

@@ -69,6 +69,8 @@ BAD_TOPOLOGIES = [
     ({"device": [dev(id="v", model="virtio-net-pci", iommu_platform="yes")]},
      "key 'iommu_platform' must be bool"),
     ({}, r"no \[\[device\]\] entries"),
+    ({"device": [dev(id="n", model="e1000", spdm=True)]},
+     "key 'spdm' does not apply to e1000; its properties: none"),
     ({"device": [dev(id="a", model="e1000", bus="")]}, "key 'bus' is empty; leave it out"),
     ({"device": [bridge("b1", bus="b1")]}, r"key 'bus' makes a loop \(b1 -> b1\)"),
     ({"device": [bridge("b1", bus="b2"), dev(id="b2", model="pci-bridge", bus="b1",
@@ -136,6 +138,7 @@ EXPECTED = {
                     [{"rp1"}, {"up"}, {"dp1", "nic1"}, {"dp2", "nic2"}]),
     "usb-xhci": ({"xhci": "0000:00:08.0"}, None),
     "virtio-restricted": ({"vnet-legacy": "0000:00:08.0", "vnet-noplat": "0000:00:09.0"}, None),
+    "nvme-spdm": ({"spdm-disk": "0000:00:08.0", "plain-disk": "0000:00:09.0"}, None),
 }
 
 

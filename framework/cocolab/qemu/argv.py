@@ -183,7 +183,7 @@ class ShellWord:
     text: str
 
 
-def relaunch_script(config: VMConfig, ssh_key: Path) -> str:
+def relaunch_script(config: VMConfig, ssh_key: Path, python: str = "python3") -> str:
     """A shell script that boots the same VM by hand, console on the terminal.
 
     Same config, so the same machine, kernel, initrd, cmdline and devices; only the sockets
@@ -192,18 +192,42 @@ def relaunch_script(config: VMConfig, ssh_key: Path) -> str:
     whatever a cmdline or QEMU argument holds arrives literally; $PORT is expanded in
     cocolab's own SSH forward alone, which is built here, not found by matching text. No path
     is written into a comment.
+
+    A device with an SPDM responder gets one on the next port up, started with `python`
+    (-m cocolab.spdm) before QEMU and stopped when QEMU ends; the root it serves is written
+    beside the script as spdm-ID-root.pem.
     """
     prefix, _, suffix = ssh_netdev("\0").partition("\0")
     port_word = ShellWord(shlex.quote(prefix) + '"$PORT"' + shlex.quote(suffix))
+    spdm = spdm_devices(config.qemu_args)
+    variables = {ident: f"SPDM_PORT_{n}" for n, ident in enumerate(spdm, 1)}
+
+    def with_variables(arg: str) -> str | ShellWord:
+        if not SPDM_PLACEHOLDER.search(arg):
+            return arg
+        pieces = SPDM_PLACEHOLDER.split(arg)  # literal, id, literal, id, ..., literal
+        return ShellWord("".join(shlex.quote(p) if i % 2 == 0 else f'"${variables[p]}"'
+                                 for i, p in enumerate(pieces) if p or i % 2))
+
     argv: list[str | ShellWord] = [
         *base_args(config),
         *machine_args(config),
         *boot_args(config, "manual"),
         "-serial", "mon:stdio",
         "-netdev", port_word, "-device", nic_device(config),
-        *config.qemu_args,
+        *(with_variables(arg) for arg in config.qemu_args),
     ]
     command = " \\\n    ".join(_script_lines(argv))
+    responders = "".join(
+        f"{var}=$((PORT + {n}))\n"
+        f"PIDS=\"$PIDS $({shlex.quote(python)} -m cocolab.spdm --port \"${var}\" "
+        f"--root-pem \"$HERE/spdm-{ident}-root.pem\" --log \"$HERE/spdm-{ident}-manual.log\" "
+        "--background)\" || exit 1\n"
+        f"echo \"spdm: device {ident} has a responder on 127.0.0.1:${var}\" >&2\n"
+        for n, (ident, var) in enumerate(variables.items(), 1))
+    if responders:
+        responders = ('HERE=$(cd "$(dirname "$0")" && pwd)\nPIDS=\n' + responders
+                      + "trap 'kill $PIDS 2>/dev/null' EXIT INT TERM\n")
     return (
         "#!/bin/sh\n"
         "# Boots the VM this test used, its console on this terminal (Ctrl-a x quits).\n"
@@ -213,7 +237,8 @@ def relaunch_script(config: VMConfig, ssh_key: Path) -> str:
         f"KEY={shlex.quote(str(ssh_key))}\n"
         "printf 'ssh: ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
         " root@127.0.0.1\\n' \"$KEY\" \"$PORT\" >&2\n"
-        f"exec {command}\n"
+        + responders
+        + (f"{command}\n" if responders else f"exec {command}\n")
     )
 
 

@@ -22,6 +22,7 @@ that long; keep it to seconds.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import secrets
@@ -119,8 +120,9 @@ class Responder:
     """Listens on 127.0.0.1 (port 0: the kernel picks a free one; see `port`); one thread per
     connection. `close()` stops listening and drops every connection."""
 
-    def __init__(self, log_path: Path | None = None, *, asym: Asym = Asym.ECDSA_P384,
-                 base_hash: Hash = Hash.SHA_384, stall_seconds: float = 5.0) -> None:
+    def __init__(self, log_path: Path | None = None, *, port: int = 0,
+                 asym: Asym = Asym.ECDSA_P384, base_hash: Hash = Hash.SHA_384,
+                 stall_seconds: float = 5.0) -> None:
         self.asym, self.base_hash = asym, base_hash
         self.stall_seconds = stall_seconds
         self.personality = Personality.GOOD
@@ -135,14 +137,18 @@ class Responder:
                 root, asym, san=QEMU_NVME_SAN.replace("Device=0010", "Device=0011")),
             Personality.NO_SAN: make_leaf(root, asym, san=None),
         }
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
         self._conns: list[socket.socket] = []
         self._closed = False
+        self.restart_threads()
+        self._note(f"listening on 127.0.0.1:{self.port} ({asym.name}, {base_hash.name})")
+
+    def restart_threads(self) -> None:
+        """Start accepting connections: at creation, and again in a forked child."""
         self._accepting = threading.Thread(target=self._accept, name=f"spdm-{self.port}",
                                            daemon=True)
         self._accepting.start()
-        self._note(f"listening on 127.0.0.1:{self.port} ({asym.name}, {base_hash.name})")
 
     # --- what a test uses --------------------------------------------------------------
 
@@ -157,6 +163,8 @@ class Responder:
 
     def close(self) -> None:
         self._closed = True
+        with contextlib.suppress(OSError):  # wakes the accepting thread (Linux)
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for conn in list(self._conns):
             conn.close()

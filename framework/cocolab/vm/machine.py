@@ -19,6 +19,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import weakref
@@ -365,7 +366,7 @@ class VM:
     def _write_artifacts(self) -> None:
         (self.workdir / "argv.txt").write_text("\n".join(self.argv) + "\n")
         script = self.workdir / "relaunch.sh"
-        script.write_text(relaunch_script(self.config, self.keys.client))
+        script.write_text(relaunch_script(self.config, self.keys.client, sys.executable))
         script.chmod(0o755)
 
     def _listen(self, path: Path) -> socket.socket:
