@@ -168,7 +168,9 @@ class Message:
             if f.name == "version":
                 continue
             name, value = f.name, getattr(self, f.name)
-            if isinstance(value, bytes):
+            if name == "versions":
+                text = ", ".join(f"{v >> 4}.{v & 0xF}" for v in value)
+            elif isinstance(value, bytes):
                 text = value.hex() if len(value) <= 16 else f"{value[:16].hex()}..({len(value)})"
             elif isinstance(value, tuple) and value and isinstance(value[0], bytes):
                 text = "[" + ", ".join(v[:8].hex() + ".." for v in value) + "]"
@@ -249,7 +251,7 @@ class GetCapabilities(Message):
     def unpack(cls, data: bytes) -> GetCapabilities:
         header = cls._check(data)
         _, ct, _, flags, dts, maxm = struct.unpack("<BBHIII", _take(data, 4, 16, "body"))
-        return cls(ct, flags, dts, maxm, version=header.version)
+        return cls(ct, Cap(flags), dts, maxm, version=header.version)
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ class NegotiateAlgorithms(Message):
         length, spec, _, asym, hsh, _, _ = struct.unpack(
             "<HBBII12xBB2x", _take(data, 4, 28, "body"))
         _check_length(length, data)
-        return cls(spec, asym, hsh, version=header.version)
+        return cls(spec, Asym(asym), Hash(hsh), version=header.version)
 
 
 @dataclass(frozen=True)
@@ -307,7 +309,7 @@ class Algorithms(Message):
         length, spec, _, mhash, asym, hsh, _, _ = struct.unpack(
             "<HBBIII12xBB2x", _take(data, 4, 32, "body"))
         _check_length(length, data)
-        return cls(spec, mhash, asym, hsh, version=header.version)
+        return cls(spec, MeasHash(mhash), Asym(asym), Hash(hsh), version=header.version)
 
 
 # --- certificates --------------------------------------------------------------------------
