@@ -355,3 +355,31 @@ def test_close_drops_the_listener(tmp_path) -> None:  # type: ignore[no-untyped-
     responder.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_doe_discovery_walks_discovery_cma_and_secured_cma(responder: Responder) -> None:
+    """QEMU answers discovery itself; a socket requester (spdm-emu's) asks the responder."""
+    requester = SpecRequester(responder.port)
+    seen, index = [], 0
+    for _ in range(4):
+        requester.sock.sendall(Frame(1, 2, DataObject(0, bytes((index, 0, 0, 0))).pack()).pack())
+        frame = read_frame(requester.sock)
+        assert frame is not None
+        answer = DataObject.unpack(frame.payload)
+        assert answer.kind == 0
+        # dword: vendor 0001h, type, next index
+        seen.append(answer.data[:3].hex())
+        index = answer.data[3]
+        if not index:
+            break
+    assert seen == ["010000", "010001", "010002"]
+
+
+def test_negotiate_algorithms_keeps_its_alg_struct_tables_for_the_transcript() -> None:
+    """libspdm's requester sends DHE, AEAD, ReqBaseAsymAlg and KeySchedule tables (table 16:
+    AlgType, AlgCount, AlgSupported(2)); the responder must sign over them as they came."""
+    tables = H("02 20 1000  03 20 0200  04 20 0400  05 20 0100")
+    raw = H("12 e3 04 00 3000 01 02 80000000 02000000" + " 00" * 12 + " 00 00 0000") + tables
+    message = NegotiateAlgorithms.unpack(raw)
+    assert (message.alg_structs, message.other_params, message.tables) == (4, 2, tables)
+    assert message.pack() == raw

@@ -263,26 +263,38 @@ class Capabilities(GetCapabilities):
 
 @dataclass(frozen=True)
 class NegotiateAlgorithms(Message):
-    """Table 14 (32 bytes with no extended algorithms or AlgStruct tables): Param1 = number of
-    ReqAlgStruct, Length(2), MeasurementSpecification, OtherParamsSupport, BaseAsymAlgo(4),
-    BaseHashAlgo(4), Reserved(12), ExtAsymCount, ExtHashCount, Reserved(2)."""
+    """Table 14: Param1 = number of ReqAlgStruct, Length(2), MeasurementSpecification,
+    OtherParamsSupport, BaseAsymAlgo(4), BaseHashAlgo(4), Reserved(12), ExtAsymCount,
+    ExtHashCount, Reserved(2) (32 bytes so far), then ExtAsym, ExtHash and the AlgStruct
+    tables (DHE, AEAD, ReqBaseAsymAlg, KeySchedule), kept as `tables`, byte for byte: they
+    are part of the transcript a signature covers, whether or not they are understood here."""
 
     CODE: ClassVar[Code] = Code.NEGOTIATE_ALGORITHMS
     measurement_spec: int = MEAS_SPEC_DMTF
     base_asym: int = Asym.ECDSA_P256 | Asym.ECDSA_P384
     base_hash: int = Hash.SHA_256 | Hash.SHA_384
+    other_params: int = 0
+    ext_asym_count: int = 0
+    ext_hash_count: int = 0
+    alg_structs: int = 0
+    tables: bytes = b""
 
     def pack(self) -> bytes:
-        return self.header() + struct.pack("<HBBII12xBB2x", 32, self.measurement_spec, 0,
-                                           self.base_asym, self.base_hash, 0, 0)
+        return self.header(self.alg_structs) + struct.pack(
+            "<HBBII12xBB2x", 32 + len(self.tables), self.measurement_spec, self.other_params,
+            self.base_asym, self.base_hash, self.ext_asym_count,
+            self.ext_hash_count) + self.tables
 
     @classmethod
     def unpack(cls, data: bytes) -> NegotiateAlgorithms:
         header = cls._check(data)
-        length, spec, _, asym, hsh, _, _ = struct.unpack(
+        length, spec, other, asym, hsh, ext_a, ext_h = struct.unpack(
             "<HBBII12xBB2x", _take(data, 4, 28, "body"))
+        if length < 32:
+            raise Malformed(f"Length says {length} bytes, fewer than the 32 it must have")
         _check_length(length, data)
-        return cls(spec, Asym(asym), Hash(hsh), version=header.version)
+        return cls(spec, Asym(asym), Hash(hsh), other, ext_a, ext_h, header.param1,
+                   data[32:length], version=header.version)
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,14 @@ from cocolab.spdm.signing import (
 from cocolab.spdm.transport import (
     COMMAND_NORMAL,
     COMMAND_SHUTDOWN,
+    COMMAND_TEST,
     DOE_TYPE_CMA,
+    DOE_TYPE_DISCOVERY,
     TRANSPORT_PCI_DOE,
     DataObject,
     Frame,
     FramingError,
+    discovery_response,
     read_frame,
 )
 
@@ -200,7 +203,13 @@ class Responder:
             while (frame := read_frame(conn)) is not None:
                 if frame.command == COMMAND_SHUTDOWN:
                     self._note("SHUTDOWN: the requester is closing")
+                    with contextlib.suppress(OSError):  # QEMU does not wait for the echo
+                        conn.sendall(Frame(COMMAND_SHUTDOWN, frame.transport, b"").pack())
                     break
+                if frame.command == COMMAND_TEST:  # spdm-emu's requester says hello first
+                    self._note(f"TEST: {frame.payload.rstrip(bytes(1)).decode(errors='replace')}")
+                    conn.sendall(Frame(COMMAND_TEST, frame.transport, b"Server Hello!\0").pack())
+                    continue
                 if frame.command != COMMAND_NORMAL or frame.transport != TRANSPORT_PCI_DOE:
                     self._note(f"frame with command {frame.command:#x}, transport "
                                f"{frame.transport:#x}: not a PCI DOE message; closing")
@@ -219,6 +228,12 @@ class Responder:
         except FramingError as exc:
             self._note(f"<- a bad DOE object ({exc}): {raw.hex()}")
             return b""
+        if obj.kind == DOE_TYPE_DISCOVERY:
+            # QEMU answers discovery itself; a requester on the socket (spdm-emu's) asks us
+            index = obj.data[0] if obj.data else 0
+            answer = discovery_response(index)
+            self._note(f"<- DOE discovery, index {index}; -> {answer.hex()}")
+            return DataObject(DOE_TYPE_DISCOVERY, answer).pack()
         if obj.kind != DOE_TYPE_CMA:
             self._note(f"<- DOE object type {obj.kind} (secured CMA needs a session, which "
                        "this responder does not offer); no answer")

@@ -5,7 +5,8 @@ request, sends and reads back one frame each way:
     u32 command | u32 transport type | u32 size | payload        (all big-endian)
 
 Command NORMAL carries a message; QEMU sends SHUTDOWN as it closes and asserts that a
-response's command is not 0. With the PCI DOE transport the payload is the whole DOE data
+response's command is not 0. spdm-emu's requester also says TEST first and waits for the
+echo of its SHUTDOWN. With the PCI DOE transport the payload is the whole DOE data
 object (PCIe r6.0 §6.30.1): a two-dword header (vendor ID 0001h, data object type, reserved,
 then the length in dwords, header included) and the SPDM message, padded to a dword.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 COMMAND_NORMAL = 0x0001
 COMMAND_SHUTDOWN = 0xFFFE
+COMMAND_TEST = 0xDEAD  # spdm-emu's hello: "Client Hello!" answered by "Server Hello!"
 TRANSPORT_PCI_DOE = 0x02
 MAX_FRAME = 0x1200  # QEMU's SPDM_SOCKET_MAX_MESSAGE_BUFFER_SIZE
 
@@ -92,3 +94,14 @@ class DataObject:
             raise FramingError(f"the DOE header says {length} dwords, the object has "
                                f"{len(raw) // 4}")
         return cls(kind, raw[8:], vendor)
+
+
+DOE_PROTOCOLS = (DOE_TYPE_DISCOVERY, DOE_TYPE_CMA, DOE_TYPE_SECURED_CMA)
+
+
+def discovery_response(index: int) -> bytes:
+    """The DOE discovery answer for `index` (PCIe r6.0 §6.30.1.1): vendor ID, data object
+    type and the next index (0 after the last), one little-endian dword."""
+    index = min(index, len(DOE_PROTOCOLS) - 1)
+    following = index + 1 if index + 1 < len(DOE_PROTOCOLS) else 0
+    return struct.pack("<HBB", DOE_VENDOR_PCI_SIG, DOE_PROTOCOLS[index], following)
