@@ -65,6 +65,17 @@ def booted_machine(request: pytest.FixtureRequest, cocolab_rig, machine: str) ->
         # against PIT ... Marking TSC unstable") and the boot stalls (seen in CI).
         pytest.skip("microvm under TCG has no clock reference but the PIT, whose TSC "
                     "calibration fails on a busy host; run it with --accel kvm")
+    qemu = cocolab_rig.qemu_info.version
+    if machine == "q35-amd-iommu" and cocolab_rig.accel.accel == "tcg" \
+            and qemu.startswith("10.0."):
+        # measured with 10.0.2 (bookworm-backports) and Debian's 6.12, every boot: with
+        # intremap=on the guest panics "timer doesn't work through Interrupt-remapped
+        # IO-APIC" (with -cpu max or max,-x2apic, xtsup on or off); with intremap=off it never
+        # reaches userspace. QEMU 7.2 boots the same machine and kernel.
+        pytest.skip(f"QEMU {qemu}'s amd-iommu under TCG delivers no IO-APIC interrupt through "
+                    "its remapping (the guest panics: timer doesn't work through "
+                    "Interrupt-remapped IO-APIC); run this machine with a QEMU 7.2 (--qemu), which "
+                    "boots it")
     return request.getfixturevalue("vm")
 
 
