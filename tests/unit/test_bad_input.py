@@ -140,7 +140,8 @@ CORPUS: list[Bad] = [
         "tree"),
     Bad("option", ("--kernel", "{tmp}/text"),
         "--kernel: {tmp}/text is not an x86 bzImage (no HdrS boot header); give an x86 bzImage "
-        "(arch/x86/boot/bzImage, /boot/vmlinuz-*) or a build tree"),
+        "(arch/x86/boot/bzImage, /boot/vmlinuz-*), an ELF vmlinux built with CONFIG_PVH=y, or a "
+        "build tree"),
     Bad("option", ("--kernel", "{tmp}"),
         "--kernel: {tmp} is a directory without arch/x86/boot/bzImage; build it (make bzImage "
         "modules) or pass the bzImage file itself"),

@@ -9,7 +9,7 @@ from cocolab.errors import ConfigError, KernelError
 from cocolab.guest_image.build import module_closure
 from cocolab.kernel import BuildTreeSpec, DebianSpec, ImageSpec, Kconfig, parse_kernel_spec
 from cocolab.kernel.apt import kernel_closure
-from cocolab.kernel.resolve import bzimage_release, resolve_image
+from cocolab.kernel.resolve import bzimage_release, image_release, resolve_image
 
 
 @pytest.mark.parametrize("text, spec", [
@@ -169,3 +169,36 @@ def test_a_module_only_rebuild_is_a_new_kernel_identity(tmp_path: Path) -> None:
     key = tree_modules_key(tree)
     os.utime(tree / "drivers/e1000.ko", ns=(1, 1))  # `touch`ed and rebuilt
     assert tree_modules_key(tree) != key
+
+
+def fake_vmlinux(path: Path, version: str, notes: list[tuple[bytes, int]]) -> Path:
+    """An ELF64 file laid out by hand (ELF spec: 64-byte header, phdrs at e_phoff, each
+    PT_NOTE segment a run of namesz/descsz/type + padded name + padded desc)."""
+    blob = b""
+    for name, kind in notes:
+        padded = name + b"\0" + bytes(-(len(name) + 1) % 4)
+        blob += struct.pack("<III", len(name) + 1, 4, kind) + padded + b"\x00\x10\x00\x01"
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"  # ELF64, little-endian
+    struct.pack_into("<Q", header, 0x20, 64)  # e_phoff
+    struct.pack_into("<HH", header, 0x36, 56, 1)  # e_phentsize, e_phnum
+    note_at = 64 + 56
+    phdr = struct.pack("<IIQQQQQQ", 4, 4, note_at, 0, 0, len(blob), len(blob), 4)  # PT_NOTE
+    banner = f"Linux version {version} (dev@box) #1 SMP".encode() + b"\0"
+    path.write_bytes(bytes(header) + phdr + blob + b"\0" * 64 + banner)
+    return path
+
+
+def test_an_elf_vmlinux_with_the_pvh_note_is_a_kernel(tmp_path: Path) -> None:
+    image = fake_vmlinux(tmp_path / "vmlinux", "6.18.0-pvh", [(b"GNU", 3), (b"Xen", 18)])
+    assert image_release(image) == "6.18.0-pvh"
+    (tmp_path / "config-6.18.0-pvh").write_text("CONFIG_PVH=y\n")
+    assert resolve_image(ImageSpec(image)).release == "6.18.0-pvh"
+
+
+def test_an_elf_vmlinux_without_pvh_is_refused_naming_the_option(tmp_path: Path) -> None:
+    # counterpart: the same file with a Xen note of another type (XEN_ELFNOTE_ENTRY, 1)
+    image = fake_vmlinux(tmp_path / "vmlinux", "6.18.0", [(b"GNU", 3), (b"Xen", 1)])
+    with pytest.raises(KernelError, match=r"without a PVH entry note.*CONFIG_PVH=y, or give "
+                                          r"arch/x86/boot/bzImage"):
+        image_release(image)

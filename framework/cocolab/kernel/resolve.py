@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import struct
@@ -91,6 +92,62 @@ def bzimage_release(image: Path) -> str:
     return text.split()[0]
 
 
+ELF_MAGIC = b"\x7fELF"
+PT_NOTE = 4
+XEN_ELFNOTE_PHYS32_ENTRY = 18  # include/xen/interface/elfnote.h: the PVH entry point
+
+
+def _elf_notes(data: bytes | mmap.mmap) -> list[tuple[bytes, int]]:
+    """(name, type) of every note in an ELF64 little-endian file's PT_NOTE segments."""
+    if data[4] != 2 or data[5] != 1:
+        raise KernelError("not a 64-bit little-endian ELF file")
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    notes = []
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", data,
+                                                                 phoff + i * phentsize)
+        if p_type != PT_NOTE:
+            continue
+        at, end = p_offset, p_offset + p_filesz
+        while at + 12 <= end:
+            namesz, descsz, n_type = struct.unpack_from("<III", data, at)
+            name = data[at + 12:at + 12 + namesz].rstrip(b"\0")
+            notes.append((name, n_type))
+            at += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return notes
+
+
+def vmlinux_release(image: Path) -> str:
+    """The release of an ELF vmlinux (from its linux_banner, "Linux version <release> ..."),
+    which QEMU boots only through PVH: the file must carry the PVH entry note, which
+    CONFIG_PVH=y puts in (arch/x86/platform/pvh/head.S)."""
+    with image.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != ELF_MAGIC:
+            raise KernelError(f"{image} is not an ELF file")
+        try:
+            notes = _elf_notes(data)
+        except (struct.error, IndexError):
+            raise KernelError(f"{image}: its ELF program headers are cut short") from None
+        if (b"Xen", XEN_ELFNOTE_PHYS32_ENTRY) not in notes:
+            raise KernelError(f"{image} is an ELF vmlinux without a PVH entry note, and QEMU "
+                              "boots an ELF kernel only through PVH: build it with "
+                              "CONFIG_PVH=y, or give arch/x86/boot/bzImage")
+        at = data.find(b"Linux version ")
+        if at < 0:
+            raise KernelError(f"{image}: an ELF file with no 'Linux version' banner; not a "
+                              "kernel?")
+        words = data[at + 14:at + 14 + 200].split(maxsplit=1)
+    return words[0].decode(errors="replace")
+
+
+def image_release(image: Path) -> str:
+    """The release of a kernel image QEMU can boot: an x86 bzImage or an ELF vmlinux (PVH)."""
+    with image.open("rb") as f:
+        magic = f.read(4)
+    return vmlinux_release(image) if magic == ELF_MAGIC else bzimage_release(image)
+
+
 def ensure_depmod(modules: Path, release: str) -> None:
     """Run depmod on a tree lacking modules.dep (Debian packages ship none)."""
     if (modules / "modules.dep").exists():
@@ -124,10 +181,11 @@ def check_image_spec(spec: ImageSpec, source: str) -> None:
     """The files a bzImage spec names are what they claim to be (read, never run): a bzImage,
     a kernel .config, a modules directory. One ConfigError naming the option at fault."""
     try:
-        bzimage_release(spec.image)
+        image_release(spec.image)
     except (KernelError, OSError) as exc:
         raise ConfigError(f"{source}: {exc}; give an x86 bzImage (arch/x86/boot/bzImage, "
-                          "/boot/vmlinuz-*) or a build tree") from None
+                          "/boot/vmlinuz-*), an ELF vmlinux built with CONFIG_PVH=y, or a "
+                          "build tree") from None
     if spec.config is not None:
         if not spec.config.is_file():
             raise ConfigError(f"--kernel-config {spec.config}: no such file; give the "
@@ -145,7 +203,7 @@ def check_image_spec(spec: ImageSpec, source: str) -> None:
 
 
 def resolve_image(spec: ImageSpec) -> Kernel:
-    release = bzimage_release(spec.image)
+    release = image_release(spec.image)
     beside = spec.image.parent
     config = spec.config
     if config is None:
