@@ -26,6 +26,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from cocolab import progress
 from cocolab.errors import HostError, ImageError, present
 from cocolab.kernel import Kernel
 from cocolab.kernel.apt import PrivateApt
@@ -177,7 +178,8 @@ def cma_requester() -> Path:
     with FileLock(str(out) + ".lock"):
         if not out.exists():
             tmp = out.with_suffix(".tmp")
-            _compile_static(CMA_REQUESTER, tmp, ("-lcrypto",))
+            with progress.step("compiling the CMA requester (guests/cma/cocolab-doe.c)"):
+                _compile_static(CMA_REQUESTER, tmp, ("-lcrypto",))
             tmp.rename(out)
     return out
 
@@ -350,13 +352,17 @@ def build_guest_image(kernel: Kernel, extra_modules: tuple[str, ...] = ()) -> Gu
     with FileLock(str(outdir / "build.lock")):
         if not initrd.exists():
             if not base.exists():
-                LOG.info("building guest base image %s", base.name)
-                _build_base(base)
+                with progress.step("building the guest image (busybox, dropbear, helpers)"
+                                   ) as step:
+                    _build_base(base)
+                    step.done = progress.mib(base.stat().st_size)
             parts = [base]
             if kernel.modules is not None:
                 if not mods.exists():
-                    LOG.info("building guest modules for %s", kernel.release)
-                    _build_modules(kernel, mods, wanted)
+                    with progress.step(f"packing {len(wanted)} modules and their dependencies "
+                                       f"for {kernel.release}") as step:
+                        _build_modules(kernel, mods, wanted)
+                        step.done = progress.mib(mods.stat().st_size)
                 parts.append(mods)
             tmp = initrd.with_suffix(".tmp")
             with tmp.open("wb") as f:

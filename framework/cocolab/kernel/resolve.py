@@ -17,6 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from cocolab import progress
 from cocolab.errors import ConfigError, KernelError
 from cocolab.kernel.apt import PrivateApt, kernel_closure
 from cocolab.kernel.kconfig import Kconfig
@@ -262,10 +263,11 @@ def _install_tree_modules(tree: Path, release: str) -> Path:
         modules = dest / "lib/modules" / release
         if (modules / "modules.dep").exists():
             return modules
-        proc = subprocess.run(
-            ["make", "-s", "-C", str(tree), f"INSTALL_MOD_PATH={dest}", "INSTALL_MOD_STRIP=1",
-             "DEPMOD=" + (shutil.which("depmod") or "/sbin/depmod"), "modules_install"],
-            capture_output=True, text=True, check=False)
+        with progress.step(f"installing the modules of {tree} (make modules_install)"):
+            proc = subprocess.run(
+                ["make", "-s", "-C", str(tree), f"INSTALL_MOD_PATH={dest}",
+                 "INSTALL_MOD_STRIP=1", "DEPMOD=" + (shutil.which("depmod") or "/sbin/depmod"),
+                 "modules_install"], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise KernelError(f"make modules_install for {tree} failed:\n{proc.stderr[-2000:]}")
         ensure_depmod(modules, release)
@@ -279,17 +281,21 @@ def resolve_debian(spec: DebianSpec, refresh: bool = False) -> Kernel:
         meta = dest / "kernel.json"
         if meta.exists() and not refresh:
             return _kernel_from_meta(spec, dest, json.loads(meta.read_text()))
-        LOG.info("fetching %s", spec)
-        apt = PrivateApt(cache_dir("apt", spec.suite), spec.suite)
-        apt.update()
-        packages = kernel_closure(apt, spec.package)
-        root = dest / "root"
-        if root.exists():
-            shutil.rmtree(root)
-        with tempfile.TemporaryDirectory(dir=dest) as tmp:
-            for deb in apt.download(packages, Path(tmp)):
-                subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        info = _inspect_debian_root(root)
+        with progress.step(f"fetching kernel {spec} with apt") as step:
+            apt = PrivateApt(cache_dir("apt", spec.suite), spec.suite)
+            apt.update()
+            packages = kernel_closure(apt, spec.package)
+            root = dest / "root"
+            if root.exists():
+                shutil.rmtree(root)
+            with tempfile.TemporaryDirectory(dir=dest) as tmp:
+                debs = apt.download(packages, Path(tmp))
+                for n, deb in enumerate(debs, 1):
+                    step.part(n, len(debs), f"unpacking {deb.name}")
+                    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+                step.done = (f"{len(debs)} package(s), "
+                             f"{progress.mib(sum(d.stat().st_size for d in debs))}")
+            info = _inspect_debian_root(root)
         info["packages"] = {p: apt.version(p) for p in packages}
         write_atomic(meta, json.dumps(info, indent=2))
         return _kernel_from_meta(spec, dest, info)

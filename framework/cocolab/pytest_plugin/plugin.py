@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cocolab import progress
 from cocolab.errors import (
     CocolabError,
     ConfigError,
@@ -104,9 +105,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RIG] = rig
     config.stash[RESULTS] = results
     config.stash[POOL] = VMPool(rig, results / "vms")
+    _progress_to_terminal(config)
+
+
+def _progress_to_terminal(config: pytest.Config) -> None:
+    """Long work (a kernel fetch, the guest image) happens in a test's setup, under output
+    capture: say it on the terminal all the same, as pytest's own reporter does."""
+    if hasattr(config, "workerinput"):  # an xdist worker has no terminal
+        return
+
+    def sink(line: str) -> None:
+        # looked up here: the terminal reporter registers in a pytest_configure of its own
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line)
+    progress.set_sink(sink)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    progress.set_sink(None)
     pool = config.stash.get(POOL, None)
     if pool is not None:
         pool.close()

@@ -32,6 +32,7 @@ from typing import Any
 import pexpect
 from qemu.qmp import ExecuteError
 
+from cocolab import progress
 from cocolab.deadline import Deadline
 from cocolab.errors import (
     BootError,
@@ -288,7 +289,8 @@ class VM:
         that refuses (a device that cannot migrate) leaves `snapshot_refused` saying why; the
         boot goes on either way."""
         monitor = present(self._monitor, "the QMP monitor")
-        with monitor.expecting_stop():
+        with progress.step(f"saving a snapshot of {self.name} (later boots of this VM restore "
+                           "it)") as step, monitor.expecting_stop():
             monitor.cmd("stop")
             try:
                 monitor.cmd("migrate", {"uri": "exec:cat > " + shlex.quote(str(path))})
@@ -296,6 +298,8 @@ class VM:
             except ExecuteError as exc:  # a migration blocker: 'nvme' is not migratable
                 status = str(exc)
             monitor.cmd("cont")
+            step.done = (progress.mib(path.stat().st_size) if status == "completed"
+                         else f"QEMU refused: {status}")
         if status != "completed":
             self.snapshot_refused = f"QEMU could not save this VM: {status}"
             path.unlink(missing_ok=True)
