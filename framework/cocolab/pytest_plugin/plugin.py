@@ -121,7 +121,8 @@ def _progress_to_terminal(config: pytest.Config) -> None:
         if reporter is None:
             return
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.ensure_newline()
+            if reporter._tw.width_of_current_line:  # after a row of progress dots
+                reporter.write("\n")
             reporter.write_line(line)
     progress.set_sink(sink)
 
