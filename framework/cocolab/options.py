@@ -31,6 +31,9 @@ OPTIONS: tuple[Option, ...] = (
            (("metavar", "FILE"),)),
     Option("--modules", "modules of a --kernel bzImage: a dir holding lib/modules/<release> "
            "(default: beside it)", (("metavar", "DIR"),)),
+    Option("--module-debug", "a --kernel build tree's modules keep their debug info in the "
+           "guest (for drgn or gdb there); default: stripped, as INSTALL_MOD_STRIP=1 does",
+           (("action", "store_true"),)),
     Option("--qemu", "qemu-system-x86_64 binary (env COCOLAB_QEMU; default: the lane's, "
            "else PATH)", (("metavar", "PATH"),)),
     Option("--firmware", "firmware (-bios) for confidential lanes: an OVMF with TDVF or SEV "

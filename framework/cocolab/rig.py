@@ -76,6 +76,8 @@ class RigOptions:
     kernel: str | None = None
     kernel_config: str | None = None
     modules: str | None = None
+    module_debug: bool = False
+    """A build tree's modules keep their debug info in the guest."""
     qemu: str | None = None
     accel: str | None = None
     firmware: str | None = None
@@ -94,7 +96,8 @@ class RigOptions:
         """The options of the shared command line (options.OPTIONS) as `get(dest)` returns
         them, from pytest's config or the CLI's namespace alike."""
         return cls(lane=get("lane"), kernel=get("kernel"), kernel_config=get("kernel_config"),
-                   modules=get("modules"), qemu=get("qemu"), accel=get("accel"),
+                   modules=get("modules"), module_debug=bool(get("module_debug")),
+                   qemu=get("qemu"), accel=get("accel"),
                    firmware=get("firmware"), append=split_append(get("append") or []),
                    boot_timeout=get("boot_timeout"), panic_on_warn=get("panic_on_warn"),
                    snapshots=not get("no_snapshots"))
@@ -133,7 +136,8 @@ class Rig:
     def kernel_spec(self) -> KernelSpec:
         spec = present(self.kernel_setting.value, "the lane's kernel")
         return parse_kernel_spec(spec, config=self.options.kernel_config,
-                                 modules=self.options.modules, source=self.kernel_setting.source)
+                                 modules=self.options.modules, source=self.kernel_setting.source,
+                                 module_debug=self.options.module_debug)
 
     def check_inputs(self) -> None:
         """Everything the user gave, judged before any test: the kernel spec and the files it

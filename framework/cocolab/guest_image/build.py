@@ -303,6 +303,25 @@ def _decompress(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
+def _strip_debug(module: Path) -> None:
+    """What INSTALL_MOD_STRIP=1 does to a module: its debug sections dropped."""
+    strip = shutil.which("strip")
+    if strip is None:
+        raise HostError("no strip (binutils, which gcc brings): apt-get install binutils, or "
+                        "pass --module-debug to keep the modules as built")
+    proc = subprocess.run([strip, "--strip-debug", str(module)], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise ImageError(f"strip --strip-debug {module.name} failed: {proc.stderr.strip()}")
+
+
+def _sign(signer: tuple[str, ...], module: Path) -> None:
+    proc = subprocess.run([*signer, str(module)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ImageError(f"signing {module.name} with {signer[0]} failed: "
+                         f"{proc.stderr.strip()}")
+
+
 def _build_modules(kernel: Kernel, out: Path, wanted: list[str]) -> None:
     modules = present(kernel.modules, "the kernel's modules")
     with tempfile.TemporaryDirectory() as tmp:
@@ -315,6 +334,10 @@ def _build_modules(kernel: Kernel, out: Path, wanted: list[str]) -> None:
                 target = target.with_name(target.name.removesuffix(ext))
             target.parent.mkdir(parents=True, exist_ok=True)
             _decompress(modules / rel, target)
+            if kernel.strip_modules:
+                _strip_debug(target)
+            if kernel.sign_modules:  # after stripping, which would drop the signature
+                _sign(kernel.sign_modules, target)
         for extra in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
             if (modules / extra).exists():
                 shutil.copy2(modules / extra, dest / extra)
@@ -345,7 +368,8 @@ def build_guest_image(kernel: Kernel, extra_modules: tuple[str, ...] = ()) -> Gu
                    and p.name != "modules.txt" and p.parent != PROOF_INIT.parent]
     base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub, host)
     wanted = list(dict.fromkeys([*_read_list(GUESTS_DIR / "modules.txt"), *extra_modules]))
-    mod_hash = _hash_files([], BUILDER_VERSION, kernel.identity(), *wanted)
+    mod_hash = _hash_files([], BUILDER_VERSION, kernel.identity(),
+                           f"strip={kernel.strip_modules}", *kernel.sign_modules, *wanted)
     base = outdir / f"base-{base_hash}.cpio"
     mods = outdir / f"modules-{mod_hash}.cpio"
     initrd = outdir / f"initrd-{base_hash}-{mod_hash}.cpio"

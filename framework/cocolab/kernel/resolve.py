@@ -40,6 +40,13 @@ class Kernel:
     config_path: Path
     release: str
     modules: Path | None
+    strip_modules: bool = False
+    """Strip debug info from the modules the guest carries (a build tree's, unless
+    --module-debug)."""
+    sign_modules: tuple[str, ...] = ()
+    """The argv that signs one module (the module's path follows), as `make modules_install`
+    does under CONFIG_MODULE_SIG_ALL: a build tree's modules are unsigned until then, and a
+    kernel under lockdown refuses an unsigned module (EPERM)."""
 
     @property
     def kconfig(self) -> Kconfig:
@@ -245,33 +252,96 @@ def resolve_build_tree(spec: BuildTreeSpec) -> Kernel:
     modules = None
     if Kconfig.from_file(config).builtin("MODULES") and (tree / "modules.order").exists():
         modules = _install_tree_modules(tree, release)
-    return Kernel(str(spec), image, config, release, modules)
+    return Kernel(str(spec), image, config, release, modules,
+                  strip_modules=not spec.module_debug,
+                  sign_modules=_tree_signer(tree, Kconfig.from_file(config)) if modules else ())
+
+
+def _tree_signer(tree: Path, kconfig: Kconfig) -> tuple[str, ...]:
+    """scripts/sign-file with the tree's hash, key and certificate, when the tree signs its
+    modules at install time (CONFIG_MODULE_SIG_ALL); () when it does not."""
+    if not kconfig.builtin("MODULE_SIG_ALL"):
+        return ()
+    key = (kconfig.get("MODULE_SIG_KEY") or "certs/signing_key.pem").strip('"')
+    hash_algo = (kconfig.get("MODULE_SIG_HASH") or "sha512").strip('"')
+    sign_file, cert = tree / "scripts/sign-file", tree / "certs/signing_key.x509"
+    key_path = Path(key) if key.startswith(("/", "pkcs11:")) else tree / key
+    missing = [p for p in (sign_file, key_path, cert) if not p.exists()]
+    if missing:
+        raise KernelError(f"{tree} signs its modules (CONFIG_MODULE_SIG_ALL=y) but has no "
+                          f"{missing[0]}: run make modules (it makes the key and "
+                          "scripts/sign-file)")
+    return (str(sign_file), hash_algo, str(key_path), str(cert))
+
+
+def _tree_module_paths(tree: Path) -> list[Path]:
+    """The .ko files the build made, as modules.order lists them (relative to the tree)."""
+    return [Path(line.strip()).with_suffix(".ko")
+            for line in (tree / "modules.order").read_text().splitlines() if line.strip()]
 
 
 def tree_modules_key(tree: Path) -> str:
-    built = [str(Path(line.strip()).with_suffix(".ko"))
-             for line in (tree / "modules.order").read_text().splitlines() if line.strip()]
+    built = [str(p) for p in _tree_module_paths(tree)]
     return hashlib.sha256(f"{tree}\n".encode() + _stat_key(tree, built)).hexdigest()[:16]
 
 
 def _install_tree_modules(tree: Path, release: str) -> Path:
-    """`make modules_install` into the cache, once per build of the modules: keyed on the size
-    and mtime of every module modules.order lists, so a module-only rebuild installs again."""
+    """lib/modules/<release> for a build tree, without `make modules_install`: each module
+    modules.order lists is linked where the build left it, beside the tree's modules.builtin
+    files, and depmod runs over that staging directory. Keyed on the size and mtime of every
+    module, so a module-only rebuild stages again; the guest image then copies only the
+    closure it needs. Earlier stagings of the same tree are pruned."""
     key = tree_modules_key(tree)
     dest = cache_dir("tree-modules", key)
     with FileLock(str(dest) + ".lock"):
         modules = dest / "lib/modules" / release
         if (modules / "modules.dep").exists():
             return modules
-        with progress.step(f"installing the modules of {tree} (make modules_install)"):
-            proc = subprocess.run(
-                ["make", "-s", "-C", str(tree), f"INSTALL_MOD_PATH={dest}",
-                 "INSTALL_MOD_STRIP=1", "DEPMOD=" + (shutil.which("depmod") or "/sbin/depmod"),
-                 "modules_install"], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise KernelError(f"make modules_install for {tree} failed:\n{proc.stderr[-2000:]}")
-        ensure_depmod(modules, release)
+        missing = [p for p in _tree_module_paths(tree) if not (tree / p).is_file()]
+        if missing:
+            raise KernelError(f"{tree}: {len(missing)} module(s) in modules.order are not "
+                              f"built ({missing[0]}{', ...' if len(missing) > 1 else ''}): run "
+                              "make modules")
+        with progress.step(f"staging the modules of {tree}") as step:
+            if modules.exists():
+                shutil.rmtree(modules)
+            modules.mkdir(parents=True)
+            order = []
+            for rel in _tree_module_paths(tree):
+                link = modules / "kernel" / rel
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(tree / rel)
+                order.append(f"kernel/{rel}")
+            (modules / "modules.order").write_text("".join(f"{p}\n" for p in order))
+            for name in ("modules.builtin", "modules.builtin.modinfo"):
+                if (tree / name).exists():
+                    shutil.copy2(tree / name, modules / name)
+            ensure_depmod(modules, release)
+            (dest / "tree").write_text(f"{tree}\n")
+            step.done = f"{len(order)} modules linked"
+        _prune_tree_modules(tree, keep=dest)
         return modules
+
+
+def _prune_tree_modules(tree: Path, keep: Path) -> None:
+    """Remove the stagings of `tree` other than `keep`: a rebuild supersedes them. One in
+    use by another run (its lock held) is left for next time."""
+    for other in keep.parent.iterdir():
+        if other == keep or not other.is_dir():
+            continue
+        try:
+            owner = (other / "tree").read_text().strip()
+        except OSError:
+            continue
+        if owner != str(tree):
+            continue
+        lock = FileLock(str(other) + ".lock", timeout=0)
+        try:
+            with lock:
+                shutil.rmtree(other)
+        except TimeoutError:
+            continue
+        Path(str(other) + ".lock").unlink(missing_ok=True)
 
 
 def resolve_debian(spec: DebianSpec, refresh: bool = False) -> Kernel:

@@ -35,6 +35,8 @@ class DebianSpec:
 @dataclass(frozen=True)
 class BuildTreeSpec:
     tree: Path
+    module_debug: bool = False
+    """Keep the debug info of the modules the guest carries (default: strip it)."""
 
     def __str__(self) -> str:
         return str(self.tree)
@@ -59,6 +61,7 @@ def parse_kernel_spec(
     config: str | None = None,
     modules: str | None = None,
     source: str = "--kernel",
+    module_debug: bool = False,
 ) -> KernelSpec:
     """Parse `text` (as given by `source`, for messages) into a KernelSpec."""
     if text.startswith("debian:"):
@@ -89,7 +92,7 @@ def parse_kernel_spec(
                 f"{source}: {text} is a directory without arch/x86/boot/bzImage; "
                 "build it (make bzImage modules) or pass the bzImage file itself"
             )
-        return BuildTreeSpec(path.resolve())
+        return BuildTreeSpec(path.resolve(), module_debug)
     if path.is_file():
         return ImageSpec(
             path.resolve(),
