@@ -19,11 +19,18 @@ def inner(  # modules using it load pytester: pytest_plugins = ["pytester"]
         pytest.skip(f"the plugin's own outcomes are checked on non-confidential lanes; lane "
                     f"{cocolab_rig.lane.name} is for {cocolab_rig.lane.cc} guests")
     monkeypatch.setenv("COCOLAB_CACHE", str(CACHE))  # the warm kernel and image cache
+    # the inner run boots what the outer one does (--kernel ~/linux included); a test's own
+    # arguments come after, and win
+    given = cocolab_rig.options
+    same = [f"--{flag}={value}" for flag, value in (
+        ("lane", given.lane), ("kernel", given.kernel), ("kernel-config", given.kernel_config),
+        ("modules", given.modules), ("qemu", given.qemu), ("accel", given.accel)) if value]
+    same += ["--module-debug"] if given.module_debug else []
 
     def run(source: str, *args: str) -> pytest.RunResult:
         pytester.makepyfile(source)
         return pytester.runpytest_subprocess("-rs", "--results", str(tmp_path / "results"),
-                                             *args)
+                                             *same, *args)
     return run
 
 
