@@ -301,7 +301,7 @@ class VM:
         if status == "completed":  # one line: it takes about a second
             progress.say(f"saved a snapshot of {self.name} in {time.monotonic() - start:.1f}s "
                          f"({progress.mib(path.stat().st_size)}); later boots of it restore it")
-        if status != "completed":
+        else:
             self.snapshot_refused = f"QEMU could not save this VM: {status}"
             path.unlink(missing_ok=True)
         self.saved_console = self.console_log.read_bytes()
