@@ -317,13 +317,14 @@ def test_a_bad_personality_fails_the_spec_requester_where_it_should(
 
 def test_requests_before_algorithms_are_unexpected(responder: Responder) -> None:
     requester = SpecRequester(responder.port)
-    assert requester.exchange(H("12810000")) == H("127f0400")  # UnexpectedRequest
+    # UnexpectedRequest, in version 1.0: nothing is negotiated yet
+    assert requester.exchange(H("12810000")) == H("107f0400")
 
 
 def test_an_unknown_request_is_unsupported_and_the_connection_lives(
         responder: Responder) -> None:
     requester = SpecRequester(responder.port)
-    assert requester.exchange(H("12fe0000"))[:3] == H("127f07")
+    assert requester.exchange(H("12fe0000"))[:3] == H("107f07")
     assert requester.exchange(H("10840000")) == H("10040000 00010012")
 
 
@@ -383,3 +384,28 @@ def test_negotiate_algorithms_keeps_its_alg_struct_tables_for_the_transcript() -
     message = NegotiateAlgorithms.unpack(raw)
     assert (message.alg_structs, message.other_params, message.tables) == (4, 2, tables)
     assert message.pack() == raw
+
+
+def test_vca_comes_in_order_and_later_requests_in_the_negotiated_version(
+        responder: Responder) -> None:
+    """What DMTF's SPDM-Responder-Validator checks (cases 2.2, 2.6, 4.2, 3.4)."""
+    requester = SpecRequester(responder.port)
+    assert requester.exchange(H("10840000"))[1] == 0x04
+    # GET_CAPABILITIES in 1.1 after VERSION offered only 1.2: VersionMismatch, in 1.0
+    assert requester.exchange(GetCapabilities(version=0x11).pack()) == H("107f4100")
+    # DataTransferSize under MinDataTransferSize (42): InvalidRequest, in the version asked
+    assert requester.exchange(GetCapabilities(0, 0, 41, 0x1000).pack())[:3] == H("127f01")
+    # without CHUNK_CAP, DataTransferSize and MaxSPDMmsgSize must be equal
+    assert requester.exchange(GetCapabilities(0, 0, 0x1000, 0x2000).pack())[:3] == H("127f01")
+    capabilities = requester.exchange(GetCapabilities().pack())
+    assert capabilities[1] == 0x61
+    # an identical retry gets the same answer; a different one is unexpected
+    assert requester.exchange(GetCapabilities().pack()) == capabilities
+    assert requester.exchange(GetCapabilities(1).pack()) == H("127f0400")
+    # an AlgStruct with AlgCount 0x10 (one byte of fixed algorithms): InvalidRequest
+    bad = NegotiateAlgorithms(alg_structs=1, tables=H("02 10 0000"))
+    assert requester.exchange(bad.pack())[:3] == H("127f01")
+    assert requester.exchange(NegotiateAlgorithms().pack())[1] == 0x63
+    # after VCA, a request in another version than 1.2: VersionMismatch
+    assert requester.exchange(H("11810000")) == H("127f4100")
+    assert requester.exchange(H("12810000"))[1] == 0x01  # and in 1.2, DIGESTS

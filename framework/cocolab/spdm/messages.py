@@ -285,6 +285,28 @@ class NegotiateAlgorithms(Message):
             self.base_asym, self.base_hash, self.ext_asym_count,
             self.ext_hash_count) + self.tables
 
+    def invalid(self) -> str:
+        """Why the request breaks table 14's rules, or "" (Length at most 128, at most 20
+        extended algorithms of each kind, AlgStructs in AlgType order 2..5, each with two
+        bytes of fixed algorithms, and nothing left over)."""
+        if 32 + len(self.tables) > 128:
+            return f"Length {32 + len(self.tables)} is over 128"
+        if self.ext_asym_count > 20 or self.ext_hash_count > 20:
+            return f"ExtAsymCount {self.ext_asym_count}, ExtHashCount {self.ext_hash_count}: " \
+                   "at most 20 each"
+        at, last_type = 4 * (self.ext_asym_count + self.ext_hash_count), 1
+        for _ in range(self.alg_structs):
+            if at + 2 > len(self.tables):
+                return f"{self.alg_structs} AlgStructs do not fit in Length"
+            alg_type, alg_count = self.tables[at], self.tables[at + 1]
+            if not last_type < alg_type <= 5 or alg_count >> 4 != 2:
+                return f"AlgStruct type {alg_type}, AlgCount {alg_count:#04x}: types ascend " \
+                       "from 2 to 5, each with 2 bytes of fixed algorithms"
+            last_type, at = alg_type, at + 4 + 4 * (alg_count & 0xF)
+        if at != len(self.tables):
+            return f"Length says {32 + len(self.tables)} bytes, the tables fill {32 + at}"
+        return ""
+
     @classmethod
     def unpack(cls, data: bytes) -> NegotiateAlgorithms:
         header = cls._check(data)

@@ -29,13 +29,14 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cocolab.spdm.certs import QEMU_NVME_SAN, Chain, make_leaf, make_root
 from cocolab.spdm.messages import (
     NONCE_LEN,
     REQUESTS,
+    VERSION_10,
     VERSION_12,
     Algorithms,
     Asym,
@@ -83,6 +84,8 @@ from cocolab.spdm.transport import (
 )
 
 LOG = logging.getLogger(__name__)
+VCA_ORDER = (Code.GET_VERSION, Code.GET_CAPABILITIES, Code.NEGOTIATE_ALGORITHMS)
+MIN_DATA_TRANSFER_SIZE = 42  # DSP0274 1.2 table 10
 PORTION_MAX = 0x400  # the most of a chain one CERTIFICATE carries, whatever was asked
 MEAS_HASH_FOR = {Hash.SHA_256: MeasHash.SHA_256, Hash.SHA_384: MeasHash.SHA_384}
 
@@ -103,7 +106,12 @@ class Personality(enum.Enum):
 class _Connection:
     """What one requester has negotiated, and the transcripts its signatures will cover."""
 
-    version: int = VERSION_12
+    version: int = VERSION_10
+    """The connection's version: 1.0 until GET_CAPABILITIES settles it (errors carry it)."""
+    phase: Code | None = None
+    """The last VCA request answered: GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS."""
+    answered: dict[Code, tuple[bytes, bytes]] = field(default_factory=dict)
+    """Each VCA request answered, with its answer: an identical retry gets it again."""
     asym: Asym | None = None
     hash: Hash | None = None
     vca: bytes = b""
@@ -117,6 +125,8 @@ class _Connection:
         measurements served survives it."""
         self.asym = self.hash = self.chain = None
         self.vca = self.m1 = self.l1 = b""
+        self.version, self.phase = VERSION_10, None
+        self.answered = {}
 
 
 class Responder:
@@ -251,14 +261,62 @@ class Responder:
             if kind is None:
                 self._note(f"<- {header}: not a request this responder knows")
                 return self._error(state, ErrorCode.UNSUPPORTED_REQUEST, header.code)
+            wrong_version = self._wrong_version(state, header)
+            if wrong_version:  # before decoding: another version has another layout
+                self._note(f"<- {header}: {wrong_version}")
+                return self._error(state, ErrorCode.VERSION_MISMATCH)
             message = kind.unpack(request)
         except Malformed as exc:
             self._note(f"<- malformed ({exc}): {request.hex()}")
             return self._error(state, ErrorCode.INVALID_REQUEST)
         self._note(f"<- {message}")
-        handler = getattr(self, f"_on_{Code(header.code).name.lower()}")
-        response: bytes = handler(state, message, request[:len(message.pack())])
+        code, raw = Code(header.code), request[:len(message.pack())]
+        refused = self._out_of_order(state, code, header.version, raw)
+        if refused is not None:
+            return refused
+        handler = getattr(self, f"_on_{code.name.lower()}")
+        response: bytes = handler(state, message, raw)
+        if code in VCA_ORDER and response[1] != Code.ERROR:
+            state.phase, state.answered[code] = code, (raw, response)
         return response
+
+    def _out_of_order(self, state: _Connection, code: Code, version: int, raw: bytes
+                      ) -> bytes | None:
+        """The ERROR a request gets for its place in the connection, or None to answer it
+        (DSP0274 1.2 §10.2 and table 48): VCA in order, an identical VCA retry answered
+        again, anything else after VCA only, and in the negotiated version."""
+        if code is Code.GET_VERSION:
+            return None
+        if code in VCA_ORDER:
+            if code in state.answered:
+                earlier, answer = state.answered[code]
+                if earlier == raw:  # a retry: the same answer, the transcript unchanged
+                    self._note(f"-> the same answer again ({len(answer)} bytes)")
+                    return answer
+                return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
+            previous = VCA_ORDER[VCA_ORDER.index(code) - 1] if code in VCA_ORDER[1:] else None
+            if state.phase is not previous:
+                return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
+            return None
+        if state.phase is not Code.NEGOTIATE_ALGORITHMS:
+            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
+        return None
+
+    @staticmethod
+    def _wrong_version(state: _Connection, header: Header) -> str:
+        """GET_VERSION is always 1.0; GET_CAPABILITIES picks a version VERSION offered (1.2
+        only); everything after it is in the version it picked."""
+        if header.code == Code.GET_VERSION:
+            return ""
+        if header.code == Code.GET_CAPABILITIES:
+            wanted = VERSION_12
+        elif state.version == VERSION_10:
+            return ""  # nothing settled yet: out of order, which _out_of_order says
+        else:
+            wanted = state.version
+        return "" if header.version == wanted else \
+            f"version {header.version >> 4}.{header.version & 0xF}, not " \
+            f"{wanted >> 4}.{wanted & 0xF}"
 
     def _send(self, state: _Connection, message: Message, raw: bytes | None = None) -> bytes:
         self._note(f"-> {message}" if raw is None else f"-> {message} (sent as {len(raw)} "
@@ -279,8 +337,11 @@ class Responder:
 
     def _on_get_capabilities(self, state: _Connection, message: Message, raw: bytes) -> bytes:
         assert isinstance(message, GetCapabilities)
-        if message.version != VERSION_12:
-            return self._error(state, ErrorCode.VERSION_MISMATCH)
+        problem = _invalid_requester_caps(message)
+        if problem:  # in the version asked for, which VERSION offered
+            self._note(f"   invalid: {problem}")
+            return self._send(state, Error(ErrorCode.INVALID_REQUEST, version=message.version))
+        state.version = message.version
         response = Capabilities(0, Cap.CERT | Cap.CHAL | Cap.MEAS_SIG, 0x1200, 0x1200)
         state.vca += raw + response.pack()
         return self._send(state, response)
@@ -288,6 +349,10 @@ class Responder:
     def _on_negotiate_algorithms(self, state: _Connection, message: Message, raw: bytes
                                  ) -> bytes:
         assert isinstance(message, NegotiateAlgorithms)
+        problem = message.invalid()
+        if problem:
+            self._note(f"   invalid: {problem}")
+            return self._error(state, ErrorCode.INVALID_REQUEST)
         if not message.base_asym & self.asym or not message.base_hash & self.base_hash:
             self._note(f"   the requester offers asym {message.base_asym:#x}, hash "
                        f"{message.base_hash:#x}; this responder has only {self.asym.name}, "
@@ -333,12 +398,18 @@ class Responder:
         assert isinstance(message, Challenge)
         if not self._need_algorithms(state):
             return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
-        if message.slot != 0 or message.summary_type != 0:
+        if message.slot != 0 or message.summary_type not in (0x00, 0x01, 0xFF):
             return self._error(state, ErrorCode.INVALID_REQUEST)
         assert state.hash is not None
         chain = state.chain or self._chain(state)
+        summary = b""
+        if message.summary_type:
+            # the hash of the measurement blocks (0xFF: all; 0x01: those of the TCB, which
+            # here are all of them too: immutable ROM and mutable firmware)
+            summary = digest(state.hash, b"".join(
+                b.pack() for b in self._blocks(state.hash, state.measured)))
         unsigned = ChallengeAuth(0, 0x01, digest(state.hash, chain.slot_bytes(state.hash)),
-                                 secrets.token_bytes(NONCE_LEN))
+                                 secrets.token_bytes(NONCE_LEN), summary)
         transcript = state.vca + state.m1 + raw + unsigned.signed_part()
         signature = sign(chain.leaf_key, state.hash, signing_message(
             state.version, CHALLENGE_AUTH_CONTEXT, digest(state.hash, transcript)))
@@ -350,7 +421,16 @@ class Responder:
             time.sleep(self.stall_seconds)
         return self._send(state, ChallengeAuth(
             unsigned.slot, unsigned.slot_mask, unsigned.cert_chain_hash, unsigned.nonce,
-            signature=signature))
+            summary, signature=signature))
+
+    def _blocks(self, base_hash: Hash, count: int) -> tuple[MeasurementBlock, ...]:
+        """The device's measurements: its ROM, and its firmware (which the
+        changing-measurements personality rebuilds at every `count`)."""
+        firmware = b"cocolab nvme firmware 1.0"
+        if self.personality is Personality.CHANGING_MEASUREMENTS:
+            firmware += f" build {count}".encode()
+        return (MeasurementBlock(1, 0x00, digest(base_hash, b"cocolab nvme rom")),
+                MeasurementBlock(2, 0x01, digest(base_hash, firmware)))
 
     def _on_get_measurements(self, state: _Connection, message: Message, raw: bytes
                              ) -> bytes:
@@ -358,12 +438,10 @@ class Responder:
         if not self._need_algorithms(state):
             return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
         assert state.hash is not None
+        if message.signed and message.slot != 0:  # one slot, 0
+            return self._error(state, ErrorCode.INVALID_REQUEST)
         state.measured += 1
-        firmware = b"cocolab nvme firmware 1.0"
-        if self.personality is Personality.CHANGING_MEASUREMENTS:
-            firmware += f" build {state.measured}".encode()
-        blocks = (MeasurementBlock(1, 0x00, digest(state.hash, b"cocolab nvme rom")),
-                  MeasurementBlock(2, 0x01, digest(state.hash, firmware)))
+        blocks = self._blocks(state.hash, state.measured)
         if message.operation == 0:
             response = Measurements(total=len(blocks), nonce=secrets.token_bytes(NONCE_LEN))
         elif message.operation == 0xFF:
@@ -384,3 +462,31 @@ class Responder:
         return self._send(state, Measurements(response.total, response.slot, response.blocks,
                                               response.nonce, signature=signature))
 
+
+def _invalid_requester_caps(message: GetCapabilities) -> str:
+    """Why a GET_CAPABILITIES breaks DSP0274 1.2 table 10's rules, or "" (those checked
+    here: the transfer sizes and the flags that need one another)."""
+    flags = message.flags
+    if not MIN_DATA_TRANSFER_SIZE <= message.data_transfer_size <= message.max_spdm_msg_size:
+        return (f"DataTransferSize {message.data_transfer_size} is under "
+                f"{MIN_DATA_TRANSFER_SIZE} or over MaxSPDMmsgSize {message.max_spdm_msg_size}")
+    if not flags & REQ_CHUNK and message.data_transfer_size != message.max_spdm_msg_size:
+        return (f"DataTransferSize {message.data_transfer_size} and MaxSPDMmsgSize "
+                f"{message.max_spdm_msg_size} differ, and the requester has no CHUNK_CAP")
+    secure = bool(flags & (REQ_ENCRYPT | REQ_MAC))
+    exchange = bool(flags & (REQ_KEY_EX | REQ_PSK))
+    if secure != exchange:
+        return f"flags {flags:#x}: ENCRYPT_CAP or MAC_CAP goes with KEY_EX_CAP or PSK_CAP"
+    if flags & REQ_PSK == REQ_PSK:
+        return f"flags {flags:#x}: PSK_CAP 11b is reserved"
+    if flags & REQ_HANDSHAKE_IN_THE_CLEAR and not flags & REQ_KEY_EX:
+        return f"flags {flags:#x}: HANDSHAKE_IN_THE_CLEAR_CAP needs KEY_EX_CAP"
+    if flags & REQ_CERT and flags & REQ_PUB_KEY_ID:
+        return f"flags {flags:#x}: CERT_CAP and PUB_KEY_ID_CAP exclude each other"
+    return ""
+
+
+# requester flags, DSP0274 1.2 table 10
+REQ_CERT, REQ_ENCRYPT, REQ_MAC, REQ_KEY_EX = 1 << 1, 1 << 6, 1 << 7, 1 << 9
+REQ_PSK, REQ_HANDSHAKE_IN_THE_CLEAR, REQ_PUB_KEY_ID = 3 << 10, 1 << 15, 1 << 16
+REQ_CHUNK = 1 << 17
