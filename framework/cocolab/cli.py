@@ -25,6 +25,7 @@ import tty
 from collections.abc import Sequence
 from pathlib import Path
 
+from cocolab import progress
 from cocolab.errors import CocolabError, ConfigError, KernelError, present
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.needs import apply as apply_fragment
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
+    if not args.verbose:  # with -v the log says it already
+        progress.set_sink(lambda line: print(line, file=sys.stderr, flush=True))
     try:
         if args.command == "kconfig":
             return kconfig(args.suites, args.check, args.apply)
