@@ -271,7 +271,7 @@ class Responder:
             return self._error(state, ErrorCode.INVALID_REQUEST)
         self._note(f"<- {message}")
         code, raw = Code(header.code), request[:len(message.pack())]
-        refused = self._out_of_order(state, code, header.version, raw)
+        refused = self._out_of_order(state, code, raw)
         if refused is not None:
             return refused
         handler = getattr(self, f"_on_{code.name.lower()}")
@@ -280,11 +280,10 @@ class Responder:
             state.phase, state.answered[code] = code, (raw, response)
         return response
 
-    def _out_of_order(self, state: _Connection, code: Code, version: int, raw: bytes
-                      ) -> bytes | None:
+    def _out_of_order(self, state: _Connection, code: Code, raw: bytes) -> bytes | None:
         """The ERROR a request gets for its place in the connection, or None to answer it
         (DSP0274 1.2 §10.2 and table 48): VCA in order, an identical VCA retry answered
-        again, anything else after VCA only, and in the negotiated version."""
+        again, anything else after VCA only (its version is _wrong_version's business)."""
         if code is Code.GET_VERSION:
             return None
         if code in VCA_ORDER:
