@@ -205,14 +205,14 @@ def test_an_elf_vmlinux_without_pvh_is_refused_naming_the_option(tmp_path: Path)
 
 
 def test_a_tree_whose_modules_are_not_built_says_make_modules(tmp_path: Path) -> None:
-    from cocolab.kernel.resolve import _install_tree_modules
+    from cocolab.kernel.resolve import _stage_tree_modules
     tree = tmp_path / "linux"
     (tree / "drivers/net").mkdir(parents=True)
     (tree / "modules.order").write_text("drivers/net/e1000.o\ndrivers/net/e1000e.o\n")
     (tree / "drivers/net/e1000.ko").write_bytes(b"\x7fELF")
     with pytest.raises(KernelError, match=r"1 module\(s\) in modules.order are not built "
                                           r"\(drivers/net/e1000e.ko\): run make modules"):
-        _install_tree_modules(tree, "6.18.0")
+        _stage_tree_modules(tree, "6.18.0")
 
 
 def test_a_new_staging_of_a_tree_prunes_the_ones_it_supersedes(tmp_path: Path) -> None:

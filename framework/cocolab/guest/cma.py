@@ -5,6 +5,7 @@ report read back a step at a time."""
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -52,10 +53,12 @@ class Requester:
 
     def __init__(self, vm: VM, responder: Responder, bdf: str) -> None:
         self.vm, self.responder, self.bdf = vm, responder, bdf
-        if vm.run(f"test -x {GUEST_REQUESTER}").returncode != 0:
+        # one round trip: the root written, and whether this VM has the requester yet
+        placed = vm.run(f"mkdir -p {posixpath.dirname(GUEST_ROOT)} && cat > {GUEST_ROOT} && "
+                        f"test -x {GUEST_REQUESTER}", stdin=responder.root_pem)
+        if placed.returncode != 0:
             vm.put(cma_requester(), GUEST_REQUESTER, mode=0o755)
-        vm.run(f"mkdir -p {GUEST_ROOT.rsplit('/', 1)[0]} && cat > {GUEST_ROOT}",
-               stdin=responder.root_pem, check=True)
+            vm.run(f"test -s {GUEST_ROOT}", check=True)
 
     def run(self, personality: Personality | str = Personality.GOOD) -> Run:
         self.responder.set_personality(personality)

@@ -249,12 +249,13 @@ def resolve_build_tree(spec: BuildTreeSpec) -> Kernel:
     release_file = tree / "include/config/kernel.release"
     release = (release_file.read_text().strip() if release_file.exists()
                else bzimage_release(image))
+    kconfig = Kconfig.from_file(config)
     modules = None
-    if Kconfig.from_file(config).builtin("MODULES") and (tree / "modules.order").exists():
-        modules = _install_tree_modules(tree, release)
+    if kconfig.builtin("MODULES") and (tree / "modules.order").exists():
+        modules = _stage_tree_modules(tree, release)
     return Kernel(str(spec), image, config, release, modules,
                   strip_modules=not spec.module_debug,
-                  sign_modules=_tree_signer(tree, Kconfig.from_file(config)) if modules else ())
+                  sign_modules=_tree_signer(tree, kconfig) if modules else ())
 
 
 def _tree_signer(tree: Path, kconfig: Kconfig) -> tuple[str, ...]:
@@ -285,7 +286,7 @@ def tree_modules_key(tree: Path) -> str:
     return hashlib.sha256(f"{tree}\n".encode() + _stat_key(tree, built)).hexdigest()[:16]
 
 
-def _install_tree_modules(tree: Path, release: str) -> Path:
+def _stage_tree_modules(tree: Path, release: str) -> Path:
     """lib/modules/<release> for a build tree, without `make modules_install`: each module
     modules.order lists is linked where the build left it, beside the tree's modules.builtin
     files, and depmod runs over that staging directory. Keyed on the size and mtime of every

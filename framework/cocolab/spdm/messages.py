@@ -54,7 +54,8 @@ class ErrorCode(enum.IntEnum):
 
 
 class Cap(enum.IntFlag):
-    """CAPABILITIES Flags, responder side (DSP0274 1.2 table 11), the ones used here."""
+    """Capability flags (DSP0274 1.2 tables 10 and 11: requester and responder put the ones
+    used here at the same bits)."""
 
     CACHE = 1 << 0
     CERT = 1 << 1
@@ -62,6 +63,12 @@ class Cap(enum.IntFlag):
     MEAS_NO_SIG = 1 << 3
     MEAS_SIG = 2 << 3
     MEAS_FRESH = 1 << 5
+    ENCRYPT = 1 << 6
+    MAC = 1 << 7
+    KEY_EX = 1 << 9
+    PSK = 3 << 10
+    HANDSHAKE_IN_THE_CLEAR = 1 << 15
+    PUB_KEY_ID = 1 << 16
     CHUNK = 1 << 17
 
 

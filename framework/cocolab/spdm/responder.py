@@ -317,33 +317,30 @@ class Responder:
             f"version {header.version >> 4}.{header.version & 0xF}, not " \
             f"{wanted >> 4}.{wanted & 0xF}"
 
-    def _send(self, state: _Connection, message: Message, raw: bytes | None = None) -> bytes:
+    def _send(self, message: Message, raw: bytes | None = None) -> bytes:
         self._note(f"-> {message}" if raw is None else f"-> {message} (sent as {len(raw)} "
                    "bytes)")
         return message.pack() if raw is None else raw
 
     def _error(self, state: _Connection, code: ErrorCode, data: int = 0) -> bytes:
-        return self._send(state, Error(code, data, version=state.version))
-
-    def _need_algorithms(self, state: _Connection) -> bool:
-        return state.asym is not None and state.hash is not None
+        return self._send(Error(code, data, version=state.version))
 
     def _on_get_version(self, state: _Connection, message: Message, raw: bytes) -> bytes:
         state.reset()
         response = Version((VERSION_12,)).pack()
         state.vca = raw + response
-        return self._send(state, Version((VERSION_12,)))
+        return self._send(Version((VERSION_12,)))
 
     def _on_get_capabilities(self, state: _Connection, message: Message, raw: bytes) -> bytes:
         assert isinstance(message, GetCapabilities)
         problem = _invalid_requester_caps(message)
         if problem:  # in the version asked for, which VERSION offered
             self._note(f"   invalid: {problem}")
-            return self._send(state, Error(ErrorCode.INVALID_REQUEST, version=message.version))
+            return self._send(Error(ErrorCode.INVALID_REQUEST, version=message.version))
         state.version = message.version
         response = Capabilities(0, Cap.CERT | Cap.CHAL | Cap.MEAS_SIG, 0x1200, 0x1200)
         state.vca += raw + response.pack()
-        return self._send(state, response)
+        return self._send(response)
 
     def _on_negotiate_algorithms(self, state: _Connection, message: Message, raw: bytes
                                  ) -> bytes:
@@ -361,7 +358,7 @@ class Responder:
         response = Algorithms(measurement_hash=MEAS_HASH_FOR[self.base_hash],
                               base_asym=self.asym, base_hash=self.base_hash)
         state.vca += raw + response.pack()
-        return self._send(state, response)
+        return self._send(response)
 
     def _chain(self, state: _Connection) -> Chain:
         chain = self.chains.get(self.personality, self.chains[Personality.GOOD])
@@ -369,17 +366,13 @@ class Responder:
         return chain
 
     def _on_get_digests(self, state: _Connection, message: Message, raw: bytes) -> bytes:
-        if not self._need_algorithms(state):
-            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
         assert state.hash is not None
         response = Digests((digest(state.hash, self._chain(state).slot_bytes(state.hash)),))
         state.m1 = raw + response.pack()
-        return self._send(state, response)
+        return self._send(response)
 
     def _on_get_certificate(self, state: _Connection, message: Message, raw: bytes) -> bytes:
         assert isinstance(message, GetCertificate)
-        if not self._need_algorithms(state):
-            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
         if message.slot != 0:
             return self._error(state, ErrorCode.INVALID_REQUEST)
         assert state.hash is not None
@@ -390,13 +383,11 @@ class Responder:
         response = Certificate(0, portion, len(blob) - message.offset - len(portion))
         state.m1 += raw + response.pack()
         if self.personality is Personality.TRUNCATED:
-            return self._send(state, response, response.pack()[:-16])
-        return self._send(state, response)
+            return self._send(response, response.pack()[:-16])
+        return self._send(response)
 
     def _on_challenge(self, state: _Connection, message: Message, raw: bytes) -> bytes:
         assert isinstance(message, Challenge)
-        if not self._need_algorithms(state):
-            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
         if message.slot != 0 or message.summary_type not in (0x00, 0x01, 0xFF):
             return self._error(state, ErrorCode.INVALID_REQUEST)
         assert state.hash is not None
@@ -418,7 +409,7 @@ class Responder:
         if self.personality is Personality.STALL:
             self._note(f"   stalling {self.stall_seconds:g}s before CHALLENGE_AUTH")
             time.sleep(self.stall_seconds)
-        return self._send(state, ChallengeAuth(
+        return self._send(ChallengeAuth(
             unsigned.slot, unsigned.slot_mask, unsigned.cert_chain_hash, unsigned.nonce,
             summary, signature=signature))
 
@@ -434,8 +425,6 @@ class Responder:
     def _on_get_measurements(self, state: _Connection, message: Message, raw: bytes
                              ) -> bytes:
         assert isinstance(message, GetMeasurements)
-        if not self._need_algorithms(state):
-            return self._error(state, ErrorCode.UNEXPECTED_REQUEST)
         assert state.hash is not None
         if message.signed and message.slot != 0:  # one slot, 0
             return self._error(state, ErrorCode.INVALID_REQUEST)
@@ -452,13 +441,13 @@ class Responder:
             return self._error(state, ErrorCode.INVALID_REQUEST)
         if not message.signed:
             state.l1 += raw + response.pack()
-            return self._send(state, response)
+            return self._send(response)
         chain = state.chain or self._chain(state)
         transcript = state.vca + state.l1 + raw + response.signed_part()
         state.l1 = b""
         signature = sign(chain.leaf_key, state.hash, signing_message(
             state.version, MEASUREMENTS_CONTEXT, digest(state.hash, transcript)))
-        return self._send(state, Measurements(response.total, response.slot, response.blocks,
+        return self._send(Measurements(response.total, response.slot, response.blocks,
                                               response.nonce, signature=signature))
 
 
@@ -469,23 +458,18 @@ def _invalid_requester_caps(message: GetCapabilities) -> str:
     if not MIN_DATA_TRANSFER_SIZE <= message.data_transfer_size <= message.max_spdm_msg_size:
         return (f"DataTransferSize {message.data_transfer_size} is under "
                 f"{MIN_DATA_TRANSFER_SIZE} or over MaxSPDMmsgSize {message.max_spdm_msg_size}")
-    if not flags & REQ_CHUNK and message.data_transfer_size != message.max_spdm_msg_size:
+    if not flags & Cap.CHUNK and message.data_transfer_size != message.max_spdm_msg_size:
         return (f"DataTransferSize {message.data_transfer_size} and MaxSPDMmsgSize "
                 f"{message.max_spdm_msg_size} differ, and the requester has no CHUNK_CAP")
-    secure = bool(flags & (REQ_ENCRYPT | REQ_MAC))
-    exchange = bool(flags & (REQ_KEY_EX | REQ_PSK))
+    secure = bool(flags & (Cap.ENCRYPT | Cap.MAC))
+    exchange = bool(flags & (Cap.KEY_EX | Cap.PSK))
     if secure != exchange:
         return f"flags {flags:#x}: ENCRYPT_CAP or MAC_CAP goes with KEY_EX_CAP or PSK_CAP"
-    if flags & REQ_PSK == REQ_PSK:
+    if flags & Cap.PSK == Cap.PSK:
         return f"flags {flags:#x}: PSK_CAP 11b is reserved"
-    if flags & REQ_HANDSHAKE_IN_THE_CLEAR and not flags & REQ_KEY_EX:
+    if flags & Cap.HANDSHAKE_IN_THE_CLEAR and not flags & Cap.KEY_EX:
         return f"flags {flags:#x}: HANDSHAKE_IN_THE_CLEAR_CAP needs KEY_EX_CAP"
-    if flags & REQ_CERT and flags & REQ_PUB_KEY_ID:
+    if flags & Cap.CERT and flags & Cap.PUB_KEY_ID:
         return f"flags {flags:#x}: CERT_CAP and PUB_KEY_ID_CAP exclude each other"
     return ""
 
-
-# requester flags, DSP0274 1.2 table 10
-REQ_CERT, REQ_ENCRYPT, REQ_MAC, REQ_KEY_EX = 1 << 1, 1 << 6, 1 << 7, 1 << 9
-REQ_PSK, REQ_HANDSHAKE_IN_THE_CLEAR, REQ_PUB_KEY_ID = 3 << 10, 1 << 15, 1 << 16
-REQ_CHUNK = 1 << 17
