@@ -99,7 +99,7 @@ def test_a_refused_exec_runs_the_command_once_on_a_new_connection(server) -> Non
     state["refusals"] = 1
     ssh = SSH(port, key, pinned)
     ssh.connect(Deadline(10))
-    result = ssh.run("echo hello", timeout=10)
+    result = ssh.exec("echo hello", timeout=10)
     assert result.returncode == 0
     assert log == ["refused echo hello", "ran echo hello"]  # never ran twice
     assert len(ssh.reconnects) == 1 and "refused to start 'echo hello'" in ssh.reconnects[0]
@@ -110,7 +110,7 @@ def test_an_exec_that_is_not_refused_needs_no_second_connection(server) -> None:
     port, key, pinned, log, _ = server
     ssh = SSH(port, key, pinned)
     ssh.connect(Deadline(10))
-    assert ssh.run("true", timeout=10).returncode == 0
+    assert ssh.exec("true", timeout=10).returncode == 0
     assert (log, ssh.reconnects) == (["ran true"], [])
     ssh.close()
 

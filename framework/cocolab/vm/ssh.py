@@ -1,10 +1,19 @@
-"""SSH to the guest with paramiko: commands with exact exit status, stdout and stderr."""
+"""SSH to the guest with paramiko: commands with exact exit status, stdout and stderr.
+
+A command costs one SSH channel when it has its own (`SSH.exec`): dropbear forks, execs the
+shell, and the channel's open, exec, exit-status and close are four round trips through QEMU's
+user network, about 96 ms under TCG. `SSH.run` sends it instead to a shell kept running on one
+channel (`Session`), which runs it in a subshell: about 13 ms.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import select
+import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +87,8 @@ class SSH:
         """Earlier connections, kept open for the channels (held helpers) still on them."""
         self.reconnects: list[str] = []
         """Why each reconnect was needed: the lost transport's own error."""
+        self._session: Session | None = None
+        self._session_lock = threading.Lock()
 
     def connect(self, deadline: Deadline, alive: Callable[[], None] = lambda: None) -> None:
         """Connect, retrying briefly until `deadline`; `alive()` raises if the VM died."""
@@ -180,6 +191,27 @@ class SSH:
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None,
             alive: Callable[[], None] = lambda: None) -> CommandResult:
+        """`command` run by /bin/sh in the guest: in the session shell, or on a channel of its
+        own when it has `stdin` to read or another thread holds the session."""
+        if stdin is not None or not self._session_lock.acquire(blocking=False):
+            return self.exec(command, timeout, stdin, alive)
+        try:
+            if self._session is None or not self._session.usable():
+                self._session = Session(self.start(Session.COMMAND,
+                                                   min(timeout, OPEN_TIMEOUT_S), alive))
+            session = self._session
+            try:
+                return session.run(command, timeout, alive)
+            except BaseException:
+                self._session = None  # mid-command, its state is unknown: never reused
+                session.close()
+                raise
+        finally:
+            self._session_lock.release()
+
+    def exec(self, command: str, timeout: float, stdin: bytes | None = None,
+             alive: Callable[[], None] = lambda: None) -> CommandResult:
+        """`command` on a channel of its own (dropbear's `sh -c`), `stdin` sent and closed."""
         start = time.monotonic()
         deadline = Deadline(timeout)
         alive()  # a channel open to a stopped guest would wait out its whole timeout
@@ -223,10 +255,96 @@ class SSH:
                              err.decode(errors="replace"), time.monotonic() - start)
 
     def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
         for client in (*self._retired, *([self._client] if self._client else [])):
             client.close()
         self._retired.clear()
         self._client = None
+
+
+class Session:
+    """A guest shell on one channel, running one command after another.
+
+    Each command is sent as `( eval 'COMMAND' ) </dev/null`, then two markers: the exit status
+    after a random per-command mark on stdout, the mark alone on stderr. Quoted as one word, any
+    command text (unbalanced quotes, a syntax error, `exit 3`) reaches eval whole and leaves
+    the session shell as it was; the subshell keeps each command's cd, variables, traps and
+    umask to itself, and stdin is /dev/null as with a channel of its own (whose stdin the
+    caller closes). What a command's background job prints after the command ended is logged
+    and dropped before the next command, or lands in that command's output if it comes while
+    that one runs: a test that starts a job redirects its output (> file).
+
+    A command that times out, or a channel that breaks, ends the session (SSH.run makes a new
+    one for the next command): what still runs in it must not answer another command.
+    """
+
+    COMMAND = "exec /bin/sh"
+
+    def __init__(self, chan: paramiko.Channel):
+        self.chan = chan
+        self._stray = bytearray()
+
+    def usable(self) -> bool:
+        transport = self.chan.get_transport()
+        return not self.chan.closed and transport is not None and transport.is_active() \
+            and not self.chan.exit_status_ready()
+
+    def run(self, command: str, timeout: float, alive: Callable[[], None]) -> CommandResult:
+        start = time.monotonic()
+        deadline = Deadline(timeout)
+        self._drain_stray()
+        mark = secrets.token_hex(12).encode()
+        script = (f"( eval {shlex.quote(command)} ) </dev/null; "
+                  f"printf '{mark.decode()} %d\\n' $?; printf '{mark.decode()}' >&2\n")
+        out, err = bytearray(), bytearray()
+        try:
+            self.chan.sendall(script.encode())
+            while True:
+                alive()
+                drained = False
+                while self.chan.recv_ready():
+                    out += self.chan.recv(65536)
+                    drained = True
+                while self.chan.recv_stderr_ready():
+                    err += self.chan.recv_stderr(65536)
+                    drained = True
+                end, err_end = out.find(mark + b" "), err.find(mark)
+                if end >= 0 and out.find(b"\n", end) >= 0 and err_end >= 0:
+                    break
+                if self.chan.exit_status_ready() and not drained:
+                    raise GuestCommandError(
+                        f"the guest's session shell ended (status {self.chan.exit_status}) "
+                        f"while running {command!r}, which may have run: "
+                        f"stdout {bytes(out[-200:])!r}, stderr {bytes(err[-200:])!r}")
+                if deadline.expired():
+                    raise GuestCommandError(f"guest command timed out after {timeout}s: "
+                                            f"{command}")
+                if not drained:
+                    select.select([self.chan], [], [], 0.2)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            alive()
+            raise GuestCommandError(f"SSH failed running {command!r} (it may have run): "
+                                    f"{_describe(exc, self.chan.get_transport())}") from exc
+        eol = out.index(b"\n", end)
+        rc = int(out[end + len(mark) + 1:eol])
+        self._stray = out[eol + 1:] + err[err_end + len(mark):]
+        return CommandResult(command, rc, out[:end].decode(errors="replace"),
+                             err[:err_end].decode(errors="replace"), time.monotonic() - start)
+
+    def _drain_stray(self) -> None:
+        """Bytes that arrived between commands (a background job's) belong to no command."""
+        while self.chan.recv_ready():
+            self._stray += self.chan.recv(65536)
+        while self.chan.recv_stderr_ready():
+            self._stray += self.chan.recv_stderr(65536)
+        if self._stray:
+            LOG.warning("guest output between commands, dropped: %r", bytes(self._stray[:200]))
+            self._stray.clear()
+
+    def close(self) -> None:
+        self.chan.close()
 
 
 def _describe(exc: BaseException, transport: paramiko.Transport | None) -> str:

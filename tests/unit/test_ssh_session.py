@@ -1,0 +1,181 @@
+"""SSH.run's session shell against an in-process paramiko server whose exec runs a real
+/bin/sh on this host (and the guest's busybox ash, when its .deb is cached): no QEMU."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cocolab.deadline import Deadline
+from cocolab.errors import GuestCommandError
+from cocolab.paths import cache_dir
+from cocolab.vm.ssh import SSH, Session
+
+GUEST_DEBS = cache_dir("guest", "debs")
+"""The real cache's (each unit test gets a private one): where a VM-backed run left the guest's
+packages."""
+
+
+def _busybox(tmp_path: Path) -> str | None:
+    debs = sorted(GUEST_DEBS.glob("busybox-static_*.deb"))
+    if not debs or not shutil.which("dpkg-deb"):
+        return None
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp_path / "bb")], check=True)
+    return str(tmp_path / "bb/bin/busybox")
+
+
+class Sshd(paramiko.ServerInterface):
+    """Runs each exec as dropbear does, with `shell -c COMMAND`, and logs the commands."""
+
+    def __init__(self, shell: list[str], log: list[str]):
+        self.shell, self.log = shell, log
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        self.log.append(command.decode())
+        proc = subprocess.Popen([*self.shell, "-c", command.decode()], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        threading.Thread(target=self._pump, args=(channel, proc), daemon=True).start()
+        return True
+
+    @staticmethod
+    def _pump(channel: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin and proc.stdout and proc.stderr
+        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+
+        def feed() -> None:
+            while data := channel.recv(65536):
+                stdin.write(data)
+                stdin.flush()
+            stdin.close()
+
+        def drain(src, send) -> None:  # type: ignore[no-untyped-def]
+            while data := src.read1(65536):
+                send(data)
+
+        threads = [threading.Thread(target=feed, daemon=True),
+                   threading.Thread(target=drain, args=(stdout, channel.sendall)),
+                   threading.Thread(target=drain, args=(stderr, channel.sendall_stderr))]
+        for t in threads:
+            t.start()
+        for t in threads[1:]:
+            t.join()
+        rc = proc.wait()
+        channel.send_exit_status(rc if rc >= 0 else 128 - rc)  # as a shell reports a signal
+        channel.close()
+
+
+SHELLS = {"host sh": ["/bin/sh"], "busybox ash": None}
+
+
+@pytest.fixture(params=list(SHELLS))
+def ssh(request: pytest.FixtureRequest, tmp_path: Path):
+    shell = SHELLS[request.param]
+    if shell is None:
+        busybox = _busybox(tmp_path)
+        if busybox is None:
+            pytest.skip("no busybox-static .deb cached yet: any VM-backed run caches it")
+        shell = [busybox, "sh"]
+    key = Ed25519PrivateKey.generate()
+    client_key = tmp_path / "id"
+    client_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.OpenSSH,
+                                             serialization.NoEncryption()))
+    host_key = paramiko.Ed25519Key.from_private_key_file(str(client_key))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    log: list[str] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(host_key)
+            transport.start_server(server=Sshd(shell, log))
+            threading.Thread(target=lambda t=transport: [t.accept(5) for _ in range(16)],
+                             daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = SSH(listener.getsockname()[1], client_key,
+                 f"{host_key.get_name()} {host_key.get_base64()}")
+    client.connect(Deadline(10))
+    client.log = log  # type: ignore[attr-defined]
+    yield client
+    client.close()
+    listener.close()
+
+
+def test_commands_share_one_shell_and_none_leaks_state_into_the_next(ssh: SSH) -> None:
+    before = ssh.run("pwd; umask; echo \"[$X]\"; trap", 10).stdout
+    assert ssh.run("cd / && X=1 && umask 077 && trap 'echo bye' EXIT && echo $X", 10).stdout \
+        == "1\nbye\n"
+    assert ssh.run("pwd; umask; echo \"[$X]\"; trap", 10).stdout == before
+    assert before.endswith("[]\n") and not before.startswith("/\n")
+    assert ssh.log == [Session.COMMAND]  # type: ignore[attr-defined]
+
+
+def test_exit_status_stdout_and_stderr_are_exact(ssh: SSH) -> None:
+    result = ssh.run("printf 'no newline'; printf 'err' >&2; exit 3", 10)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "no newline", "err")
+    result = ssh.run("echo a; echo b >&2; false", 10)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "a\n", "b\n")
+    big = ssh.run("i=0; while [ $i -lt 20000 ]; do echo line$i; i=$((i+1)); done", 30)
+    assert big.stdout.splitlines()[-1] == "line19999" and len(big.stdout.splitlines()) == 20000
+
+
+@pytest.mark.parametrize("command", ["echo 'unbalanced", "if then fi", "echo ok'\"'\"'s",
+                                     "exit 7", "set -e; false; echo not here",
+                                     "printf '%s\\n' \"$(printf 'x\\ny')\""])
+def test_any_command_text_reaches_the_shell_whole(ssh: SSH, command: str) -> None:
+    """What `sh -c COMMAND` on a channel of its own says, the session says: the same status
+    and output, and the session shell goes on."""
+    alone = ssh.exec(command, 10)
+    in_session = ssh.run(command, 10)
+    assert (in_session.returncode, in_session.stdout) == (alone.returncode, alone.stdout)
+    assert (in_session.stderr != "") == (alone.stderr != "")
+    assert ssh.run("echo still here", 10).stdout == "still here\n"
+
+
+def test_stdin_is_empty_as_on_a_channel_of_its_own(ssh: SSH) -> None:
+    assert ssh.run("cat; echo done", 10).stdout == "done\n"
+    assert ssh.run("echo next", 10).stdout == "next\n"
+
+
+def test_a_command_that_times_out_ends_its_session(ssh: SSH) -> None:
+    with pytest.raises(GuestCommandError, match=r"timed out after 0\.5s"):
+        ssh.run("sleep 5; echo late", 0.5)
+    assert ssh.run("echo fresh", 10).stdout == "fresh\n"  # not the late one's output
+    assert ssh.log == [Session.COMMAND, Session.COMMAND]  # type: ignore[attr-defined]
+
+
+def test_a_command_that_kills_the_session_shell_is_a_rig_error(ssh: SSH) -> None:
+    with pytest.raises(GuestCommandError, match="session shell ended"):
+        ssh.run("kill -9 $$", 10)  # $$ in a subshell is the shell's own
+    assert ssh.run("echo again", 10).stdout == "again\n"
+
+
+def test_a_background_jobs_late_output_is_dropped_between_commands(ssh: SSH) -> None:
+    assert ssh.run("(sleep 0.3; echo stray) &", 10).stdout == ""
+    ssh.run("sleep 0.6", 10)  # the stray line comes while this one runs: its output
+    assert ssh.run("echo clean", 10).stdout == "clean\n"
