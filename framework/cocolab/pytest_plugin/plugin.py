@@ -135,7 +135,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller prints it
         return []
     rig = config.stash[RIG]
     lines = [f"cocolab lane: {rig.lane.name} ({rig.lane.description})"]
