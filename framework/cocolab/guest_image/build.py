@@ -47,7 +47,7 @@ LOG = logging.getLogger(__name__)
 GUEST_SUITE = "bookworm"
 """Debian suite of the guest userland: fixed, so a guest is the same whatever the host runs."""
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 """Bump when this file changes what it puts into an image."""
 
 _LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
