@@ -67,7 +67,14 @@ from cocolab.qemu.argv import spdm_devices
 from cocolab.spdm import Responder
 from cocolab.topology import ExpectedView
 from cocolab.vm.console import Console
-from cocolab.vm.snapshot import PCI_DUMP, Snapshot, parse_pci_dump, pci_repairs
+from cocolab.vm.snapshot import (
+    CONFIG_ADDRESS,
+    PCI_DUMP,
+    Snapshot,
+    config_port_writes,
+    parse_pci_dump,
+    pci_differences,
+)
 from cocolab.vm.ssh import SSH, CommandResult
 
 LOG = logging.getLogger(__name__)
@@ -322,7 +329,21 @@ class VM:
         if status != "paused":
             raise BootError(f"restoring {snapshot.state} left the guest {status}",
                             argv=self.argv)
+        self._write_back_pci(snapshot)
         monitor.cmd("cont")
+
+    def _write_back_pci(self, snapshot: Snapshot) -> None:
+        """Put back what driverless PCI functions lost in the restore (vm/snapshot.py), while
+        the guest is paused; the configuration address latch is left as the guest had it."""
+        writes = config_port_writes(parse_pci_dump(snapshot.pci_dump))
+        if not writes:
+            return
+        latch = self.hmp(f"i /w {CONFIG_ADDRESS:#x}").rpartition("=")[2].strip()
+        for command in [*writes, f"o /w {CONFIG_ADDRESS:#x} {latch}"]:
+            said = self.hmp(command).strip()
+            if said:
+                raise BootError(f"writing back the restored guest's PCI config: QEMU refused "
+                                f"{command!r}: {said}", argv=self.argv)
 
     def _migration(self, monitor: Monitor, deadline: Deadline) -> str:
         while not deadline.expired():
@@ -339,34 +360,21 @@ class VM:
     def _after_restore(self, snapshot: Snapshot, deadline: Deadline) -> None:
         """A restored guest resumes the clock and CRNG of the moment it was saved: set its
         clock to the host's and reseed its CRNG from the host's randomness; then every PCI
-        function must be as it was saved, or be written back where it may be (see
-        vm/snapshot.py), else SnapshotUnfaithful. The reseed and the first PCI dump share
-        one round trip."""
+        function must be as it was saved (see vm/snapshot.py), else SnapshotUnfaithful. The
+        reseed and the PCI dump share one round trip."""
         now = time.time_ns()
         seed = secrets.token_hex(RESEED_BYTES)
-        timeout = max(deadline.remaining(), 5.0)
         result = self.run(f"cocolab-restored {now // 10**9} {now % 10**9} {seed} && "
-                          f"{PCI_DUMP}", timeout=timeout)
+                          f"{PCI_DUMP}", timeout=max(deadline.remaining(), 5.0))
         if result.returncode != 0:
             raise BootError(f"the restored guest could not set its clock or reseed: "
                             f"{(result.stdout + result.stderr).strip()}", argv=self.argv)
-        saved = parse_pci_dump(snapshot.pci_dump)
-        repairs = pci_repairs(saved, parse_pci_dump(result.stdout))
-        unfaithful = repairs.unfaithful
-        if repairs.script and not unfaithful:
-            # under lockdown the kernel refuses config writes from userspace (EPERM): the
-            # dump then still differs and the snapshot is unfaithful
-            self.run(f"set -e\n{repairs.script}", timeout=timeout)
-            again = pci_repairs(saved, parse_pci_dump(self.run(PCI_DUMP, timeout=timeout).stdout))
-            unfaithful = [*again.unfaithful,
-                          *(f"{bdf} (not written back)" for bdf in again.rewritten)]
-            if not unfaithful:
-                LOG.info("%s: the restored guest's PCI config written back for %s",
-                         self.name, ", ".join(repairs.rewritten))
-        if unfaithful:
+        differ = pci_differences(parse_pci_dump(snapshot.pci_dump),
+                                 parse_pci_dump(result.stdout))
+        if differ:
             raise SnapshotUnfaithful(
                 "the restored guest is not the saved one: PCI config space differs for "
-                f"{', '.join(unfaithful)}", argv=self.argv)
+                f"{', '.join(differ)}", argv=self.argv)
 
     def _write_artifacts(self) -> None:
         (self.workdir / "argv.txt").write_text("\n".join(self.argv) + "\n")

@@ -22,7 +22,6 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from filelock import FileLock, Timeout
 
@@ -31,7 +30,7 @@ from cocolab.qemu import VMConfig
 
 LOG = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 """Bump when what a snapshot holds, or how it is taken, changes."""
 DEFAULT_LIMIT_BYTES = 4 << 30
 """About thirty 1 GiB guests (a stream is ~130 MiB: QEMU sends zero pages as flags)."""
@@ -46,7 +45,7 @@ class Snapshot:
     """The readiness token of the boot it was taken from: the restore's argv must carry the
     same kernel command line, as the guest's memory does."""
     pci_dump: str = ""
-    """PCI_DUMP as the saved guest answered it (see pci_repairs)."""
+    """PCI_DUMP as the saved guest answered it (see config_port_writes)."""
     console: Path | None = None
     """The console log of the boot it was taken of, up to the moment it was saved: a restored
     VM's console.log begins with it, so its failure bundle shows a boot."""
@@ -184,22 +183,26 @@ class SnapshotStore:
 # have migration state at all: edu (the BAR target of tests/devmem) has none, so a restored
 # edu answers with the config space it had before firmware and kernel programmed it (BARs 0,
 # decoding off) while the kernel still believes its BARs assigned. The config space of every
-# function is therefore read in the saved guest and again after each restore. A function that
-# differs in what firmware and kernel program (command, cache line, latency, BARs, interrupt
-# line) is written back when no driver holds it: a driverless device has no other state the
-# guest put there. One that differs with a driver bound makes the snapshot unfaithful.
+# function is therefore read in the saved guest, and what firmware and the kernel program
+# (command, cache line, latency, BARs, interrupt line) is put back into every function no
+# driver held, before the restored guest runs: a driverless device has no other state the guest
+# put there. QEMU writes it, through the machine's configuration port (HMP `o` to 0xCF8/0xCFC,
+# PCI configuration mechanism #1, which q35 and pc decode), so the guest's lockdown, which
+# refuses config writes from its userspace, has no say. The guest's own dump after the restore
+# must then match the saved one: any function that differs makes the snapshot unfaithful.
 
-PCI_DUMP = r"""
-for dev in /sys/bus/pci/devices/*; do
-    [ -e "$dev/driver" ] && holder=bound || holder=free
-    echo "${dev##*/} $holder $(od -An -tx1 -v -N64 "$dev/config" | tr -d ' \n')"
-done
-"""
-"""One line per PCI function: BDF, bound|free, the first 64 bytes of its config space."""
+PCI_DUMP = "cocolab-pci-dump"
+"""One line per PCI function: BDF, bound|free, the first 64 bytes of its config space
+(guests/helpers/cocolab-pci-dump.c)."""
 
-PROGRAMMED = ((0x04, 2), (0x0C, 2), (0x10, 24), (0x3C, 1))
-"""(offset, length) of the registers firmware and the kernel write: command, cache line and
-latency, the six BARs, the interrupt line."""
+PROGRAMMED = ((0x10, 24), (0x0C, 2), (0x3C, 1), (0x04, 2))
+"""(offset, length) of the registers firmware and the kernel write, in the order they are
+written back: the six BARs, cache line and latency, the interrupt line, and last the command
+register, which turns decoding on once the BARs are in place."""
+
+CONFIG_ADDRESS, CONFIG_DATA = 0xCF8, 0xCFC
+_SIZES = {1: "b", 2: "h", 4: "w"}
+"""HMP's size letters for port I/O (as for `x`): byte, halfword, word."""
 
 
 @dataclass(frozen=True)
@@ -221,33 +224,35 @@ def _programmed(config: bytes) -> bytes:
     return b"".join(config[off:off + n] for off, n in PROGRAMMED)
 
 
-class Repairs(NamedTuple):
-    script: str
-    """Shell commands writing back what driverless functions lost; the BARs go back before
-    the command register turns decoding on."""
-    rewritten: list[str]
-    """The functions `script` writes to."""
-    unfaithful: list[str]
-    """The functions whose loss cannot be repaired, each with why."""
+def config_port_writes(saved: dict[str, PciFunction]) -> list[str]:
+    """HMP commands writing the programmed registers of every driverless function in `saved`
+    back as they were: the address of each dword in CONFIG_ADDRESS, then its bytes to
+    CONFIG_DATA (plus the offset within the dword). A function that kept its state is
+    written the values it has. Only domain 0 is reachable this way: another is left as it is
+    (and the dump after the restore says whether it kept its state)."""
+    out = []
+    for bdf, function in sorted(saved.items()):
+        domain, bus, devfn = bdf.split(":")
+        if function.bound or int(domain, 16) != 0:
+            continue
+        dev, fn = devfn.split(".")
+        address = 0x8000_0000 | int(bus, 16) << 16 | int(dev, 16) << 11 | int(fn, 16) << 8
+        for off, n in PROGRAMMED:
+            for at in range(off, off + n, 4):
+                size = min(4, off + n - at)
+                value = int.from_bytes(function.config[at:at + size], "little")
+                out += [f"o /w {CONFIG_ADDRESS:#x} {address | at & ~3:#x}",
+                        f"o /{_SIZES[size]} {CONFIG_DATA + (at & 3):#x} {value:#x}"]
+    return out
 
 
-def pci_repairs(saved: dict[str, PciFunction], now: dict[str, PciFunction]) -> Repairs:
-    """What it takes to make the functions `now` as they were `saved`."""
-    script, rewritten, unfaithful = [], [], []
+def pci_differences(saved: dict[str, PciFunction], now: dict[str, PciFunction]) -> list[str]:
+    """The functions of the restored guest (`now`) that are not as `saved`, each with why."""
+    differ = []
     for bdf, before in sorted(saved.items()):
         after = now.get(bdf)
         if after is None or after.config[:4] != before.config[:4]:
-            unfaithful.append(f"{bdf} (gone or another device)")
-            continue
-        if _programmed(after.config) == _programmed(before.config):
-            continue
-        if before.bound or after.bound:
-            unfaithful.append(f"{bdf} (a driver holds it)")
-            continue
-        rewritten.append(bdf)
-        for off, n in sorted(PROGRAMMED, key=lambda r: r[0] == 0x04):
-            data = "".join(f"\\{b:03o}" for b in before.config[off:off + n])
-            script.append(f"printf '{data}' | dd of=/sys/bus/pci/devices/{bdf}/config bs=1 "
-                          f"seek={off} count={n} conv=notrunc 2>/dev/null")
-    unfaithful += [f"{bdf} (new)" for bdf in sorted(set(now) - set(saved))]
-    return Repairs("\n".join(script), rewritten, unfaithful)
+            differ.append(f"{bdf} (gone or another device)")
+        elif _programmed(after.config) != _programmed(before.config):
+            differ.append(f"{bdf} ({'a driver holds it' if before.bound else 'not written back'})")
+    return differ + [f"{bdf} (new)" for bdf in sorted(set(now) - set(saved))]
