@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cocolab.guest import Guest
 from cocolab.guest_image import build_proof_initrd
 from cocolab.rig import Rig, RigOptions
-from cocolab.vm import VM
 from cocolab.vm.proof import proof_boot
 from cocolab.vm.snapshot import Snapshot, SnapshotStore
 
@@ -44,14 +44,14 @@ def floor(rig: Rig) -> float:
     return boot.seconds
 
 
-def boot(rig: Rig, restore: Snapshot | None = None, save_to: Path | None = None) -> VM:
+def boot(rig: Rig, restore: Snapshot | None = None, save_to: Path | None = None) -> Guest:
     tmp = Path(tempfile.mkdtemp(prefix="cocolab-bench-"))
-    vm = VM(rig.vm_config(), tmp, rig.kernel, rig.image.keys, name="bench")
+    vm = Guest(rig.vm_config(), tmp, rig.kernel, rig.image.keys, name="bench")
     vm.launch(rig.options.boot_timeout, restore=restore, save_to=save_to)
     return vm
 
 
-def stop(vm: VM) -> None:
+def stop(vm: Guest) -> None:
     vm.shutdown()
     shutil.rmtree(vm.workdir, ignore_errors=True)
 
@@ -66,7 +66,7 @@ def snapshot(rig: Rig, store: SnapshotStore) -> Snapshot:
         stop(vm)
 
 
-def round_trip_ms(vm: VM, count: int = 200) -> float:
+def round_trip_ms(vm: Guest, count: int = 200) -> float:
     times = []
     for _ in range(count):
         start = time.perf_counter()

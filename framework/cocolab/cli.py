@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cocolab import progress
 from cocolab.errors import CocolabError, ConfigError, KernelError, present
+from cocolab.guest import Guest
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.needs import apply as apply_fragment
 from cocolab.kernel.needs import check, check_tree, collect_gates, fragment, rig_lacks
@@ -34,7 +35,6 @@ from cocolab.options import OPTIONS
 from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
 from cocolab.rig import Rig, RigOptions
-from cocolab.vm import VM
 
 
 def _rig(args: argparse.Namespace) -> Rig:
@@ -55,7 +55,7 @@ def doctor(rig: Rig) -> int:
     return 0
 
 
-def _interactive(vm: VM) -> int:
+def _interactive(vm: Guest) -> int:
     """A root shell in the guest: OpenSSH if installed, else a paramiko pty."""
     port = present(vm.ssh_port, "the SSH port")
     ssh = shutil.which("ssh")
@@ -110,7 +110,7 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
     workdir = Path(tempfile.mkdtemp(prefix="cocolab-shell-"))
     print(f"booting {rig.kernel.release} ({rig.accel.accel}); logs in {workdir}",
           file=sys.stderr)
-    with VM(config, workdir, rig.kernel, rig.image.keys, name="shell", topology=view) as vm:
+    with Guest(config, workdir, rig.kernel, rig.image.keys, name="shell", topology=view) as vm:
         if view is not None:
             vm.topology.verify()
             print(f"topology {view.topology.name} verified: " + ", ".join(

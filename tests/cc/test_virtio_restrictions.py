@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import pytest
 
+from cocolab.guest import Guest
 from cocolab.guest.cc import CCProof
-from cocolab.vm import VM
 
 pytestmark = pytest.mark.topology("virtio-restricted")
 
 CASES = [("vnet-legacy", "VIRTIO_F_VERSION_1"), ("vnet-noplat", "VIRTIO_F_ACCESS_PLATFORM")]
 
 
-def virtio_driver(vm: VM, ident: str) -> str | None:
+def virtio_driver(vm: Guest, ident: str) -> str | None:
     bdf = vm.topology.bdf(ident)
     r = vm.run(f"readlink /sys/bus/pci/devices/{bdf}/virtio*/driver")
     return r.stdout.strip().rsplit("/", 1)[-1] if r.ok and r.stdout.strip() else None
 
 
 @pytest.mark.parametrize("ident, feature", CASES)
-def test_a_plain_guest_binds_them(vm: VM, cocolab_rig, ident: str, feature: str) -> None:
+def test_a_plain_guest_binds_them(vm: Guest, cocolab_rig, ident: str, feature: str) -> None:
     """The counterpart: nothing restricts virtio outside a confidential guest."""
     if cocolab_rig.lane.cc:
         pytest.skip(f"counterpart of the CC test; runs on non-confidential lanes, this is "
@@ -36,7 +36,7 @@ def test_a_plain_guest_binds_them(vm: VM, cocolab_rig, ident: str, feature: str)
 
 
 @pytest.mark.parametrize("ident, feature", CASES)
-def test_a_confidential_guest_refuses_them(cc_guest: CCProof, vm: VM, ident: str,
+def test_a_confidential_guest_refuses_them(cc_guest: CCProof, vm: Guest, ident: str,
                                            feature: str) -> None:
     assert virtio_driver(vm, ident) is None
     assert vm.dmesg.read().contains(f"device must provide {feature}")

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from cocolab.guest import Guest
 from cocolab.guest.cma import Requester
 from cocolab.spdm import Personality
-from cocolab.vm import VM
 
 
 @pytest.fixture
-def requester(vm: VM) -> Iterator[Requester]:
+def requester(vm: Guest) -> Iterator[Requester]:
     responder = vm.spdm["spdm-disk"]
     yield Requester(vm, responder, vm.topology.bdf("spdm-disk"))
     responder.set_personality(Personality.GOOD)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from cocolab.guest import Guest
 from cocolab.guest.cma import DOE_FEATURES_SINCE, Requester, kernel_version
-from cocolab.vm import VM
 
 pytestmark = [pytest.mark.topology("nvme-spdm")]
 
@@ -20,7 +20,7 @@ STEPS = ["discovery", "version", "capabilities", "algorithms", "digests", "certi
          "chain", "san", "challenge", "measurements", "done"]
 
 
-def _doe_features(vm: VM, ident: str) -> set[str] | None:
+def _doe_features(vm: Guest, ident: str) -> set[str] | None:
     """The names in the function's doe_features directory; None if it has none."""
     path = f"/sys/bus/pci/devices/{vm.topology.bdf(ident)}/doe_features"
     result = vm.run(f"ls {path}")
@@ -28,7 +28,7 @@ def _doe_features(vm: VM, ident: str) -> set[str] | None:
 
 
 @pytest.mark.kconfig("PCI_DOE")
-def test_doe_features_list_discovery_and_both_cma_protocols(vm: VM) -> None:
+def test_doe_features_list_discovery_and_both_cma_protocols(vm: Guest) -> None:
     release = vm.kernel_release
     if kernel_version(release) < DOE_FEATURES_SINCE:
         pytest.skip(f"kernel {release} has no doe_features in sysfs: it came in Linux 6.15 "
@@ -72,7 +72,7 @@ def test_the_guest_requester_refuses_a_bad_responder_at_the_right_step(
     assert [s["step"] for s in run.steps] == STEPS[:STEPS.index(step) + 1], run
 
 
-def test_the_responder_heard_the_whole_exchange(vm: VM, requester: Requester) -> None:
+def test_the_responder_heard_the_whole_exchange(vm: Guest, requester: Requester) -> None:
     assert requester.run("good").authenticated
     log = (vm.workdir / "spdm-spdm-disk.log").read_text()
     for message in ("GET_VERSION", "VERSION", "NEGOTIATE_ALGORITHMS", "ALGORITHMS",
@@ -81,7 +81,7 @@ def test_the_responder_heard_the_whole_exchange(vm: VM, requester: Requester) ->
 
 
 @pytest.mark.kconfig("PCI_TSM")
-def test_pci_tsm_class_exists_and_is_empty_in_a_plain_guest(vm: VM) -> None:
+def test_pci_tsm_class_exists_and_is_empty_in_a_plain_guest(vm: Guest) -> None:
     """drivers/virt/coco/tsm-core.c registers the class; only a TSM driver (AMD SEV-TIO on a
     host) adds tsmN, and a device's tsm/ group is visible only while one is registered."""
     assert vm.run("test -d /sys/class/tsm").returncode == 0
@@ -91,7 +91,7 @@ def test_pci_tsm_class_exists_and_is_empty_in_a_plain_guest(vm: VM) -> None:
 
 
 def test_native_cma_reads_authenticated_only_with_the_good_responder(
-        vm: VM, requester: Requester) -> None:
+        vm: Guest, requester: Requester) -> None:
     attr = f"/sys/bus/pci/devices/{requester.bdf}/authenticated"
     if vm.run(f"test -e {attr}").returncode != 0:
         pytest.skip(f"kernel {vm.kernel_release} has no 'authenticated' attribute on the "

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from cocolab.guest import Guest
 from cocolab.guest.pci import E1000
-from cocolab.vm import VM
 
 pytestmark = [
     pytest.mark.qemu_args("-netdev", "user,id=policy-nic,restrict=on",
@@ -24,7 +24,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def nic(vm: VM) -> Iterator[str]:
+def nic(vm: Guest) -> Iterator[str]:
     """The e1000 function, with no e1000 driver loaded; autoprobe back on afterwards."""
     (bdf,) = vm.pci.find(*E1000)
     assert vm.pci.driver_of(bdf) is None, "e1000 must not be loaded at boot for this test"
@@ -33,12 +33,12 @@ def nic(vm: VM) -> Iterator[str]:
     vm.pci.driver_override(bdf, None)
 
 
-def test_loading_a_driver_binds_its_devices_by_default(vm: VM, nic: str) -> None:
+def test_loading_a_driver_binds_its_devices_by_default(vm: Guest, nic: str) -> None:
     vm.modprobe("e1000")
     assert vm.pci.driver_of(nic) == "e1000"
 
 
-def test_without_autoprobe_the_device_waits_for_an_explicit_bind(vm: VM, nic: str) -> None:
+def test_without_autoprobe_the_device_waits_for_an_explicit_bind(vm: Guest, nic: str) -> None:
     assert vm.write_sysfs("/sys/bus/pci/drivers_autoprobe", "0").ok
     assert vm.pci.driver_override(nic, "e1000").ok
     vm.modprobe("e1000")
@@ -47,7 +47,7 @@ def test_without_autoprobe_the_device_waits_for_an_explicit_bind(vm: VM, nic: st
     assert vm.pci.driver_of(nic) == "e1000"
 
 
-def test_driver_override_refuses_any_other_driver(vm: VM, nic: str) -> None:
+def test_driver_override_refuses_any_other_driver(vm: Guest, nic: str) -> None:
     vm.modprobe("e1000", "pci_stub")
     assert vm.pci.unbind(nic).ok
     assert vm.pci.driver_override(nic, "pci-stub").ok

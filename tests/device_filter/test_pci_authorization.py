@@ -11,25 +11,25 @@ import errno
 
 import pytest
 
+from cocolab.guest import Guest
 from cocolab.guest import authorization as auth
-from cocolab.vm import VM
 
 
 @pytest.fixture
-def devices(vm: VM) -> list[auth.PciAuth]:
+def devices(vm: Guest) -> list[auth.PciAuth]:
     found = auth.parse(vm.run(auth.READ, check=True).stdout)
     if not auth.has_authorization(found):
         pytest.skip(auth.NO_AUTHORIZATION)
     return found
 
 
-def test_authorization_follows_the_allow_list(vm: VM, devices: list[auth.PciAuth]) -> None:
+def test_authorization_follows_the_allow_list(vm: Guest, devices: list[auth.PciAuth]) -> None:
     cmdline = vm.run("cat /proc/cmdline", check=True).stdout
     assert auth.violations(devices, auth.allow_list(cmdline)) == []
 
 
 def test_an_unauthorized_device_cannot_be_bound_until_authorized(
-        vm: VM, devices: list[auth.PciAuth]) -> None:
+        vm: Guest, devices: list[auth.PciAuth]) -> None:
     blocked = [d for d in devices if d.authorized == 0]
     if not blocked:
         pytest.skip("every PCI device of this guest is authorized; add one off the allow list")

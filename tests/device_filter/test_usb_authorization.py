@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from cocolab.assertions import eventually
-from cocolab.vm import VM
+from cocolab.guest import Guest
 
 pytestmark = [pytest.mark.topology("usb-xhci"),
               pytest.mark.kconfig("USB", "USB_XHCI_HCD", "USB_HID")]
@@ -30,7 +30,7 @@ policy = pytest.mark.parametrize("authorized_default", [
 
 
 @pytest.fixture
-def usb(vm: VM, authorized_default: int | None) -> Iterator[VM]:
+def usb(vm: Guest, authorized_default: int | None) -> Iterator[Guest]:
     """xHCI and usbhid loaded, the three devices enumerated; their authorization and the
     root hubs' interface policy put back afterwards (the VM is shared)."""
     vm.modprobe("usbhid", "xhci_pci")
@@ -51,7 +51,7 @@ def usb(vm: VM, authorized_default: int | None) -> Iterator[VM]:
 
 
 @policy
-def test_new_devices_follow_authorized_default(usb: VM, authorized_default: int | None
+def test_new_devices_follow_authorized_default(usb: Guest, authorized_default: int | None
                                                ) -> None:
     log = usb.dmesg.read()
     for product in (KEYBOARD, TABLET, STICK):
@@ -69,7 +69,7 @@ def test_new_devices_follow_authorized_default(usb: VM, authorized_default: int 
 
 
 @policy
-def test_root_hubs_show_the_policy(usb: VM, authorized_default: int | None) -> None:
+def test_root_hubs_show_the_policy(usb: Guest, authorized_default: int | None) -> None:
     hubs = [e.name for e in usb.usb.entries() if e.name.startswith("usb")]
     assert hubs
     want = "0" if authorized_default == 0 else "1"  # -1 (default): wired hubs authorize all
@@ -78,7 +78,7 @@ def test_root_hubs_show_the_policy(usb: VM, authorized_default: int | None) -> N
 
 
 @policy
-def test_writing_authorized_configures_and_binds_then_unbinds(usb: VM,
+def test_writing_authorized_configures_and_binds_then_unbinds(usb: Guest,
                                                               authorized_default: int | None
                                                               ) -> None:
     kbd = usb.usb.device(KEYBOARD)
@@ -103,7 +103,7 @@ def test_writing_authorized_configures_and_binds_then_unbinds(usb: VM,
 
 @policy
 def test_interface_authorized_default_holds_back_interface_drivers(
-        usb: VM, authorized_default: int | None) -> None:
+        usb: Guest, authorized_default: int | None) -> None:
     kbd = usb.usb.device(KEYBOARD)
     hub = "usb" + kbd.name.split("-")[0]
     assert usb.usb.hub_attr(hub, "interface_authorized_default") == "1"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from cocolab.errors import TopologyError
+from cocolab.guest import Guest
 from cocolab.guest.iomem import IOMem
 from cocolab.guest.pci import E1000, EDU, PciBar
-from cocolab.vm import VM
 
 HERE = Path(__file__).parent
 
@@ -41,11 +41,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def iomem(vm: VM) -> IOMem:
+def iomem(vm: Guest) -> IOMem:
     return vm.iomem()
 
 
-def _bar0(vm: VM, ids: tuple[int, int], name: str) -> PciBar:
+def _bar0(vm: Guest, ids: tuple[int, int], name: str) -> PciBar:
     found = vm.pci.find(*ids)
     if len(found) != 1:
         raise TopologyError(f"expected one {name} ({ids[0]:04x}:{ids[1]:04x}) in the guest, "
@@ -60,7 +60,7 @@ def _bar0(vm: VM, ids: tuple[int, int], name: str) -> PciBar:
 
 
 @pytest.fixture
-def idle_bar(vm: VM) -> PciBar:
+def idle_bar(vm: Guest) -> PciBar:
     """edu's BAR0: no driver has claimed it."""
     bar = _bar0(vm, EDU, "edu")
     if bar.claimed_by is not None:
@@ -69,7 +69,7 @@ def idle_bar(vm: VM) -> PciBar:
 
 
 @pytest.fixture
-def claimed_bar(vm: VM) -> PciBar:
+def claimed_bar(vm: Guest) -> PciBar:
     """e1000's BAR0, claimed by the e1000 driver."""
     bar = _bar0(vm, E1000, "e1000")
     if bar.claimed_by != "e1000":

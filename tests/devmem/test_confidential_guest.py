@@ -17,8 +17,8 @@ import pytest
 
 from cocolab.assertions import assert_denied
 from cocolab.errors import VMError
+from cocolab.guest import Guest
 from cocolab.guest.cc import CCProof
-from cocolab.vm import VM
 
 PATCH = ("kernel lacks 'x86/devmem: Drop /dev/mem access for confidential guests' "
          "(Dan Williams, v5 2/2, 2025-04-29; not in mainline): known gap")
@@ -28,7 +28,7 @@ PATCH = ("kernel lacks 'x86/devmem: Drop /dev/mem access for confidential guests
     pytest.param("/dev/mem", marks=pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM")),
     pytest.param("/dev/port", marks=pytest.mark.kconfig("DEVPORT", "STRICT_DEVMEM")),
 ])
-def test_open_is_denied_in_a_confidential_guest(cc_guest: CCProof, vm: VM, path: str) -> None:
+def test_open_is_denied_in_a_confidential_guest(cc_guest: CCProof, vm: Guest, path: str) -> None:
     result = vm.probe("open", path)
     if result.ok:
         pytest.xfail(f"{path} opened in a proven {cc_guest.kind} guest: {PATCH}")
@@ -38,7 +38,7 @@ def test_open_is_denied_in_a_confidential_guest(cc_guest: CCProof, vm: VM, path:
 @pytest.mark.destructive
 @pytest.mark.fresh_vm
 @pytest.mark.kconfig("DEVMEM")
-def test_bios_data_area_read_kills_a_td(cc_guest: CCProof, vm: VM) -> None:
+def test_bios_data_area_read_kills_a_td(cc_guest: CCProof, vm: Guest) -> None:
     """Nikolay Borisov's report (2025-03-18): reading the BIOS data area through /dev/mem maps a
     private page shared; the reboot path's later private access to 0x472 takes a SEPT
     violation and the TD is killed. Expected: the guest dies, and cocolab says so."""
@@ -59,7 +59,7 @@ def test_bios_data_area_read_kills_a_td(cc_guest: CCProof, vm: VM) -> None:
 
 @pytest.mark.destructive
 @pytest.mark.fresh_vm
-def test_a_clean_reboot_of_a_td_is_told_apart(cc_guest: CCProof, vm: VM) -> None:
+def test_a_clean_reboot_of_a_td_is_told_apart(cc_guest: CCProof, vm: Guest) -> None:
     """The counterpart: without the BIOS-data-area read, the same reboot is a guest-reset."""
     with pytest.raises(VMError):
         vm.run("reboot -f", timeout=120)

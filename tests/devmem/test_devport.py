@@ -10,16 +10,16 @@ from __future__ import annotations
 import pytest
 
 from cocolab.assertions import assert_allowed
-from cocolab.vm import VM
+from cocolab.guest import Guest
 
 
 @pytest.mark.kconfig("DEVPORT")
-def test_dev_port_is_readable_by_root(vm: VM) -> None:
+def test_dev_port_is_readable_by_root(vm: Guest) -> None:
     result = vm.probe("read", "/dev/port", 0x80, 1)
     assert_allowed(result)
     assert result.count == 1
 
 
-def test_ioperm_and_iopl_are_allowed_for_root(vm: VM) -> None:
+def test_ioperm_and_iopl_are_allowed_for_root(vm: Guest) -> None:
     assert_allowed(vm.probe("ioperm", 0x80, 1))
     assert_allowed(vm.probe("iopl", 3))

@@ -14,8 +14,8 @@ import errno
 import pytest
 
 from cocolab.assertions import assert_allowed, assert_denied, assert_faults, assert_real_data
+from cocolab.guest import Guest
 from cocolab.guest.pci import PciBar
-from cocolab.vm import VM
 
 pytestmark = pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM", "IO_STRICT_DEVMEM")
 
@@ -26,7 +26,7 @@ iomem_policy = pytest.mark.parametrize("relaxed", [
 
 
 @iomem_policy
-def test_claimed_bar_mmap(vm: VM, claimed_bar: PciBar, relaxed: bool) -> None:
+def test_claimed_bar_mmap(vm: Guest, claimed_bar: PciBar, relaxed: bool) -> None:
     result = vm.probe("mmap", "/dev/mem", claimed_bar.bar.start, 16)
     if relaxed:
         assert_real_data(result)
@@ -35,7 +35,7 @@ def test_claimed_bar_mmap(vm: VM, claimed_bar: PciBar, relaxed: bool) -> None:
 
 
 @iomem_policy
-def test_claimed_bar_sysfs_resource_mmap(vm: VM, claimed_bar: PciBar, relaxed: bool) -> None:
+def test_claimed_bar_sysfs_resource_mmap(vm: Guest, claimed_bar: PciBar, relaxed: bool) -> None:
     result = vm.probe("mmap", claimed_bar.sysfs_resource, 0, 16)
     if relaxed:
         assert_real_data(result)
@@ -44,14 +44,14 @@ def test_claimed_bar_sysfs_resource_mmap(vm: VM, claimed_bar: PciBar, relaxed: b
 
 
 @iomem_policy
-def test_idle_bar_sysfs_resource_mmap_is_allowed(vm: VM, idle_bar: PciBar,
+def test_idle_bar_sysfs_resource_mmap_is_allowed(vm: Guest, idle_bar: PciBar,
                                                  relaxed: bool) -> None:
     # The counterpart of the EINVAL above: the same sysfs path maps a BAR nobody claimed.
     assert_allowed(vm.probe("mmap", idle_bar.sysfs_resource, 0, 16))
 
 
 @iomem_policy
-def test_mapping_is_revoked_when_a_driver_claims_the_bar(vm: VM, claimed_bar: PciBar,
+def test_mapping_is_revoked_when_a_driver_claims_the_bar(vm: Guest, claimed_bar: PciBar,
                                                          relaxed: bool) -> None:
     """Map the e1000 BAR while no driver holds it, then bind e1000: under IO_STRICT_DEVMEM the
     kernel zaps the mapping (revoke_iomem) and the next load raises SIGBUS; with

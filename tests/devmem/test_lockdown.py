@@ -17,9 +17,9 @@ from collections.abc import Callable
 import pytest
 
 from cocolab.assertions import assert_allowed, assert_denied, assert_logged, assert_not_logged
+from cocolab.guest import Guest
 from cocolab.guest.pci import PciBar
 from cocolab.guest.probe import ProbeResult
-from cocolab.vm import VM
 
 pytestmark = pytest.mark.kconfig("SECURITY_LOCKDOWN_LSM")
 
@@ -33,7 +33,7 @@ RATELIMIT_INTERVAL_S = 5  # DEFAULT_RATELIMIT_INTERVAL, include/linux/ratelimit_
 
 
 @pytest.fixture
-def lockdown_active(vm: VM, level: str) -> str:
+def lockdown_active(vm: Guest, level: str) -> str:
     """The level securityfs shows. On the unlocked boot an inactive LSM is a skip; on a
     `lockdown=` boot it is the kernel's failure: the command line asked for lockdown and the
     kernel did not give it (security/lockdown/lockdown.c lockdown_param())."""
@@ -47,7 +47,7 @@ def lockdown_active(vm: VM, level: str) -> str:
     return r.stdout.strip()
 
 
-def _expect(vm: VM, level: str, action: Callable[[], ProbeResult], errno_: int, stage: str,
+def _expect(vm: Guest, level: str, action: Callable[[], ProbeResult], errno_: int, stage: str,
             reason: str) -> None:
     """Unlocked: `action` is allowed and nothing is logged. Locked: it fails `errno_` at `stage`
     and the kernel logs the lockdown notice.
@@ -76,27 +76,27 @@ def _expect(vm: VM, level: str, action: Callable[[], ProbeResult], errno_: int, 
 
 
 @level
-def test_securityfs_shows_the_level(vm: VM, lockdown_active: str, level: str) -> None:
+def test_securityfs_shows_the_level(vm: Guest, lockdown_active: str, level: str) -> None:
     expected = " ".join(f"[{x}]" if x == level else x for x in LEVELS)
     assert lockdown_active == expected
 
 
 @level
 @pytest.mark.kconfig("DEVMEM")
-def test_dev_mem_open(vm: VM, lockdown_active: str, level: str) -> None:
+def test_dev_mem_open(vm: Guest, lockdown_active: str, level: str) -> None:
     _expect(vm, level, lambda: vm.probe("open", "/dev/mem"), errno.EPERM, "open",
             "/dev/mem,kmem,port")
 
 
 @level
 @pytest.mark.kconfig("DEVPORT")
-def test_dev_port_open(vm: VM, lockdown_active: str, level: str) -> None:
+def test_dev_port_open(vm: Guest, lockdown_active: str, level: str) -> None:
     _expect(vm, level, lambda: vm.probe("open", "/dev/port"), errno.EPERM, "open",
             "/dev/mem,kmem,port")
 
 
 @level
-def test_pci_config_write(vm: VM, lockdown_active: str, level: str, idle_bar: PciBar) -> None:
+def test_pci_config_write(vm: Guest, lockdown_active: str, level: str, idle_bar: PciBar) -> None:
     # Write back the byte already there (Interrupt Line, 0x3c): harmless when it is allowed.
     config = f"/sys/bus/pci/devices/{idle_bar.bdf}/config"
     current = vm.probe("read", config, 0x3C, 1)
@@ -106,19 +106,19 @@ def test_pci_config_write(vm: VM, lockdown_active: str, level: str, idle_bar: Pc
 
 
 @level
-def test_pci_sysfs_resource_mmap(vm: VM, lockdown_active: str, level: str,
+def test_pci_sysfs_resource_mmap(vm: Guest, lockdown_active: str, level: str,
                                  idle_bar: PciBar) -> None:
     _expect(vm, level, lambda: vm.probe("mmap", idle_bar.sysfs_resource, 0, 16), errno.EPERM,
             "mmap", "direct PCI access")
 
 
 @level
-def test_ioperm(vm: VM, lockdown_active: str, level: str) -> None:
+def test_ioperm(vm: Guest, lockdown_active: str, level: str) -> None:
     _expect(vm, level, lambda: vm.probe("ioperm", 0x80, 1), errno.EPERM, "ioperm",
             "raw io port access")
 
 
 @level
-def test_iopl(vm: VM, lockdown_active: str, level: str) -> None:
+def test_iopl(vm: Guest, lockdown_active: str, level: str) -> None:
     _expect(vm, level, lambda: vm.probe("iopl", 3), errno.EPERM, "iopl",
             "raw io port access")

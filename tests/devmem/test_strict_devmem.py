@@ -18,19 +18,19 @@ from cocolab.assertions import (
     assert_real_data,
     assert_zero_filled,
 )
+from cocolab.guest import Guest
 from cocolab.guest.iomem import ONE_MIB, PAGE, IOMem
 from cocolab.guest.pci import EDU_ID, PciBar
-from cocolab.vm import VM
 
 pytestmark = pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM")
 
 
-def test_low_ram_reads_as_zeros(vm: VM, iomem: IOMem) -> None:
+def test_low_ram_reads_as_zeros(vm: Guest, iomem: IOMem) -> None:
     page = iomem.ram_page_below_1mib()
     assert_zero_filled(vm.probe("read", "/dev/mem", page, PAGE))
 
 
-def test_page0_and_system_rom_read_real_bytes(vm: VM, iomem: IOMem) -> None:
+def test_page0_and_system_rom_read_real_bytes(vm: Guest, iomem: IOMem) -> None:
     # Counterpart of the zeros above: the same read() path returns real contents where
     # devmem_is_allowed() says 1. Page 0 (interrupt vector table) is firmware-reserved.
     assert iomem.page0_name() == "Reserved", "page 0 is expected outside System RAM"
@@ -39,18 +39,18 @@ def test_page0_and_system_rom_read_real_bytes(vm: VM, iomem: IOMem) -> None:
     assert_real_data(vm.probe("read", "/dev/mem", rom.start, rom.size))
 
 
-def test_ram_above_1mib_read_is_denied(vm: VM, iomem: IOMem) -> None:
+def test_ram_above_1mib_read_is_denied(vm: Guest, iomem: IOMem) -> None:
     page = iomem.ram_page_above_1mib()
     assert page >= ONE_MIB
     assert_denied(vm.probe("read", "/dev/mem", page, PAGE), errno.EPERM, stage="read")
 
 
-def test_ram_above_1mib_mmap_is_denied(vm: VM, iomem: IOMem) -> None:
+def test_ram_above_1mib_mmap_is_denied(vm: Guest, iomem: IOMem) -> None:
     page = iomem.ram_page_above_1mib()
     assert_denied(vm.probe("mmap", "/dev/mem", page, PAGE), errno.EPERM, stage="mmap")
 
 
-def test_mmap_of_low_1mib_maps_real_ram(vm: VM, iomem: IOMem) -> None:
+def test_mmap_of_low_1mib_maps_real_ram(vm: Guest, iomem: IOMem) -> None:
     """The hole Dan Williams' v5 cites: mmap_mem() treats 'show zeros' (2) as allowed, so a
     mapping of the first MiB shows the RAM that read() zero-fills."""
     low = iomem.low_ram()
@@ -63,7 +63,7 @@ def test_mmap_of_low_1mib_maps_real_ram(vm: VM, iomem: IOMem) -> None:
     assert_allowed(vm.probe("mmap", "/dev/mem", 0, ONE_MIB))
 
 
-def test_pwrite_to_low_ram_is_silently_discarded(vm: VM, iomem: IOMem) -> None:
+def test_pwrite_to_low_ram_is_silently_discarded(vm: Guest, iomem: IOMem) -> None:
     """write_mem() skips pages page_is_allowed() calls 'show zeros' yet reports the full
     count (drivers/char/mem.c). The mapping that reads the page back must first be shown to
     see a write to that very page (the control: a store through the mapping reads back), or
@@ -87,13 +87,13 @@ def test_pwrite_to_low_ram_is_silently_discarded(vm: VM, iomem: IOMem) -> None:
     assert after.data == before.data, "the write reached RAM: write_mem() did not discard it"
 
 
-def test_idle_bar_can_be_mapped(vm: VM, idle_bar: PciBar) -> None:
+def test_idle_bar_can_be_mapped(vm: Guest, idle_bar: PciBar) -> None:
     result = vm.probe("mmap", "/dev/mem", idle_bar.bar.start, 16)
     assert_allowed(result)
     assert result.data[:4] == EDU_ID, f"the mapping did not reach the edu device: {result}"
 
 
-def test_mmap_writes_reach_an_idle_bar(vm: VM, idle_bar: PciBar) -> None:
+def test_mmap_writes_reach_an_idle_bar(vm: Guest, idle_bar: PciBar) -> None:
     # Counterpart of the discarded pwrite: where a write is allowed, the helper's write lands.
     # edu register 0x04 returns the bitwise inverse of the last value written to it.
     result = vm.probe("poke", "/dev/mem", idle_bar.bar.start + 4, 0x12345678)
@@ -101,7 +101,7 @@ def test_mmap_writes_reach_an_idle_bar(vm: VM, idle_bar: PciBar) -> None:
     assert result.extra["readback"] == (~0x12345678) & 0xFFFFFFFF
 
 
-def test_read_of_a_bar_above_high_memory_is_efault(vm: VM, idle_bar: PciBar) -> None:
+def test_read_of_a_bar_above_high_memory_is_efault(vm: Guest, idle_bar: PciBar) -> None:
     """read() checks valid_phys_addr_range() (arch/x86/mm/mmap.c): with 1 GiB of guest RAM the
     32-bit PCI hole lies above high_memory, so read() of a BAR fails EFAULT although mmap()
     of the same BAR works (test_idle_bar_can_be_mapped)."""

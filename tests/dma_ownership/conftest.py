@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cocolab.vm import VM
+from cocolab.guest import Guest
 
 HERE = Path(__file__).parent
 MODULES = pytest.mark.modules("e1000", "e1000e", "vfio_pci", "vfio_iommu_type1", "pci_stub")
@@ -36,7 +36,7 @@ def restore_drivers(request: pytest.FixtureRequest) -> Iterator[None]:
     if "vm" not in request.fixturenames:
         yield
         return
-    vm: VM = request.getfixturevalue("vm")
+    vm: Guest = request.getfixturevalue("vm")
     if vm.expected is None:
         yield
         return

@@ -8,13 +8,13 @@ import errno
 import pytest
 
 from cocolab.assertions import assert_allowed, assert_denied
-from cocolab.vm import VM
+from cocolab.guest import Guest
 
 pytestmark = [pytest.mark.kconfig("VFIO_PCI", "VFIO_IOMMU_TYPE1", "PCI_STUB")]
 
 
 @pytest.mark.topology("root-ports-acs")
-def test_root_ports_with_acs_keep_groups_independent(vm: VM) -> None:
+def test_root_ports_with_acs_keep_groups_independent(vm: Guest) -> None:
     nic1, nic2 = vm.topology.bdf("nic1"), vm.topology.bdf("nic2")
     assert vm.pci.iommu_group(nic1) != vm.pci.iommu_group(nic2)
     assert vm.pci.use(nic1, "vfio-pci").ok
@@ -28,7 +28,7 @@ def test_root_ports_with_acs_keep_groups_independent(vm: VM) -> None:
 
 
 @pytest.mark.topology("root-ports-acs")
-def test_an_acs_less_port_shares_its_group_but_pcieport_is_exempt(vm: VM) -> None:
+def test_an_acs_less_port_shares_its_group_but_pcieport_is_exempt(vm: Guest) -> None:
     """rp3 has ACS off, so {rp3, nic3} is one group; pcieport is driver_managed_dma, so the
     group is still viable with nic3 on vfio-pci."""
     nic3, rp3 = vm.topology.bdf("nic3"), vm.topology.bdf("rp3")
@@ -41,7 +41,7 @@ def test_an_acs_less_port_shares_its_group_but_pcieport_is_exempt(vm: VM) -> Non
 
 
 @pytest.mark.topology("multifunction")
-def test_functions_of_one_slot_follow_the_shared_group_rules(vm: VM) -> None:
+def test_functions_of_one_slot_follow_the_shared_group_rules(vm: Guest) -> None:
     fn0, fn1 = vm.topology.bdf("fn0"), vm.topology.bdf("fn1")
     assert vm.pci.use(fn1, "e1000e").ok
     assert vm.pci.use(fn0, "vfio-pci").ok

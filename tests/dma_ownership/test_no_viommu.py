@@ -11,13 +11,13 @@ import errno
 
 import pytest
 
-from cocolab.vm import VM
+from cocolab.guest import Guest
 
 pytestmark = [pytest.mark.topology("shared-group"), pytest.mark.kconfig("VFIO_PCI")]
 
 
 @pytest.mark.machine("q35")
-def test_vfio_pci_probe_fails_without_an_iommu(vm: VM) -> None:
+def test_vfio_pci_probe_fails_without_an_iommu(vm: Guest) -> None:
     a = vm.topology.bdf("nic-a")
     assert vm.pci.iommu_group(a) is None
     vm.dmesg.mark()
@@ -29,7 +29,7 @@ def test_vfio_pci_probe_fails_without_an_iommu(vm: VM) -> None:
     assert vm.dmesg.since_mark().grep(rf"{a}.*failed with error -22"), "no probe failure logged"
 
 
-def test_vfio_pci_binds_with_an_iommu(vm: VM) -> None:
+def test_vfio_pci_binds_with_an_iommu(vm: Guest) -> None:
     a = vm.topology.bdf("nic-a")
     assert vm.pci.iommu_group(a) is not None
     assert vm.pci.use(a, "vfio-pci").ok

@@ -17,9 +17,10 @@ import pytest
 
 from cocolab.deadline import Deadline
 from cocolab.errors import BootError, CocolabError, GuestCommandError, GuestStopped, VMStateError
+from cocolab.guest import Guest
 from cocolab.host.process import process_state
 from cocolab.rig import Rig
-from cocolab.vm import VM, VMState
+from cocolab.vm import VMState
 
 STOP_SEEN_S = 1.5
 """How soon after the stop the rig must say so (the watcher polls at 0.25 s)."""
@@ -30,7 +31,7 @@ class Booting:
 
     def __init__(self, rig: Rig, workdir: Path):
         config, _ = rig.plan()
-        self.vm = VM(config, workdir, rig.kernel, rig.image.keys, name="stopped")
+        self.vm = Guest(config, workdir, rig.kernel, rig.image.keys, name="stopped")
         self.error: BaseException | None = None
         self.ended: float | None = None
         self.thread = threading.Thread(target=self._launch)
@@ -97,7 +98,7 @@ def test_a_guest_stopped_while_booting_fails_within_a_second(rig: Rig, tmp_path:
 
 
 @pytest.mark.fresh_vm
-def test_a_guest_paused_after_boot_fails_its_next_command_at_once(vm: VM) -> None:
+def test_a_guest_paused_after_boot_fails_its_next_command_at_once(vm: Guest) -> None:
     vm.qmp.cmd("stop")
     start = time.monotonic()
     with pytest.raises(GuestStopped) as info:
@@ -107,7 +108,7 @@ def test_a_guest_paused_after_boot_fails_its_next_command_at_once(vm: VM) -> Non
 
 
 @pytest.mark.fresh_vm
-def test_a_pause_cocolab_announces_is_no_failure(vm: VM) -> None:
+def test_a_pause_cocolab_announces_is_no_failure(vm: Guest) -> None:
     with vm.qmp.expecting_stop():
         vm.qmp.cmd("stop")
         vm.qmp.cmd("cont")
@@ -115,7 +116,7 @@ def test_a_pause_cocolab_announces_is_no_failure(vm: VM) -> None:
 
 
 @pytest.mark.fresh_vm
-def test_a_guest_frozen_while_a_helper_is_held_fails_at_once(vm: VM) -> None:
+def test_a_guest_frozen_while_a_helper_is_held_fails_at_once(vm: Guest) -> None:
     """A test holding a helper session (a mapping kept open) whose guest stops answering: the
     helper's next read is a RIG FAILURE in about a second, not a hang."""
     pid = vm.pid
@@ -133,7 +134,7 @@ def test_a_guest_frozen_while_a_helper_is_held_fails_at_once(vm: VM) -> None:
 
 
 @pytest.mark.fresh_vm
-def test_a_guest_reboot_is_told_apart_by_its_reason(vm: VM) -> None:
+def test_a_guest_reboot_is_told_apart_by_its_reason(vm: Guest) -> None:
     """-no-reboot turns a reboot into QEMU's exit; the SHUTDOWN event still says it was the
     guest's own reset (the TD tests tell a killed TD from a clean reboot by this)."""
     with pytest.raises((GuestStopped, BootError, GuestCommandError)):

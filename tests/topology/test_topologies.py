@@ -11,20 +11,20 @@ import dataclasses
 import pytest
 
 from cocolab.errors import TopologyError
+from cocolab.guest import Guest
 from cocolab.topology import machine_names, topology_names
-from cocolab.vm import VM
 
 ALL = [pytest.param(name, marks=pytest.mark.topology(name)) for name in topology_names()]
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_topology_matches_the_guest(vm: VM, name: str) -> None:
+def test_topology_matches_the_guest(vm: Guest, name: str) -> None:
     assert vm.expected is not None and vm.expected.topology.name == name
     vm.topology.verify()
 
 
 @pytest.mark.topology("shared-group")
-def test_a_wrong_declaration_is_caught_with_a_diff(vm: VM) -> None:
+def test_a_wrong_declaration_is_caught_with_a_diff(vm: Guest) -> None:
     view = vm.topology.view
     assert view.groups is not None
     # Pretend the two NICs were isolated from each other and from their bridge.
@@ -39,7 +39,7 @@ def test_a_wrong_declaration_is_caught_with_a_diff(vm: VM) -> None:
 
 
 @pytest.mark.topology("usb-xhci")
-def test_usb_devices_enumerate_on_the_xhci(vm: VM) -> None:
+def test_usb_devices_enumerate_on_the_xhci(vm: Guest) -> None:
     vm.modprobe("xhci_pci")
     # the hub reports its ports asynchronously: wait up to 20 s for all three
     wanted = ("QEMU USB Keyboard", "QEMU USB Tablet", "QEMU USB HARDDRIVE")
@@ -58,7 +58,7 @@ MACHINES = [pytest.param(m, marks=[pytest.mark.machine(m), pytest.mark.topology(
 
 
 @pytest.fixture
-def booted_machine(request: pytest.FixtureRequest, cocolab_rig, machine: str) -> VM:
+def booted_machine(request: pytest.FixtureRequest, cocolab_rig, machine: str) -> Guest:
     if machine == "microvm" and cocolab_rig.accel.accel == "tcg":
         # microvm has neither HPET nor an ACPI PM timer; under TCG the guest's PIT
         # calibration of the TSC fails when the host is busy ("tsc: Unable to calibrate
@@ -80,7 +80,7 @@ def booted_machine(request: pytest.FixtureRequest, cocolab_rig, machine: str) ->
 
 
 @pytest.mark.parametrize("machine", MACHINES)
-def test_every_machine_boots_the_flat_topology(booted_machine: VM, machine: str) -> None:
+def test_every_machine_boots_the_flat_topology(booted_machine: Guest, machine: str) -> None:
     vm = booted_machine
     assert vm.expected is not None and vm.expected.machine.name == machine
     vm.topology.verify()

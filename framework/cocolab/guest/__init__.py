@@ -1,1 +1,78 @@
-"""The in-guest API: things tests ask a booted guest, on top of vm.run()."""
+"""The in-guest API: what tests ask a booted guest, built on vm.VM's run(), put() and QMP.
+
+`vm/` knows processes, sockets and the lifecycle; this package knows Linux: `Guest` is a VM
+with the guest's PCI functions, dmesg, device-file probes, VFIO, USB, sysfs writes and the
+declared topology, each a module here, each reached as an attribute (`vm.pci`, `vm.dmesg`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from functools import cached_property
+
+from cocolab.errors import VMStateError
+from cocolab.guest.dmesg import Dmesg
+from cocolab.guest.iomem import IOMem
+from cocolab.guest.pci import PCI
+from cocolab.guest.probe import Probe
+from cocolab.guest.sysfs import SysfsWrite, write_sysfs
+from cocolab.guest.topology import GuestTopology
+from cocolab.guest.usb import USB
+from cocolab.guest.vfio import VFIO
+from cocolab.vm import VM
+
+
+class Guest(VM):
+    """A VM, and what its Linux guest offers a test. Use as a context manager."""
+
+
+    def modprobe(self, *names: str) -> None:
+        """Load kernel modules now, as /init loads a `modules` marker's: on a kernel built
+        without module support (no /proc/modules) they are built in or absent, and there is
+        nothing to load (a test then finds out which from the devices it waits for)."""
+        loads = " && ".join(f"modprobe {shlex.quote(name)}" for name in names)
+        self.run(f"[ ! -e /proc/modules ] || {{ {loads}; }}", check=True)
+
+    @cached_property
+    def kernel_release(self) -> str:
+        return self.run("uname -r", check=True).stdout.strip()
+
+    @cached_property
+    def dmesg(self) -> Dmesg:
+        return Dmesg(self)
+
+    @cached_property
+    def probe(self) -> Probe:
+        """vm.probe(op, *args): one cocolab-probe call in the guest, as a ProbeResult."""
+        return Probe(self)
+
+    @cached_property
+    def topology(self) -> GuestTopology:
+        """The declared topology, checkable against the guest: vm.topology.verify()."""
+        if self.expected is None:
+            raise VMStateError(f"{self.name} was not booted from a topology "
+                               "(@pytest.mark.topology)")
+        return GuestTopology(self, self.expected)
+
+    @cached_property
+    def pci(self) -> PCI:
+        return PCI(self)
+
+    @cached_property
+    def vfio(self) -> VFIO:
+        return VFIO(self)
+
+    @cached_property
+    def usb(self) -> USB:
+        return USB(self)
+
+    def write_sysfs(self, path: str, value: str) -> SysfsWrite:
+        """`echo value > path` in one write(2), with the kernel's errno if it refuses."""
+        return write_sysfs(self, path, value)
+
+    def iomem(self) -> IOMem:
+        """/proc/iomem of the guest, read now (as root, so with real addresses)."""
+        return IOMem(self.run("cat /proc/iomem", check=True).stdout)
+
+
+__all__ = ["Guest"]

@@ -25,6 +25,7 @@ from cocolab.errors import (
     RigBug,
     VMError,
 )
+from cocolab.guest import Guest
 from cocolab.guest.cc import CCProof, cc_proof
 from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
 from cocolab.kernel.kconfig import unmet as kconfig_unmet
@@ -38,12 +39,11 @@ from cocolab.pytest_plugin.markers import (
 )
 from cocolab.pytest_plugin.pool import VMPool
 from cocolab.rig import Rig, RigOptions
-from cocolab.vm import VM
 
 RIG = pytest.StashKey[Rig]()
 POOL = pytest.StashKey[VMPool]()
 RESULTS = pytest.StashKey[Path]()
-ITEM_VM = pytest.StashKey[VM]()
+ITEM_VM = pytest.StashKey[Guest]()
 ITEM_REQUEST = pytest.StashKey[VMRequest]()
 ITEM_BUNDLE = pytest.StashKey[Path]()
 ITEM_CALL = pytest.StashKey[pytest.TestReport]()
@@ -291,7 +291,7 @@ def _setup_problem(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> str | None
 
 
 @pytest.fixture
-def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
+def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
     """A booted guest matching this test's markers (shared with equal requests)."""
     item = request.node
     config = request.config
@@ -365,7 +365,7 @@ def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
     if not lane.cc:
         pytest.skip(f"lane {lane.name} boots a non-confidential guest; this test needs a TDX "
                     "or SEV-SNP guest: run it on such a host with --lane tdx or --lane snp")
-    vm: VM = request.getfixturevalue("vm")
+    vm: Guest = request.getfixturevalue("vm")
     proof = cc_proof(vm, lane.cc)
     if proof.kind != lane.cc:
         pytest.fail(f"cocolab: lane {lane.name} asks for a {lane.cc} guest but the guest is "
@@ -432,7 +432,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return result
 
 
-def _kernel_warnings(item: pytest.Item, vm: VM, start: int, fail: bool) -> None:
+def _kernel_warnings(item: pytest.Item, vm: Guest, start: int, fail: bool) -> None:
     found = kernel_warnings(vm.console_since(start))
     if not found:
         return

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cocolab.errors import GuestStopped, SnapshotUnfaithful, VMError
+from cocolab.guest import Guest
 from cocolab.pytest_plugin.markers import VMRequest
 from cocolab.rig import Rig
-from cocolab.vm import VM, VMState
+from cocolab.vm import VMState
 from cocolab.vm.snapshot import Snapshot, SnapshotStore, snapshot_key
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class VMPool:
         self.rig = rig
         self.workdir = workdir
         self.wanted: Counter[str] = Counter()
-        self.vms: dict[str, VM] = {}
+        self.vms: dict[str, Guest] = {}
         self.failures: dict[str, BootFailure] = {}
         self._boots = 0
         self.retired: str | None = None
@@ -51,16 +52,16 @@ class VMPool:
         self.snapshot_problems: list[str] = []
         """Snapshots that did not restore (dropped; their VMs booted cold)."""
 
-    def _new_vm(self, request: VMRequest) -> VM:
+    def _new_vm(self, request: VMRequest) -> Guest:
         self._boots += 1
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         config, view = self.rig.plan(request.cmdline, request.qemu_args, request.modules,
                                      request.machine, request.topology)
         name = f"{worker}-{self._boots:03d}-{request.key()}"
-        return VM(config, self.workdir / name, self.rig.kernel, self.rig.image.keys,
+        return Guest(config, self.workdir / name, self.rig.kernel, self.rig.image.keys,
                   name=name, topology=view)
 
-    def boot(self, request: VMRequest, nodeid: str) -> VM:
+    def boot(self, request: VMRequest, nodeid: str) -> Guest:
         """A new VM for `request`, launched and, if it declares a topology, verified.
 
         A boot or verification failure is remembered and re-raised.
@@ -80,7 +81,7 @@ class VMPool:
             self.failures[request.key()] = BootFailure(nodeid, exc, workdir)
             raise
 
-    def _boot(self, request: VMRequest) -> VM:
+    def _boot(self, request: VMRequest) -> Guest:
         """A cold boot, or a restore of the snapshot of this VM's first boot (which the cold
         boot takes, when there is none yet). A snapshot that will not restore is dropped and
         the VM boots cold: never a test's failure."""
@@ -119,8 +120,8 @@ class VMPool:
                 store.pending(key).unlink(missing_ok=True)
             return vm
 
-    def _start(self, vm: VM, restore: Snapshot | None = None,
-               save_to: Path | None = None) -> VM:
+    def _start(self, vm: Guest, restore: Snapshot | None = None,
+               save_to: Path | None = None) -> Guest:
         try:
             vm.launch(self.rig.options.boot_timeout, restore=restore, save_to=save_to)
             if vm.expected is not None:
@@ -131,7 +132,7 @@ class VMPool:
             raise
         return vm
 
-    def acquire(self, request: VMRequest, nodeid: str) -> VM:
+    def acquire(self, request: VMRequest, nodeid: str) -> Guest:
         key = request.key()
         vm = self.vms.get(key)
         if vm is not None:
@@ -161,5 +162,5 @@ class VMPool:
             vm.shutdown()
         self.vms.clear()
 
-    def running(self) -> list[VM]:
+    def running(self) -> list[Guest]:
         return [vm for vm in self.vms.values() if vm.state is VMState.RUNNING]

@@ -24,10 +24,9 @@ import tempfile
 import time
 import weakref
 from contextlib import ExitStack
-from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import pexpect
 from qemu.qmp import ExecuteError
@@ -44,14 +43,6 @@ from cocolab.errors import (
     VMStateError,
     present,
 )
-from cocolab.guest.dmesg import Dmesg
-from cocolab.guest.iomem import IOMem
-from cocolab.guest.pci import PCI
-from cocolab.guest.probe import Probe
-from cocolab.guest.sysfs import SysfsWrite, write_sysfs
-from cocolab.guest.topology import GuestTopology
-from cocolab.guest.usb import USB
-from cocolab.guest.vfio import VFIO
 from cocolab.guest_image import GuestKeys
 from cocolab.host.process import (
     accept_while_running,
@@ -147,7 +138,7 @@ class VM:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> VM:
+    def __enter__(self) -> Self:
         self.launch()
         return self
 
@@ -518,13 +509,6 @@ class VM:
             raise VMStateError(f"{self.name}: {what} needs a running VM (state: "
                                f"{self.state.value})")
 
-    def modprobe(self, *names: str) -> None:
-        """Load kernel modules now, as /init loads a `modules` marker's: on a kernel built
-        without module support (no /proc/modules) they are built in or absent, and there is
-        nothing to load (a test then finds out which from the devices it waits for)."""
-        loads = " && ".join(f"modprobe {shlex.quote(name)}" for name in names)
-        self.run(f"[ ! -e /proc/modules ] || {{ {loads}; }}", check=True)
-
     def run(self, command: str, timeout: float = 60.0, stdin: bytes | None = None,
             check: bool = False) -> CommandResult:
         """Run `command` with /bin/sh over SSH; exit status, stdout and stderr are exact."""
@@ -572,44 +556,3 @@ class VM:
     @property
     def kconfig(self) -> Kconfig:
         return self.kernel.kconfig
-
-    @cached_property
-    def kernel_release(self) -> str:
-        return self.run("uname -r", check=True).stdout.strip()
-
-    @cached_property
-    def dmesg(self) -> Dmesg:
-        return Dmesg(self)
-
-    @cached_property
-    def probe(self) -> Probe:
-        """vm.probe(op, *args): one cocolab-probe call in the guest, as a ProbeResult."""
-        return Probe(self)
-
-    @cached_property
-    def topology(self) -> GuestTopology:
-        """The declared topology, checkable against the guest: vm.topology.verify()."""
-        if self.expected is None:
-            raise VMStateError(f"{self.name} was not booted from a topology "
-                               "(@pytest.mark.topology)")
-        return GuestTopology(self, self.expected)
-
-    @cached_property
-    def pci(self) -> PCI:
-        return PCI(self)
-
-    @cached_property
-    def vfio(self) -> VFIO:
-        return VFIO(self)
-
-    @cached_property
-    def usb(self) -> USB:
-        return USB(self)
-
-    def write_sysfs(self, path: str, value: str) -> SysfsWrite:
-        """`echo value > path` in one write(2), with the kernel's errno if it refuses."""
-        return write_sysfs(self, path, value)
-
-    def iomem(self) -> IOMem:
-        """/proc/iomem of the guest, read now (as root, so with real addresses)."""
-        return IOMem(self.run("cat /proc/iomem", check=True).stdout)
