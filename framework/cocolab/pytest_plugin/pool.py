@@ -97,6 +97,7 @@ class VMPool:
                 try:
                     vm = self._start(vm, restore=found)
                     self.restores += 1
+                    vm.snapshot = found
                     return vm
                 except SnapshotUnfaithful as exc:
                     store.refuse(key, exc.message, request.describe())
@@ -115,7 +116,8 @@ class VMPool:
                 if vm.snapshot_refused:
                     store.refuse(key, vm.snapshot_refused, request.describe())
                 else:
-                    store.commit(key, vm.token, vm.name, vm.pci_dump, vm.saved_console)
+                    vm.snapshot = store.commit(key, vm.token, vm.name, vm.pci_dump,
+                                               vm.saved_console)
             finally:
                 store.pending(key).unlink(missing_ok=True)
             return vm

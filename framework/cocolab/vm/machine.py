@@ -121,6 +121,9 @@ class VM:
         """The console log as it stood when this VM's snapshot was taken."""
         self.pci_dump = ""
         """PCI_DUMP of this guest as saved, on a cold boot that took a snapshot."""
+        self.snapshot: Snapshot | None = None
+        """The snapshot of this guest's boot, once there is one (it was restored from it, or
+        its cold boot was saved as it): another of it is a restore away."""
         self.snapshot_refused: str | None = None
         """Why QEMU could not save this VM's snapshot (a device that cannot migrate)."""
         self.failure: VMError | None = None
@@ -307,7 +310,14 @@ class VM:
     def _incoming(self, snapshot: Snapshot, deadline: Deadline) -> None:
         """Load `snapshot` into this (waiting) QEMU, then let the guest run."""
         monitor = present(self._monitor, "the QMP monitor")
-        monitor.cmd("migrate-incoming", {"uri": "exec:cat " + shlex.quote(str(snapshot.state))})
+        piped = "exec:cat " + shlex.quote(str(snapshot.state))
+        if "," in str(snapshot.state):  # file:'s options follow a comma
+            monitor.cmd("migrate-incoming", {"uri": piped})
+        else:
+            try:  # QEMU 8.2 and later read the file themselves: ~70 ms less than through cat
+                monitor.cmd("migrate-incoming", {"uri": f"file:{snapshot.state}"})
+            except ExecuteError:  # QEMU 7.2: "unknown migration protocol"
+                monitor.cmd("migrate-incoming", {"uri": piped})
         while not deadline.expired():
             self.check_alive()
             status = monitor.cmd("query-status")["status"]
@@ -487,10 +497,11 @@ class VM:
             kill_qemu(self._proc, grace=1.0)
         _LIVE.discard(self)
 
-    def retire(self, why: str) -> None:
-        """This guest is no longer as its tests expect (a restore failed): the pool boots a
-        new one for the next test instead of sharing this one."""
-        LOG.warning("%s retired: %s", self.name, why)
+    def retire(self, why: str, *, planned: bool = False) -> None:
+        """This guest is no longer as its tests expect (a restore failed; or, `planned`, a
+        test changed it on purpose and a restore of `snapshot` is the cheapest way back): the
+        pool boots a new one for the next test instead of sharing this one."""
+        (LOG.info if planned else LOG.warning)("%s retired: %s", self.name, why)
         self.retired = why
 
     @property
