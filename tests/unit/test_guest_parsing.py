@@ -97,3 +97,21 @@ def test_dmesg_lines() -> None:
     lines = DmesgLines(("a", "Lockdown: x: /dev/mem,kmem,port is restricted"))
     assert lines.contains("/dev/mem,kmem,port")
     assert lines.grep(r"^Lockdown: \w+:") == ["Lockdown: x: /dev/mem,kmem,port is restricted"]
+
+
+def test_sysfs_attributes_parse_by_entry_though_a_bdf_holds_colons() -> None:
+    from cocolab.guest.sysfs import parse_attributes
+    text = ("0000:00:01.0/vendor:0x1234\n0000:00:1f.2/vendor:0x8086\n"
+            "0000:00:01.0/device:0x11e8\n0000:00:1f.2/device:0x2922\n")
+    assert parse_attributes(text) == {"0000:00:01.0": {"vendor": "0x1234", "device": "0x11e8"},
+                                      "0000:00:1f.2": {"vendor": "0x8086", "device": "0x2922"}}
+
+
+def test_the_topology_view_parses_the_grep_and_the_groups() -> None:
+    from cocolab.guest.topology import GuestPCI
+    text = ("0000:00:02.0/vendor:0x8086\n0000:00:02.0/device:0x10d3\n"
+            "0000:00:02.0/class:0x020000\n0000:00:03.0/vendor:0x1234\n"
+            "group 4 0000:00:02.0\n")
+    view = GuestPCI.parse(text)
+    assert view.functions == {"0000:00:02.0": (0x8086, 0x10D3, 0x020000)}  # 03.0 is partial
+    assert view.groups == {"0000:00:02.0": "4"}

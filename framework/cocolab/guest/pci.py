@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cocolab.errors import RestoreError
-from cocolab.guest.sysfs import SysfsWrite, write_sysfs
+from cocolab.guest.sysfs import SysfsWrite, read_attributes, write_sysfs
 
 if TYPE_CHECKING:
     from cocolab.vm import VM
@@ -39,13 +39,8 @@ class PCI:
 
     def devices(self) -> dict[str, tuple[int, int]]:
         """{BDF: (vendor, device)} for every PCI function."""
-        out = self._vm.run(f"cd {SYSFS} && for d in *; do echo $d $(cat $d/vendor) "
-                           "$(cat $d/device); done", check=True).stdout
-        devices = {}
-        for line in out.splitlines():
-            bdf, vendor, device = line.split()
-            devices[bdf] = (int(vendor, 16), int(device, 16))
-        return devices
+        found = read_attributes(self._vm, SYSFS, ("vendor", "device"))
+        return {bdf: (int(a["vendor"], 16), int(a["device"], 16)) for bdf, a in found.items()}
 
     def find(self, vendor: int, device: int) -> list[str]:
         return sorted(b for b, ids in self.devices().items() if ids == (vendor, device))

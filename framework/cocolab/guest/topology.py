@@ -10,17 +10,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cocolab.errors import TopologyError
+from cocolab.guest.sysfs import parse_attributes
 from cocolab.topology import ExpectedView
 
 if TYPE_CHECKING:
     from cocolab.vm import VM
 
 READ_VIEW = (
-    "cd /sys/bus/pci/devices && for d in *; do "
-    "echo pci $d $(cat $d/vendor $d/device $d/class); done; "
+    "cd /sys/bus/pci/devices && grep -s . */vendor */device */class; "
     "for g in /sys/kernel/iommu_groups/*; do [ -d \"$g\" ] || continue; "
     "for d in $g/devices/*; do echo group ${g##*/} ${d##*/}; done; done"
 )
+"""Every function's IDs and class (one grep: `BDF/vendor:0x8086`), then `group N BDF` per
+IOMMU group member (shell builtins only)."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,14 @@ class GuestPCI:
 
     @classmethod
     def parse(cls, text: str) -> GuestPCI:
-        functions, groups = {}, {}
+        groups = {}
         for line in text.splitlines():
             words = line.split()
-            if words[:1] == ["pci"] and len(words) == 5:
-                functions[words[1]] = (int(words[2], 16), int(words[3], 16), int(words[4], 16))
-            elif words[:1] == ["group"] and len(words) == 3:
+            if words[:1] == ["group"] and len(words) == 3:
                 groups[words[2]] = words[1]
+        functions = {bdf: (int(a["vendor"], 16), int(a["device"], 16), int(a["class"], 16))
+                     for bdf, a in parse_attributes(text).items()
+                     if {"vendor", "device", "class"} <= a.keys()}
         return cls(functions, groups)
 
 
