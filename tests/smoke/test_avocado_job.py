@@ -181,7 +181,8 @@ def test_avocado_s_timeout_leaves_no_qemu_behind(
     jobs = tmp_path / "jobs"
     run = subprocess.Popen([str(AVOCADO), "run", "--job-results-dir", str(jobs),
                             "--disable-sysinfo", "--job-timeout", "60", str(sample)],
-                           cwd=pytester.path, env=env, stdout=subprocess.PIPE, text=True)
+                           cwd=pytester.path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)  # its words, if it fails
     seen: set[int] = set()  # QEMUs started under avocado (its runner, pytest, then QEMU)
     deadline = Deadline(600)
     while run.poll() is None and not deadline.expired():
