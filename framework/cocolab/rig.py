@@ -240,22 +240,20 @@ class Rig:
     def image(self) -> GuestImage:
         return self._once("image", lambda: build_guest_image(self.kernel), "the guest image")
 
-    def image_for(self, modules: tuple[str, ...]) -> GuestImage:
-        """The guest image carrying `modules` too (a test's marker): the default image when
-        guests/modules.txt has them all. A module the kernel has neither built in nor built
-        is a KernelError naming it, at plan time."""
+    def image_for(self, modules: tuple[str, ...], boot: tuple[str, ...]) -> GuestImage:
+        """The guest image for a VM whose /init loads `boot` (in which a test's `modules`
+        marker is). A marker's module the kernel has neither built in nor built is a
+        KernelError naming it, at plan time."""
         default = read_modules_list()
         extra = tuple(m for m in modules if m.replace("-", "_") not in default)
-        if not extra:
-            return self.image
         missing = missing_modules(self.kernel, extra)
         if missing:
             raise KernelError(f"kernel {self.kernel.release} ({self.kernel_spec}) has no module "
                               f"{', '.join(missing)} (neither built in nor built as a module): "
                               "enable it (=m or =y) and rebuild, or drop it from the test's "
                               "modules marker")
-        return self._once(f"image+{','.join(extra)}",
-                          lambda: build_guest_image(self.kernel, extra), "the guest image")
+        return self._once(f"image:{','.join(boot)}",
+                          lambda: build_guest_image(self.kernel, boot), "the guest image")
 
     def _once(self, name: str, make: Callable[[], T], what: str) -> T:
         if name not in self._made:
@@ -295,18 +293,19 @@ class Rig:
         cc_options, cc_args = self._cc(mach)
         microvm = mach.type == "microvm"
         transport = "virtio_mmio" if microvm else "virtio_pci"
-        wanted = (transport, *mach.modules, "virtio_net", *modules)
+        wanted = tuple(dict.fromkeys((transport, *mach.modules, "virtio_net", *modules)))
+        image = self.image_for(tuple(modules), wanted)
         return VMConfig(
             qemu=self.qemu_path,
             kernel=self.kernel.image,
-            initrd=self.image_for(tuple(modules)).initrd,
+            initrd=image.initrd,
             accel=self.accel.accel,
             machine=mach.type,
             machine_options=(*mach.options, *cc_options),
             memory_mib=self.lane.memory_mib,
             cpus=self.lane.cpus,
             cmdline=(*mach.cmdline, *self.append, *cmdline),
-            modules=tuple(dict.fromkeys(wanted)),
+            modules=wanted,
             platform_args=(*cc_args, *viommu_args(mach)),
             qemu_args=(*(topology_args(view) if view else ()), *qemu_args),
             nic_model="virtio-net-device" if microvm else "virtio-net-pci",

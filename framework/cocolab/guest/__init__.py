@@ -7,8 +7,11 @@ declared topology, each a module here, each reached as an attribute (`vm.pci`, `
 
 from __future__ import annotations
 
+import io
 import shlex
+import tarfile
 from functools import cached_property
+from typing import Any
 
 from cocolab.errors import VMStateError
 from cocolab.guest.dmesg import Dmesg
@@ -19,19 +22,44 @@ from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 from cocolab.guest.topology import GuestTopology
 from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
+from cocolab.guest_image.build import carried_modules, module_closure, module_store_for
 from cocolab.vm import VM
 
 
 class Guest(VM):
     """A VM, and what its Linux guest offers a test. Use as a context manager."""
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._copied_modules: set[str] = set()
+        """Module files copied in since boot (relative to lib/modules/RELEASE)."""
+
 
     def modprobe(self, *names: str) -> None:
         """Load kernel modules now, as /init loads a `modules` marker's: on a kernel built
         without module support (no /proc/modules) they are built in or absent, and there is
-        nothing to load (a test then finds out which from the devices it waits for)."""
+        nothing to load (a test then finds out which from the devices it waits for). The
+        image carries only the module files /init loads; the others are copied in first."""
+        self._copy_in_modules(names)
         loads = " && ".join(f"modprobe {shlex.quote(name)}" for name in names)
         self.run(f"[ ! -e /proc/modules ] || {{ {loads}; }}", check=True)
+
+    def _copy_in_modules(self, names: tuple[str, ...]) -> None:
+        store = module_store_for(self.kernel, self.config.modules)
+        if store is None:
+            return
+        release = self.kernel.release
+        tree = store / "lib/modules" / release
+        have = {*carried_modules(store, release, self.config.modules), *self._copied_modules}
+        need = [rel for rel in module_closure(tree, list(names)) if rel not in have]
+        if not need:
+            return
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for rel in need:
+                tar.add(tree / rel, arcname=f"lib/modules/{release}/{rel}", recursive=False)
+        self.run("tar -x -f - -C /", stdin=archive.getvalue(), check=True)
+        self._copied_modules.update(need)
 
     @cached_property
     def kernel_release(self) -> str:

@@ -6,10 +6,12 @@ The image is two cpio archives concatenated (Linux unpacks each in turn):
             (nothing else of the packages), the helpers compiled from guests/helpers/*.c into
             one static multi-call binary, the SSH public key. Depends only on guests/ and
             the keys.
-  modules   the kernel modules named in guests/modules.txt with their dependencies,
-            decompressed, and depmod's index. Per kernel. (busybox's modprobe reads a .ko.xz,
-            but only after the kernel refused it: "Invalid ELF header magic: != ELF" in
-            dmesg, each load.)
+  modules   depmod's index of the modules named in guests/modules.txt (and a test's
+            marker) with their dependencies, and the files of those the VM's /init loads:
+            the rest wait, decompressed, in a per-kernel store on the host, and
+            Guest.modprobe copies them in when a test loads them. (busybox's modprobe reads a
+            .ko.xz, but only after the kernel refused it: "Invalid ELF header magic: != ELF"
+            in dmesg, each load; so they are decompressed.)
 
 Every byte of the image is unpacked by the guest kernel under TCG at each cold boot, and kept
 twice in a snapshot (the rootfs and the freed initrd's pages), so the image holds only what
@@ -47,7 +49,7 @@ LOG = logging.getLogger(__name__)
 GUEST_SUITE = "bookworm"
 """Debian suite of the guest userland: fixed, so a guest is the same whatever the host runs."""
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 """Bump when this file changes what it puts into an image."""
 
 _LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
@@ -69,6 +71,11 @@ class GuestKeys:
 class GuestImage:
     initrd: Path
     keys: GuestKeys
+    modules: Path | None = None
+    """The module store (module_store) this image's modules come from; None for a kernel
+    without module support."""
+    boot: tuple[str, ...] = ()
+    """The modules whose files (with their dependencies') the image carries."""
 
 
 def _read_list(path: Path) -> list[str]:
@@ -422,27 +429,66 @@ def _sign(signer: tuple[str, ...], module: Path) -> None:
                          f"{proc.stderr.strip()}")
 
 
-def _build_modules(kernel: Kernel, out: Path, wanted: list[str]) -> None:
+def module_store(kernel: Kernel, wanted: list[str]) -> Path:
+    """The modules `wanted` and all they depend on, decompressed (stripped and signed where
+    the kernel asks), and depmod's index of them: `lib/modules/RELEASE` under the returned
+    directory, cached per kernel and set. Images carry the part their /init loads; Guest.
+    modprobe copies in the rest."""
     modules = present(kernel.modules, "the kernel's modules")
+    key = _hash_files([], BUILDER_VERSION, kernel.identity(), f"strip={kernel.strip_modules}",
+                      *kernel.sign_modules, *sorted(wanted))
+    store = cache_dir("guest", "modules") / key
+    with FileLock(str(store) + ".lock"):
+        if store.is_dir():
+            return store
+        tmp = Path(tempfile.mkdtemp(dir=store.parent, prefix=".tmp-"))
+        try:
+            dest = tmp / "lib/modules" / kernel.release
+            dest.mkdir(parents=True)
+            for rel in module_closure(modules, wanted):
+                target = dest / _uncompressed(rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _decompress(modules / rel, target)
+                if kernel.strip_modules:
+                    _strip_debug(target)
+                if kernel.sign_modules:  # after stripping, which would drop the signature
+                    _sign(kernel.sign_modules, target)
+            for extra in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+                if (modules / extra).exists():
+                    shutil.copy2(modules / extra, dest / extra)
+            ensure_depmod(dest, kernel.release)
+            tmp.rename(store)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return store
+
+
+def _uncompressed(rel: str) -> str:
+    for ext in (".xz", ".zst", ".gz"):
+        rel = rel.removesuffix(ext)
+    return rel
+
+
+def carried_modules(store: Path, release: str, boot: tuple[str, ...]) -> list[str]:
+    """The module files (relative to lib/modules/RELEASE) an image for `boot` carries: what
+    /init loads, with what it depends on."""
+    return module_closure(store / "lib/modules" / release, list(boot))
+
+
+def _build_modules(kernel: Kernel, out: Path, store: Path, boot: tuple[str, ...]) -> None:
+    """depmod's index of the whole store, and the module files of `boot` (the others are
+    copied in when a test loads them: every byte of the image costs every cold boot)."""
+    tree = store / "lib/modules" / kernel.release
     with tempfile.TemporaryDirectory() as tmp:
-        s = Path(tmp)
-        dest = s / "lib/modules" / kernel.release
+        dest = Path(tmp) / "lib/modules" / kernel.release
         dest.mkdir(parents=True)
-        for rel in module_closure(modules, wanted):
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for ext in (".xz", ".zst", ".gz"):
-                target = target.with_name(target.name.removesuffix(ext))
-            _decompress(modules / rel, target)
-            if kernel.strip_modules:
-                _strip_debug(target)
-            if kernel.sign_modules:  # after stripping, which would drop the signature
-                _sign(kernel.sign_modules, target)
-        for extra in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
-            if (modules / extra).exists():
-                shutil.copy2(modules / extra, dest / extra)
-        ensure_depmod(dest, kernel.release)
-        write_cpio(s, out)
+        for index in tree.iterdir():
+            if index.is_file():
+                shutil.copy2(index, dest / index.name)
+        for rel in carried_modules(store, kernel.release, boot):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tree / rel, dest / rel)
+        write_cpio(Path(tmp), out)
 
 
 def missing_modules(kernel: Kernel, names: tuple[str, ...]) -> list[str]:
@@ -457,19 +503,27 @@ def missing_modules(kernel: Kernel, names: tuple[str, ...]) -> list[str]:
             and n.replace("-", "_") not in builtin]
 
 
-def build_guest_image(kernel: Kernel, extra_modules: tuple[str, ...] = ()) -> GuestImage:
-    """The initramfs for `kernel`, from the cache when its inputs are unchanged; with the
-    modules guests/modules.txt names, plus `extra_modules` (a test's `modules` marker), each
-    with what it depends on."""
+def module_store_for(kernel: Kernel, boot: tuple[str, ...]) -> Path | None:
+    """The module store of the image for `boot`: guests/modules.txt and `boot` (which holds a
+    test's `modules` marker), each with its dependencies. None without module support."""
+    if kernel.modules is None:
+        return None
+    return module_store(kernel, list(dict.fromkeys([*_read_list(GUESTS_DIR / "modules.txt"),
+                                                    *boot])))
+
+
+def build_guest_image(kernel: Kernel, boot: tuple[str, ...] = ()) -> GuestImage:
+    """The initramfs for `kernel`, from the cache when its inputs are unchanged. Its module
+    index covers guests/modules.txt and `boot` (what /init loads, a test's `modules` marker
+    among it), each with what it depends on; of their files it carries those of `boot`."""
     outdir = cache_dir("guest")
     private, pub = ssh_keypair()
     _, host = host_keypair()
     base_inputs = [p for p in GUESTS_DIR.rglob("*") if p.is_file()
                    and p.name != "modules.txt" and p.parent != PROOF_INIT.parent]
     base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub, host)
-    wanted = list(dict.fromkeys([*_read_list(GUESTS_DIR / "modules.txt"), *extra_modules]))
-    mod_hash = _hash_files([], BUILDER_VERSION, kernel.identity(),
-                           f"strip={kernel.strip_modules}", *kernel.sign_modules, *wanted)
+    store = module_store_for(kernel, boot)
+    mod_hash = _hash_files([], str(store), *sorted(boot))
     base = outdir / f"base-{base_hash}.cpio"
     mods = outdir / f"modules-{mod_hash}.cpio"
     initrd = outdir / f"initrd-{base_hash}-{mod_hash}.cpio"
@@ -481,11 +535,11 @@ def build_guest_image(kernel: Kernel, extra_modules: tuple[str, ...] = ()) -> Gu
                     _build_base(base)
                     step.done = progress.mib(base.stat().st_size)
             parts = [base]
-            if kernel.modules is not None:
+            if store is not None:
                 if not mods.exists():
-                    with progress.step(f"packing {len(wanted)} modules and their dependencies "
-                                       f"for {kernel.release}") as step:
-                        _build_modules(kernel, mods, wanted)
+                    with progress.step(f"packing the modules for {kernel.release} "
+                                       f"(/init loads {', '.join(boot) or 'none'})") as step:
+                        _build_modules(kernel, mods, store, boot)
                         step.done = progress.mib(mods.stat().st_size)
                 parts.append(mods)
             tmp = initrd.with_suffix(".tmp")
@@ -493,4 +547,4 @@ def build_guest_image(kernel: Kernel, extra_modules: tuple[str, ...] = ()) -> Gu
                 for part in parts:
                     f.write(part.read_bytes())
             tmp.rename(initrd)
-    return GuestImage(initrd, GuestKeys(private, host.strip()))
+    return GuestImage(initrd, GuestKeys(private, host.strip()), store, boot)
