@@ -144,9 +144,12 @@ def test_vm_shares_are_counted_after_deselection_and_given_back_by_skips(
     assert "wanted at collection: [1, 1]" in out and "wanted at the end: [0, 0]" in out, out
 
 
-def test_loadgroup_sends_tests_of_one_vm_to_one_worker(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("dist", [("--dist", "loadgroup"), ()], ids=["loadgroup", "implied"])
+def test_loadgroup_sends_tests_of_one_vm_to_one_worker(pytester: pytest.Pytester,
+                                                       dist: tuple[str, ...]) -> None:
     """The xdist_group mark is added before xdist's own hook turns it into the nodeid suffix
-    that `--dist loadgroup` schedules by (pytest < 9.2: see pyproject.toml)."""
+    that `--dist loadgroup` schedules by (pytest < 9.2: see pyproject.toml); `-n 2` alone
+    implies loadgroup."""
     pytester.makepyfile("""
         import pytest
         pytestmark = pytest.mark.skip(reason="collection is what is checked")
@@ -155,7 +158,7 @@ def test_loadgroup_sends_tests_of_one_vm_to_one_worker(pytester: pytest.Pytester
         @pytest.mark.cmdline("quiet")
         def test_c(vm): pass
     """)
-    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-v", *NO_QEMU)
+    result = pytester.runpytest_subprocess("-n", "2", *dist, "-v", *NO_QEMU)
     # '[gw0] [ 33%] SKIPPED test_x.py::test_a@vm-0123456789'
     found = re.findall(r"\[(gw\d)\] .*SKIPPED \S+::(test_\w)@(vm-\w+)", result.stdout.str())
     assert len(found) == 3, result.stdout.str()
@@ -163,3 +166,10 @@ def test_loadgroup_sends_tests_of_one_vm_to_one_worker(pytester: pytest.Pytester
     group = {test: g for _, test, g in found}
     assert group["test_a"] == group["test_b"] != group["test_c"]
     assert worker["test_a"] == worker["test_b"]
+
+
+def test_a_dist_the_user_chose_is_kept(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(vm): pass\ndef test_b(vm): pass")
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "load", "--collect-only",
+                                           "-q", *NO_QEMU)
+    assert "@vm-" not in result.stdout.str()  # load: no group suffix scheduling

@@ -13,6 +13,7 @@ import os
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,8 +82,27 @@ def backstop_timeout(boot_timeout: float) -> float:
 BACKSTOP_EXTRA_S = 300.0
 
 
+@pytest.hookimpl(wrapper=True)  # around xdist's, which makes an unset --dist "load"
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    """`-n N` alone means `--dist loadgroup`: the tests of one VM go to one worker, which
+    boots (or restores) it once. A --dist the user gave is kept."""
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+        config.option.dist = "loadgroup"
+    return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist's controller, per worker: a worker derives loadgroup from its own command line
+    (xdist's remote.setup_config), where an implied one is not; tell it."""
+    node.workerinput["cocolab_dist"] = node.config.option.dist
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its settings
 def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", {})
+    if workerinput.get("cocolab_dist") == "loadgroup":  # before xdist's worker collects
+        config.option.loadgroup = True
     if (config.pluginmanager.hasplugin("timeout") and config.getoption("timeout") is None
             and not os.environ.get("PYTEST_TIMEOUT") and not config.getini("timeout")):
         config.option.timeout = backstop_timeout(config.getoption("cocolab_boot_timeout"))
