@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import socket
 import subprocess
 import threading
 from pathlib import Path
 
 import paramiko
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fake_sshd import AcceptingSshd, ed25519, pinned, serve
 
 from cocolab.deadline import Deadline
 from cocolab.errors import GuestCommandError
@@ -32,20 +31,11 @@ def _busybox(tmp_path: Path) -> str | None:
     return str(tmp_path / "bb/bin/busybox")
 
 
-class Sshd(paramiko.ServerInterface):
+class Sshd(AcceptingSshd):
     """Runs each exec as dropbear does, with `shell -c COMMAND`, and logs the commands."""
 
     def __init__(self, shell: list[str], log: list[str]):
         self.shell, self.log = shell, log
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        return paramiko.AUTH_SUCCESSFUL
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         self.log.append(command.decode())
@@ -61,14 +51,16 @@ class Sshd(paramiko.ServerInterface):
         stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
 
         def feed() -> None:
-            while data := channel.recv(65536):
-                stdin.write(data)
-                stdin.flush()
-            stdin.close()
+            with contextlib.suppress(OSError):  # the shell is gone (killed by a test)
+                while data := channel.recv(65536):
+                    stdin.write(data)
+                    stdin.flush()
+                stdin.close()
 
         def drain(src, send) -> None:  # type: ignore[no-untyped-def]
-            while data := src.read1(65536):
-                send(data)
+            with contextlib.suppress(EOFError, OSError):  # the client hung up (a timeout)
+                while data := src.read1(65536):
+                    send(data)
 
         threads = [threading.Thread(target=feed, daemon=True),
                    threading.Thread(target=drain, args=(stdout, channel.sendall)),
@@ -78,8 +70,9 @@ class Sshd(paramiko.ServerInterface):
         for t in threads[1:]:
             t.join()
         rc = proc.wait()
-        channel.send_exit_status(rc if rc >= 0 else 128 - rc)  # as a shell reports a signal
-        channel.close()
+        with contextlib.suppress(EOFError, OSError):
+            channel.send_exit_status(rc if rc >= 0 else 128 - rc)  # as a shell says a signal
+            channel.close()
 
 
 SHELLS = {"host sh": ["/bin/sh"], "busybox ash": None}
@@ -93,32 +86,11 @@ def ssh(request: pytest.FixtureRequest, tmp_path: Path):
         if busybox is None:
             pytest.skip("no busybox-static .deb cached yet: any VM-backed run caches it")
         shell = [busybox, "sh"]
-    key = Ed25519PrivateKey.generate()
     client_key = tmp_path / "id"
-    client_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                             serialization.PrivateFormat.OpenSSH,
-                                             serialization.NoEncryption()))
-    host_key = paramiko.Ed25519Key.from_private_key_file(str(client_key))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
+    host_key = ed25519(client_key)
     log: list[str] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            transport = paramiko.Transport(conn)
-            transport.add_server_key(host_key)
-            transport.start_server(server=Sshd(shell, log))
-            threading.Thread(target=lambda t=transport: [t.accept(5) for _ in range(16)],
-                             daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    client = SSH(listener.getsockname()[1], client_key,
-                 f"{host_key.get_name()} {host_key.get_base64()}")
+    listener = serve(host_key, lambda: Sshd(shell, log))
+    client = SSH(listener.getsockname()[1], client_key, pinned(host_key))
     client.connect(Deadline(10))
     client.log = log  # type: ignore[attr-defined]
     yield client
