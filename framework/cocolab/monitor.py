@@ -133,7 +133,11 @@ class Monitor:
             event = await self._client.events.get()
             self._idle.clear()
             name = event["event"]
-            if name in _WATCHED:
+            if name == "SHUTDOWN":
+                # no status round trip: the state is known, and under -no-reboot QEMU exits
+                # right after saying it, so the question could outlive the answer
+                self._note(name, "shutdown", event.get("data", {}))
+            elif name in _WATCHED:
                 # whether a pause was announced is read as the event is taken, before the
                 # status round trip, which may end after the announcing block did
                 expected = self._expected > 0

@@ -84,6 +84,8 @@ def _kill_leftovers() -> None:
 INIT_FAILED = rb"COCOLAB FAILED ([^\r\n]*)\r?\n"
 """/init giving up, the whole line: the console may deliver it in pieces, and a match on the
 first piece would cut the reason short ("modprobe dummy: modprobe: can't l")."""
+EXIT_EVENT_GRACE_S = 1.0
+"""How long a QEMU found exited may still have an event in flight on QMP."""
 RESEED_BYTES = 64
 """Host randomness a restored guest credits to its input pool (cocolab-restored)."""
 
@@ -428,6 +430,9 @@ class VM:
     def _check_process(self, when: str) -> None:
         rc = present(self._proc, "QEMU").poll()
         if rc is not None:
+            if self._monitor is not None and self._monitor.stopped is None:
+                # QEMU says why (SHUTDOWN) before it exits: let the monitor read it
+                self._monitor.changed.wait(EXIT_EVENT_GRACE_S)
             if self._console is not None:
                 # read what the guest said last: it may name a panic
                 self._console.settle(2.0)
@@ -526,8 +531,24 @@ class VM:
         if self.state not in (VMState.RUNNING, VMState.LAUNCHING) or self._ssh is None:
             self._need_running("run()")
         ssh = present(self._ssh, "SSH")
-        result = ssh.run(command, timeout, stdin=stdin, alive=self.check_alive)
+        try:
+            result = ssh.run(command, timeout, stdin=stdin, alive=self.check_alive)
+        except GuestCommandError:
+            self._verdict_on_lost_command()
+            raise
         return result.check() if check else result
+
+    def _verdict_on_lost_command(self) -> None:
+        """A command's connection broke or it timed out. If that is the guest going down (a
+        reset, a panic, QEMU's exit), that is what to report, and it can lag the broken
+        connection by a moment (QEMU closes slirp's sockets as it exits, before the process
+        is gone): raise it if it shows within EXIT_EVENT_GRACE_S."""
+        deadline = Deadline(EXIT_EVENT_GRACE_S)
+        while not deadline.expired():
+            self.check_alive()
+            if self._monitor is not None and self._monitor.changed.wait(0.05):
+                break
+        self.check_alive()
 
     def put(self, local: Path | str, remote: str, mode: int = 0o644) -> None:
         """Copy the file `local` into the guest as `remote` (its directory made if need be),
