@@ -45,3 +45,21 @@ def test_the_table_sums_every_run() -> None:
     last = soak.table(runs).splitlines()[-1]
     assert last == ("2 suite runs: 79 passed, 0 failed, 1 errors, 3 skipped; rig errors: "
                     "{'GuestCommandError': 1}; leftover QEMU: 0")
+
+
+def test_a_live_child_is_left_over_and_a_zombie_is_reaped_not_counted() -> None:
+    import subprocess
+    import time
+    live = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    try:
+        stat = Path(f"/proc/{dead.pid}/stat")
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+            time.sleep(0.01)
+        found = soak.leftovers()
+        assert f"{live.pid} sleep" in found
+        assert not any(line.startswith(f"{dead.pid} ") for line in found)
+        assert not stat.exists()  # reaped
+    finally:
+        live.kill()
+        live.wait()
