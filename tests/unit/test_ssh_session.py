@@ -151,3 +151,13 @@ def test_a_background_jobs_late_output_is_dropped_between_commands(ssh: SSH) -> 
     assert ssh.run("(sleep 0.3; echo stray) &", 10).stdout == ""
     ssh.run("sleep 0.6", 10)  # the stray line comes while this one runs: its output
     assert ssh.run("echo clean", 10).stdout == "clean\n"
+
+
+def test_closing_after_the_server_went_away_is_quiet(ssh: SSH) -> None:
+    """A VM's shutdown quits QEMU before it closes SSH: the session's channel close must not
+    raise on the dead transport (seen: EOFError at teardown, once in a full run)."""
+    assert ssh.run("true", 10).ok
+    transport = ssh.client.get_transport()
+    assert transport is not None
+    transport.sock.close()  # the peer is gone; paramiko has not noticed yet
+    ssh.close()
