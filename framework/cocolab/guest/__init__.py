@@ -34,7 +34,6 @@ class Guest(VM):
         self._copied_modules: set[str] = set()
         """Module files copied in since boot (relative to lib/modules/RELEASE)."""
 
-
     def modprobe(self, *names: str) -> None:
         """Load kernel modules now, as /init loads a `modules` marker's: on a kernel built
         without module support (no /proc/modules) they are built in or absent, and there is
