@@ -198,8 +198,15 @@ class SSH:
             return self.exec(command, timeout, stdin, alive)
         try:
             if self._session is None or not self._session.usable():
-                self._session = Session(self.start(Session.COMMAND,
-                                                   min(timeout, OPEN_TIMEOUT_S), alive))
+                alive()
+                try:
+                    chan = self.start(Session.COMMAND, min(timeout, OPEN_TIMEOUT_S), alive)
+                except (OSError, paramiko.SSHException, EOFError) as exc:
+                    alive()
+                    raise GuestCommandError(f"SSH failed starting the session shell for "
+                                            f"{command!r} (it did not run): "
+                                            f"{_describe(exc, None)}") from exc
+                self._session = Session(chan)
             session = self._session
             try:
                 return session.run(command, timeout, alive)
