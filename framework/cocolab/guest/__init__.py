@@ -11,7 +11,7 @@ import io
 import shlex
 import tarfile
 from functools import cached_property
-from typing import Any
+from pathlib import Path
 
 from cocolab.errors import VMStateError
 from cocolab.guest.dmesg import Dmesg
@@ -29,11 +29,6 @@ from cocolab.vm import VM
 class Guest(VM):
     """A VM, and what its Linux guest offers a test. Use as a context manager."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._copied_modules: set[str] = set()
-        """Module files copied in since boot (relative to lib/modules/RELEASE)."""
-
     def modprobe(self, *names: str) -> None:
         """Load kernel modules now, as /init loads a `modules` marker's: on a kernel built
         without module support (no /proc/modules) they are built in or absent, and there is
@@ -44,13 +39,12 @@ class Guest(VM):
         self.run(f"[ ! -e /proc/modules ] || {{ {loads}; }}", check=True)
 
     def _copy_in_modules(self, names: tuple[str, ...]) -> None:
-        store = module_store_for(self.kernel, self.config.modules)
+        store = self._module_store
         if store is None:
             return
         release = self.kernel.release
         tree = store / "lib/modules" / release
-        have = {*carried_modules(store, release, self.config.modules), *self._copied_modules}
-        need = [rel for rel in module_closure(tree, list(names)) if rel not in have]
+        need = [rel for rel in module_closure(tree, list(names)) if rel not in self._in_guest]
         if not need:
             return
         archive = io.BytesIO()
@@ -58,7 +52,20 @@ class Guest(VM):
             for rel in need:
                 tar.add(tree / rel, arcname=f"lib/modules/{release}/{rel}", recursive=False)
         self.run("tar -x -f - -C /", stdin=archive.getvalue(), check=True)
-        self._copied_modules.update(need)
+        self._in_guest.update(need)
+
+    @cached_property
+    def _module_store(self) -> Path | None:
+        """The image's module store, looked up once (its key stats every module)."""
+        return module_store_for(self.kernel, self.config.modules)
+
+    @cached_property
+    def _in_guest(self) -> set[str]:
+        """Module files the guest has (relative to lib/modules/RELEASE): those the image
+        carries, and those copied in since."""
+        store = self._module_store
+        return set(carried_modules(store, self.kernel.release, self.config.modules)) \
+            if store is not None else set()
 
     @cached_property
     def kernel_release(self) -> str:

@@ -523,7 +523,8 @@ def build_guest_image(kernel: Kernel, boot: tuple[str, ...] = ()) -> GuestImage:
                    and p.name != "modules.txt" and p.parent != PROOF_INIT.parent]
     base_hash = _hash_files(base_inputs, BUILDER_VERSION, GUEST_SUITE, pub, host)
     store = module_store_for(kernel, boot)
-    mod_hash = _hash_files([], str(store), *sorted(boot))
+    # without module support every boot set has the same (module-less) image
+    mod_hash = _hash_files([], str(store), *(sorted(boot) if store else ()))
     base = outdir / f"base-{base_hash}.cpio"
     mods = outdir / f"modules-{mod_hash}.cpio"
     initrd = outdir / f"initrd-{base_hash}-{mod_hash}.cpio"
