@@ -6,7 +6,11 @@
   cocolab shell    boot the VM a test would boot and give you a root shell in it
   cocolab kconfig  the kernel config fragment the rig and the suites need;
                    --check .config says what a config lacks and which tests it skips;
-                   --apply TREE merges it into a source tree's .config
+                   --apply TREE merges it into a source tree's .config;
+                   --bare prints the fragment alone, for Kconfig's own tools
+  cocolab build    a kernel from source (debian:X.Y or a tree), --patch FILE applied, a
+                   minimal config plus that fragment, ccache'd; prints what to pass to
+                   --kernel. --list: the Debian sources there are
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ from pathlib import Path
 from cocolab import progress
 from cocolab.errors import CocolabError, ConfigError, KernelError, present
 from cocolab.guest import Guest
+from cocolab.kernel.build import (
+    BASES,
+    BuildRequest,
+    check_source,
+    list_debian_sources,
+    read_patch,
+)
+from cocolab.kernel.build import build as build_kernel
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.needs import apply as apply_fragment
 from cocolab.kernel.needs import check, check_tree, collect_gates, fragment, rig_lacks
@@ -122,7 +134,8 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
         return _interactive(vm)
 
 
-def kconfig(suites: list[str], check_path: str | None, apply_tree: str | None = None) -> int:
+def kconfig(suites: list[str], check_path: str | None, apply_tree: str | None = None,
+            bare: bool = False) -> int:
     """The config fragment for `suites` (default: every suite); with `check_path` what that
     .config lacks; with `apply_tree` the fragment merged into that tree's .config."""
     tests = REPO_ROOT / "tests"
@@ -141,7 +154,7 @@ def kconfig(suites: list[str], check_path: str | None, apply_tree: str | None = 
         config = apply_fragment(Path(apply_tree).expanduser(), fragment(gates, why=False))
         check_path = str(Path(apply_tree) / ".config")
     elif check_path is None:
-        sys.stdout.write(fragment(gates))
+        sys.stdout.write(fragment(gates, why=not bare))
         return 0
     else:
         try:
@@ -157,12 +170,40 @@ def kconfig(suites: list[str], check_path: str | None, apply_tree: str | None = 
     return 1 if lacks else 0
 
 
+def build_command(args: argparse.Namespace) -> int:
+    """`cocolab build [SOURCE]`: the lane's patches and options come with it (--lane
+    cc-sim-tdx builds the cc-sim kernel), and --patch/--kconfig add to them."""
+    if args.list:
+        for line in list_debian_sources():
+            print(line)
+        return 0
+    if len(args.suites) > 1:
+        raise ConfigError(f"build: one SOURCE, not {len(args.suites)}: {' '.join(args.suites)}")
+    lane = Rig(RigOptions(lane=args.lane)).lane
+    source = args.suites[0] if args.suites else lane.build_source
+    if source is None:
+        raise ConfigError(f"build: give a SOURCE (debian:X.Y or a kernel tree); lane "
+                          f"{lane.name} builds none (`cocolab build --list`)")
+    check_source(source, "build")
+    patches = (*lane.patch_paths, *(Path(p).expanduser().resolve() for p in args.patch))
+    for patch in patches:
+        read_patch(patch)  # a bad one is one line before anything is fetched
+    request = BuildRequest(source, patches, (*lane.kconfig, *args.kconfig), args.base,
+                           jobs=args.jobs or len(os.sched_getaffinity(0)))
+    built = build_kernel(request)
+    how = "cached" if built.cached else f"{built.compiled} objects compiled"
+    print(f"built {built.release} in {built.seconds:.1f}s ({how}): --kernel {built.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cocolab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig"))
-    parser.add_argument("suites", nargs="*", metavar="SUITE",
-                        help="kconfig: the suites to cover (default: all), e.g. devmem")
+    parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig", "build"))
+    parser.add_argument("suites", nargs="*", metavar="ARG",
+                        help="kconfig: the suites to cover (default: all), e.g. devmem; "
+                             "build: the SOURCE, debian:X.Y or a kernel tree (default: the "
+                             "lane's)")
     parser.add_argument("--check", metavar="CONFIG",
                         help="kconfig: what this .config lacks, and which tests it skips")
     parser.add_argument("--apply", metavar="TREE",
@@ -170,6 +211,20 @@ def main(argv: list[str] | None = None) -> int:
                              ".config (merge_config.sh, make olddefconfig), then --check it")
     for opt in OPTIONS:
         parser.add_argument(opt.flag, dest=opt.dest, help=opt.help, **dict(opt.kwargs))
+    parser.add_argument("--bare", action="store_true",
+                        help="kconfig: the fragment without comments, as merge_config.sh takes it")
+    parser.add_argument("--patch", action="append", default=[], metavar="FILE",
+                        help="build: apply this patch (git format-patch, a diff or an mbox of a "
+                             "series) to a copy of the source first; repeatable, in order")
+    parser.add_argument("--kconfig", action="append", default=[], metavar="OPTION",
+                        help="build: one more option (NAME, NAME=y|m|n); repeatable")
+    parser.add_argument("--base", default="minimal", choices=BASES,
+                        help="build: the config to start from (default: minimal, tinyconfig + "
+                             "kvm_guest.config + guests/kconfig/minimal.config)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="build: make -jN (default: one per core)")
+    parser.add_argument("--list", action="store_true",
+                        help="build: list the Debian linux-source versions there are")
     parser.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
                         help="extra QEMU argument (repeatable), as @pytest.mark.qemu_args")
     parser.add_argument("--topology", metavar="NAME",
@@ -190,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         progress.set_sink(lambda line: print(line, file=sys.stderr, flush=True))
     try:
         if args.command == "kconfig":
-            return kconfig(args.suites, args.check, args.apply)
+            return kconfig(args.suites, args.check, args.apply, args.bare)
+        if args.command == "build":
+            return build_command(args)
         if args.suites:
             parser.error(f"{args.command} takes no SUITE arguments")
         rig = _rig(args)

@@ -36,7 +36,7 @@ from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_probl
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
 from cocolab.kernel.needs import Need, rig_lacks
 from cocolab.kernel.resolve import check_image_spec
-from cocolab.kernel.spec import ImageSpec
+from cocolab.kernel.spec import BuildTreeSpec, ImageSpec, SourceSpec, is_build_output
 from cocolab.options import split_append
 from cocolab.qemu import VMConfig
 from cocolab.qemu.cc import cc_machine_options, cc_platform_args
@@ -124,20 +124,46 @@ class Rig:
         if self.accel_requested not in ACCELS:
             raise ConfigError(f"{said(self.accel_setting.source, self.accel_requested)}: no "
                               f"such accelerator; choose one of {', '.join(ACCELS)}")
-        if options.firmware and not self.lane.cc:
+        lane = self.lane
+        if options.firmware and not lane.hardware_cc:
             raise ConfigError(f"--firmware {options.firmware}: applies to confidential lanes "
-                              f"only; lane {self.lane.name} boots plain guests (use --lane tdx "
-                              "or --lane snp)")
-        if self.lane.cc and load_machine(self.lane.machine).cc != self.lane.cc:
-            raise ConfigError(f"{self.lane.source}: key 'cc' is {self.lane.cc!r} but machine "
-                              f"{self.lane.machine!r} boots no {self.lane.cc} guest")
+                              f"only; lane {lane.name} boots "
+                              f"{'simulated CC' if lane.simulated else 'plain'} guests (use "
+                              "--lane tdx or --lane snp)")
+        machine_cc = load_machine(lane.machine).cc
+        if lane.hardware_cc and machine_cc != lane.cc:
+            raise ConfigError(f"{lane.source}: key 'cc' is {lane.cc!r} but machine "
+                              f"{lane.machine!r} boots no {lane.cc} guest")
+        if lane.simulated and machine_cc:
+            raise ConfigError(f"{lane.source}: a simulated lane boots a plain machine; machine "
+                              f"{lane.machine!r} boots a real {machine_cc} guest")
 
     @cached_property
     def kernel_spec(self) -> KernelSpec:
-        spec = present(self.kernel_setting.value, "the lane's kernel")
-        return parse_kernel_spec(spec, config=self.options.kernel_config,
+        text = present(self.kernel_setting.value, "the lane's kernel")
+        spec = parse_kernel_spec(text, config=self.options.kernel_config,
                                  modules=self.options.modules, source=self.kernel_setting.source,
                                  module_debug=self.options.module_debug)
+        return self._with_lane_build(spec, text)
+
+    def _with_lane_build(self, spec: KernelSpec, text: str) -> KernelSpec:
+        """A lane that builds its kernel with patches builds a user's source tree with them
+        too; a prebuilt kernel (a bzImage, a Debian package) cannot carry them."""
+        lane = self.lane
+        if not (lane.patches or lane.kconfig):
+            return spec
+        if isinstance(spec, BuildTreeSpec) and not is_build_output(spec.tree):
+            spec = SourceSpec(str(spec.tree))
+        if isinstance(spec, SourceSpec):
+            return SourceSpec(spec.source, (*lane.patch_paths, *spec.patches),
+                              (*lane.kconfig, *spec.kconfig))
+        if isinstance(spec, BuildTreeSpec):  # cocolab build's (or make O=) output: as it is
+            return spec
+        raise ConfigError(f"{said(self.kernel_setting.source, text)}: lane {lane.name} builds "
+                          f"its kernel with {', '.join(lane.patches) or 'its own options'}, "
+                          "which a prebuilt kernel lacks; give a source to build (build:debian:"
+                          "X.Y or a kernel tree), or a tree `cocolab build --lane "
+                          f"{lane.name}` made")
 
     def check_inputs(self) -> None:
         """Everything the user gave, judged before any test: the kernel spec and the files it
@@ -173,7 +199,8 @@ class Rig:
         if self.options.strict_lane is not None:
             return "--strict-lane" if self.options.strict_lane else None
         if self.lane.cc:
-            return f"lane {self.lane.name} is a confidential lane"
+            return (f"lane {self.lane.name} is a "
+                    f"{'simulated ' if self.lane.simulated else ''}confidential lane")
         if self.lane.strict:
             return f"lane {self.lane.name} is strict ({self.lane.source})"
         return None
@@ -184,7 +211,7 @@ class Rig:
         (a confidential machine on a plain lane is still booted cold, VM by VM)."""
         if not self.options.snapshots:
             return "--no-snapshots"
-        if self.lane.cc:
+        if self.lane.hardware_cc:
             return (f"lane {self.lane.name} boots {self.lane.cc.upper()} guests, whose "
                     "encrypted memory QEMU cannot save: every VM boots cold")
         return None
@@ -309,6 +336,10 @@ class Rig:
             platform_args=(*cc_args, *viommu_args(mach)),
             qemu_args=(*(topology_args(view) if view else ()), *qemu_args),
             nic_model="virtio-net-device" if microvm else "virtio-net-pci",
+            # A confidential guest refuses a virtio device without VIRTIO_F_ACCESS_PLATFORM
+            # (virtio_features_ok(), since 5.19); QEMU's TDX/SNP machines turn it on
+            # themselves, a simulated guest's plain q35 does not.
+            nic_options=("iommu_platform=on",) if self.lane.cc else (),
             cc=mach.cc,
             labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec)),
                     ("machine", mach.name), ("topology", topo.name if topo else "")),

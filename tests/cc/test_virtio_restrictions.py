@@ -4,7 +4,8 @@ Source: kernel-behaviors.md §2.3. With CC_ATTR_GUEST_MEM_ENCRYPT, mem_encrypt_s
 installs virtio_require_restricted_mem_acc(); virtio_features_ok() (drivers/virtio/virtio.c)
 then fails the probe with -ENODEV and logs "device must provide VIRTIO_F_VERSION_1" or
 "device must provide VIRTIO_F_ACCESS_PLATFORM". QEMU's TDX/SEV machines turn iommu_platform
-on by default, so the topology switches it off explicitly.
+on by default, so the topology switches it off explicitly. The rule asks cc_platform_has()
+only, so a simulated TDX guest (--lane cc-sim-tdx) runs it as a real one does.
 """
 
 from __future__ import annotations
@@ -40,3 +41,17 @@ def test_a_confidential_guest_refuses_them(cc_guest: CCProof, vm: Guest, ident: 
                                            feature: str) -> None:
     assert virtio_driver(vm, ident) is None
     assert vm.dmesg.read().contains(f"device must provide {feature}")
+
+
+def test_a_confidential_guest_binds_a_device_with_access_platform(cc_guest: CCProof,
+                                                                   vm: Guest) -> None:
+    """The control of the refusals: the same driver binds a modern device that offers
+    VIRTIO_F_ACCESS_PLATFORM, so a refusal above is the rule, not a broken driver."""
+    assert virtio_driver(vm, "vnet-plat") == "virtio_net"
+
+
+def test_a_plain_guest_binds_the_control_too(vm: Guest, cocolab_rig) -> None:
+    if cocolab_rig.lane.cc:
+        pytest.skip(f"counterpart of the CC test; runs on non-confidential lanes, this is "
+                    f"{cocolab_rig.lane.name}")
+    assert virtio_driver(vm, "vnet-plat") == "virtio_net"

@@ -10,6 +10,7 @@ Every address is read from the booted guest (/proc/iomem, sysfs); none is hard-c
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,22 @@ DEVMEM_MACHINE = (
     ),
     pytest.mark.modules("e1000"),
 )
+
+
+@pytest.fixture
+def plain_dev_mem(vm: Guest, cocolab_rig) -> None:
+    """The test needs /dev/mem and /dev/port open, as root has them in a plain guest. A
+    confidential guest whose kernel has the CC rule refuses both at open with EPERM
+    (test_confidential_guest.py asserts that): there the test skips, saying so. On a CC
+    lane whose kernel lacks the rule, the test runs."""
+    if not cocolab_rig.lane.cc:
+        return
+    for path in ("/dev/mem", "/dev/port"):
+        opened = vm.probe("open", path)
+        if not opened.ok and opened.errno == errno.EPERM:
+            pytest.skip(f"{path} is closed in this {cocolab_rig.lane.cc_words} guest (open: "
+                        "EPERM, the CC rule; test_confidential_guest.py asserts it): this "
+                        "test is about a plain guest's /dev/mem and runs on --lane default")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -3,10 +3,15 @@
 The proposal: Dan Williams, "x86/devmem: Drop /dev/mem access for confidential guests" (v5 2/2,
 2025-04-29): open_port() returns EPERM when STRICT_DEVMEM=y and
 cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT). Patch 1/2 merged (1b3f2bd04d90, v6.16); patch 2/2
-is not in mainline (kernel-behaviors.md §1.0). On a kernel without it the open succeeds: that
-is reported as an expected failure naming the patch, never as a pass.
+is not in mainline (kernel-behaviors.md §1.0). On a kernel without it the open succeeds and
+the test fails: a lane that runs such a kernel says so in its known-issue baseline
+([[expected_failure]] in the lane file, e.g. qemu-configs/lanes/cc-sim-tdx.toml), so the
+failure is reported as that baseline, and a kernel that gains the rule turns the baseline red
+until it is updated.
 These tests need a guest that proved it is confidential (the cc_guest fixture); on any other
-lane they skip and say which lane to use.
+lane they skip and say which lane to use. The rule asks cc_platform_has() only, so a simulated
+TDX guest (--lane cc-sim-tdx) runs it; the BIOS-data-area kill is the TDX module's doing and
+needs the hardware.
 """
 
 from __future__ import annotations
@@ -20,24 +25,36 @@ from cocolab.errors import VMError
 from cocolab.guest import Guest
 from cocolab.guest.cc import CCProof
 
-PATCH = ("kernel lacks 'x86/devmem: Drop /dev/mem access for confidential guests' "
-         "(Dan Williams, v5 2/2, 2025-04-29; not in mainline): known gap")
-
 
 @pytest.mark.parametrize("path", [
     pytest.param("/dev/mem", marks=pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM")),
     pytest.param("/dev/port", marks=pytest.mark.kconfig("DEVPORT", "STRICT_DEVMEM")),
 ])
 def test_open_is_denied_in_a_confidential_guest(cc_guest: CCProof, vm: Guest, path: str) -> None:
-    result = vm.probe("open", path)
-    if result.ok:
-        pytest.xfail(f"{path} opened in a proven {cc_guest.kind} guest: {PATCH}")
-    assert_denied(result, errno.EPERM, stage="open")
+    """open_port() returns EPERM after the capability and lockdown checks, and logs nothing
+    (v5 2/2: `IS_ENABLED(CONFIG_STRICT_DEVMEM) && cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT)`)."""
+    vm.dmesg.mark()
+    assert_denied(vm.probe("open", path), errno.EPERM, stage="open")
+    assert not vm.dmesg.since_mark().contains("Lockdown:"), \
+        "the CC rule is not a lockdown hook: a lockdown notice means lockdown refused it"
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/dev/mem", marks=pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM")),
+    pytest.param("/dev/port", marks=pytest.mark.kconfig("DEVPORT", "STRICT_DEVMEM")),
+])
+def test_open_is_allowed_in_a_plain_guest(vm: Guest, cocolab_rig, path: str) -> None:
+    """The counterpart: the same open as root succeeds where cc_platform_has() is false."""
+    if cocolab_rig.lane.cc:
+        pytest.skip(f"counterpart of the CC rule; runs on non-confidential lanes, this is "
+                    f"{cocolab_rig.lane.name}")
+    assert vm.probe("open", path).ok
 
 
 @pytest.mark.destructive
 @pytest.mark.fresh_vm
 @pytest.mark.kconfig("DEVMEM")
+@pytest.mark.cc_hardware("the TD is killed by the TDX module's SEPT check")
 def test_bios_data_area_read_kills_a_td(cc_guest: CCProof, vm: Guest) -> None:
     """Nikolay Borisov's report (2025-03-18): reading the BIOS data area through /dev/mem maps a
     private page shared; the reboot path's later private access to 0x472 takes a SEPT
@@ -59,6 +76,7 @@ def test_bios_data_area_read_kills_a_td(cc_guest: CCProof, vm: Guest) -> None:
 
 @pytest.mark.destructive
 @pytest.mark.fresh_vm
+@pytest.mark.cc_hardware("the counterpart of the TD kill")
 def test_a_clean_reboot_of_a_td_is_told_apart(cc_guest: CCProof, vm: Guest) -> None:
     """The counterpart: without the BIOS-data-area read, the same reboot is a guest-reset."""
     with pytest.raises(VMError):

@@ -12,6 +12,8 @@ import pytest
 from cocolab.assertions import assert_allowed
 from cocolab.guest import Guest
 
+pytestmark = pytest.mark.usefixtures("plain_dev_mem")
+
 
 @pytest.mark.kconfig("DEVPORT")
 def test_dev_port_is_readable_by_root(vm: Guest) -> None:
@@ -20,6 +22,7 @@ def test_dev_port_is_readable_by_root(vm: Guest) -> None:
     assert result.count == 1
 
 
+@pytest.mark.kconfig("X86_IOPL_IOPERM")  # without it both are ENOSYS (arch/x86/kernel/ioport.c)
 def test_ioperm_and_iopl_are_allowed_for_root(vm: Guest) -> None:
     assert_allowed(vm.probe("ioperm", 0x80, 1))
     assert_allowed(vm.probe("iopl", 3))

@@ -17,7 +17,8 @@ from cocolab.assertions import assert_allowed, assert_denied, assert_faults, ass
 from cocolab.guest import Guest
 from cocolab.guest.pci import PciBar
 
-pytestmark = pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM", "IO_STRICT_DEVMEM")
+pytestmark = [pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM", "IO_STRICT_DEVMEM"),
+              pytest.mark.usefixtures("plain_dev_mem")]
 
 iomem_policy = pytest.mark.parametrize("relaxed", [
     pytest.param(False, id="strict"),

@@ -113,12 +113,14 @@ def test_pci_sysfs_resource_mmap(vm: Guest, lockdown_active: str, level: str,
 
 
 @level
+@pytest.mark.kconfig("X86_IOPL_IOPERM")  # without it: ENOSYS before any lockdown check
 def test_ioperm(vm: Guest, lockdown_active: str, level: str) -> None:
     _expect(vm, level, lambda: vm.probe("ioperm", 0x80, 1), errno.EPERM, "ioperm",
             "raw io port access")
 
 
 @level
+@pytest.mark.kconfig("X86_IOPL_IOPERM")
 def test_iopl(vm: Guest, lockdown_active: str, level: str) -> None:
     _expect(vm, level, lambda: vm.probe("iopl", 3), errno.EPERM, "iopl",
             "raw io port access")

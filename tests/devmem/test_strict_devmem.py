@@ -22,7 +22,8 @@ from cocolab.guest import Guest
 from cocolab.guest.iomem import ONE_MIB, PAGE, IOMem
 from cocolab.guest.pci import EDU_ID, PciBar
 
-pytestmark = pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM")
+pytestmark = [pytest.mark.kconfig("DEVMEM", "STRICT_DEVMEM"),
+              pytest.mark.usefixtures("plain_dev_mem")]
 
 
 def test_low_ram_reads_as_zeros(vm: Guest, iomem: IOMem) -> None:

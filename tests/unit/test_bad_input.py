@@ -79,7 +79,8 @@ def _dev(extra: str = "", model: str = "edu", ident: str = "d") -> str:
 CORPUS: list[Bad] = [
     # -- lane files (--lane PATH) ----------------------------------------------------------
     Bad("lane", 'kernal = "debian:sid"\n', "{file}: unknown key 'kernal'; valid keys: accel, "
-        "append, cc, cpus, description, firmware, kernel, machine, memory_mib, qemu, strict"),
+        "append, cc, cpus, description, expected_failure, firmware, kconfig, kernel, machine, "
+        "memory_mib, patches, qemu, simulated, strict"),
     Bad("lane", "memory_mib = 0\n",
         "{file}: key 'memory_mib' is 0; give a number from 128 to 1048576"),
     Bad("lane", "memory_mib = -1024\n",

@@ -137,7 +137,8 @@ EXPECTED = {
                      "nic1": "0000:03:00.0", "dp2": "0000:02:01.0", "nic2": "0000:04:00.0"},
                     [{"rp1"}, {"up"}, {"dp1", "nic1"}, {"dp2", "nic2"}]),
     "usb-xhci": ({"xhci": "0000:00:08.0"}, None),
-    "virtio-restricted": ({"vnet-legacy": "0000:00:08.0", "vnet-noplat": "0000:00:09.0"}, None),
+    "virtio-restricted": ({"vnet-legacy": "0000:00:08.0", "vnet-noplat": "0000:00:09.0",
+                           "vnet-plat": "0000:00:0a.0"}, None),
     "nvme-spdm": ({"spdm-disk": "0000:00:08.0", "plain-disk": "0000:00:09.0"}, None),
 }
 

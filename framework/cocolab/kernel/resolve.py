@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from cocolab import progress
 from cocolab.errors import ConfigError, KernelError
 from cocolab.kernel.apt import PrivateApt, kernel_closure
 from cocolab.kernel.kconfig import Kconfig
-from cocolab.kernel.spec import BuildTreeSpec, DebianSpec, ImageSpec, KernelSpec
+from cocolab.kernel.spec import BuildTreeSpec, DebianSpec, ImageSpec, KernelSpec, SourceSpec
 from cocolab.paths import cache_dir, write_atomic
 
 LOG = logging.getLogger(__name__)
@@ -411,4 +412,14 @@ def resolve_kernel(spec: KernelSpec) -> Kernel:
             return resolve_build_tree(spec)
         case ImageSpec():
             return resolve_image(spec)
+        case SourceSpec():
+            return resolve_source_spec(spec)
     raise KernelError(f"unknown kernel spec {spec!r}")
+
+
+def resolve_source_spec(spec: SourceSpec) -> Kernel:
+    """Build it (kernel/build.py: a cache hit when nothing changed), then boot the O= tree."""
+    from cocolab.kernel.build import BuildRequest, build
+    built = build(BuildRequest(spec.source, spec.patches, spec.kconfig))
+    kernel = resolve_build_tree(BuildTreeSpec(built.out))
+    return dataclasses.replace(kernel, spec=str(spec))

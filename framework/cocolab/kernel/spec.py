@@ -1,6 +1,8 @@
 """What a user may pass as --kernel, parsed without touching the network or QEMU.
 
-Three forms:
+Four forms:
+  build:<source>               built by `cocolab build` from debian:X.Y or a kernel tree,
+                               with the lane's patches and options
   debian:<suite>[:<package>]   a Debian kernel package, e.g. debian:trixie, debian:sid,
                                debian:bookworm:linux-image-6.12-amd64 (default package:
                                linux-image-amd64)
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cocolab.errors import ConfigError, said
+from cocolab.kernel.build import check_source
 
 DEFAULT_DEBIAN_PACKAGE = "linux-image-amd64"
 _SUITE = re.compile(r"^[a-z][a-z0-9.-]*$")
@@ -52,7 +55,24 @@ class ImageSpec:
         return str(self.image)
 
 
-KernelSpec = DebianSpec | BuildTreeSpec | ImageSpec
+@dataclass(frozen=True)
+class SourceSpec:
+    """A kernel `cocolab build` makes: SOURCE (debian:X.Y or a tree), patched, configured."""
+
+    source: str
+    patches: tuple[Path, ...] = ()
+    kconfig: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"build:{self.source}" + "".join(f" + {p.name}" for p in self.patches)
+
+
+KernelSpec = DebianSpec | BuildTreeSpec | ImageSpec | SourceSpec
+
+
+def is_build_output(tree: Path) -> bool:
+    """An O= directory (kbuild links its source as `source`): built already, used as it is."""
+    return (tree / "source").is_symlink()
 
 
 def parse_kernel_spec(
@@ -64,6 +84,12 @@ def parse_kernel_spec(
     module_debug: bool = False,
 ) -> KernelSpec:
     """Parse `text` (as given by `source`, for messages) into a KernelSpec."""
+    if text.startswith("build:"):
+        if config or modules:
+            raise ConfigError(f"--kernel-config/--modules: apply to a bzImage only, and "
+                              f"{said(source, text)} is built with its own config")
+        check_source(text.removeprefix("build:"), source)
+        return SourceSpec(text.removeprefix("build:"))
     if text.startswith("debian:"):
         if config or modules:
             option = f"--kernel-config {config}" if config else f"--modules {modules}"

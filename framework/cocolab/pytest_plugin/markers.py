@@ -22,6 +22,8 @@ MARKERS = {
                      "else the lane's)",
     "fresh_vm": "boot a VM for this test alone instead of sharing one",
     "destructive": "the test kills its guest on purpose; runs only with --destructive",
+    "cc_hardware(why)": "with cc_guest: the test needs a hardware TDX/SNP guest (attestation, "
+                        "the TDX module, a CC misc device) and skips on a simulated lane",
 }
 
 

@@ -27,7 +27,7 @@ from cocolab.errors import (
     VMError,
 )
 from cocolab.guest import Guest
-from cocolab.guest.cc import CCProof, cc_proof
+from cocolab.guest.cc import SIMULATED, CCProof, cc_proof, cc_simulation_proof
 from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
 from cocolab.kernel.kconfig import unmet as kconfig_unmet
 from cocolab.options import OPTIONS
@@ -161,6 +161,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"cocolab lane: {rig.lane.name} ({rig.lane.description})"]
     k = rig.kernel_setting
     lines.append(f"cocolab kernel: {k.value} (from {k.source})")
+    if rig.lane.cc:
+        lines.append(f"cocolab cc: {cc_header(rig)}")
     try:
         info = rig.qemu_info
         lines.append(f"cocolab QEMU: {info.binary} {info.version}")
@@ -176,6 +178,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                      f"{store.size() >> 20} of {store.limit_bytes >> 20} MiB; --no-snapshots "
                      "boots cold)")
     return lines
+
+
+def cc_header(rig: Rig) -> str:
+    lane = rig.lane
+    if lane.simulated:
+        return f"simulated {lane.cc.upper()} guest ({SIMULATED})"
+    return f"{lane.cc.upper()} guest (hardware; each guest proves it before its tests)"
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
@@ -210,9 +219,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kconfig_requirements(item)  # reject malformed markers at collection
         _check_layout(item, config.stash[RIG], request)
         item.stash[ITEM_REQUEST] = request
+        _baseline(item, config.stash[RIG])
         if not request.fresh:
             # with `-n N --dist loadgroup`, tests sharing a VM run on one worker
             item.add_marker(pytest.mark.xdist_group(f"vm-{request.key()}"))
+
+
+def _baseline(item: pytest.Item, rig: Rig) -> None:
+    """A lane's known-issue baseline: the test is expected to fail an assertion about the
+    kernel (strict: a pass is red, so the baseline is updated when the kernel changes); a rig
+    error stays an error. JUnit carries it as a property of the test case."""
+    baseline = rig.lane.expected_failure(item.nodeid)
+    if baseline is None:
+        return
+    item.add_marker(pytest.mark.xfail(reason=f"{rig.lane.name}: {baseline}", strict=True,
+                                      raises=AssertionError))
+    item.user_properties.append(("cocolab.baseline", f"{rig.lane.name}: {baseline}"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -267,7 +289,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _lane_gate(rig: Rig) -> None:
     """A confidential lane boots nothing on a host that cannot run its guests: every VM test
     errors (or with --no-strict-lane skips), saying what the host lacks."""
-    if rig.lane.cc:
+    if rig.lane.hardware_cc:
         problems = rig.cc_problems(rig.lane.cc)
         if problems:
             raise MissingCCHost(f"lane {rig.lane.name} needs a {rig.lane.cc.upper()} host: "
@@ -384,8 +406,23 @@ def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
     lane = cocolab_rig.lane
     if not lane.cc:
         pytest.skip(f"lane {lane.name} boots a non-confidential guest; this test needs a TDX "
-                    "or SEV-SNP guest: run it on such a host with --lane tdx or --lane snp")
+                    "or SEV-SNP guest: run it on such a host with --lane tdx or --lane snp, "
+                    "or the policy tests on a simulated one with --lane cc-sim-tdx")
+    hardware = request.node.get_closest_marker("cc_hardware")
+    if lane.simulated and hardware is not None:
+        why = hardware.args[0] if hardware.args else "it needs the hardware"
+        pytest.skip(f"needs a hardware {lane.cc.upper()} guest ({why}); lane {lane.name} is "
+                    f"simulated ({SIMULATED}): run it with --lane {lane.cc} on a "
+                    f"{lane.cc.upper()} host")
     vm: Guest = request.getfixturevalue("vm")
+    if lane.simulated:
+        proof = cc_simulation_proof(vm, lane.cc)
+        if proof.kind != lane.cc:
+            pytest.fail(f"cocolab: lane {lane.name} asks for a simulated {lane.cc} guest but "
+                        f"the guest did not show it (the cc-sim patch's line, the policy line "
+                        f"it causes, and no hardware evidence): {proof}; is its kernel built "
+                        f"with the lane's patches ({', '.join(lane.patches)})?", pytrace=False)
+        return proof
     proof = cc_proof(vm, lane.cc)
     if proof.kind != lane.cc:
         pytest.fail(f"cocolab: lane {lane.name} asks for a {lane.cc} guest but the guest is "
@@ -395,7 +432,7 @@ def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
 
 def lane_properties(rig: Rig) -> dict[str, str]:
     """What a CI report needs to tell one lane's run from another's."""
-    props = {"cocolab.lane": rig.lane.name, "cocolab.cc": rig.lane.cc or "none",
+    props = {"cocolab.lane": rig.lane.name, "cocolab.cc": cc_header(rig) if rig.lane.cc else "none",
              "cocolab.kernel": str(rig.kernel_setting.value)}
 
     def attempt(key: str, get: Callable[[], str]) -> None:
@@ -407,7 +444,7 @@ def lane_properties(rig: Rig) -> dict[str, str]:
     attempt("cocolab.kernel_release", lambda: rig.kernel.release)
     attempt("cocolab.qemu", lambda: f"{rig.qemu_info.binary} {rig.qemu_info.version}")
     attempt("cocolab.accel", lambda: f"{rig.accel.accel} ({rig.accel.reason})")
-    if rig.lane.cc:
+    if rig.lane.hardware_cc:
         fw = rig.firmware(rig.lane.cc)
         props["cocolab.firmware"] = str(fw.found) if fw.found else fw.why_not(rig.lane.cc)
     cpu = "unknown"

@@ -41,6 +41,8 @@ class VMConfig:
     qemu_args: tuple[str, ...] = ()
     """Topology devices, then a test's own QEMU arguments."""
     nic_model: str = "virtio-net-pci"
+    nic_options: tuple[str, ...] = ()
+    """More properties of cocolab's own NIC (a CC guest's needs iommu_platform=on)."""
     cc: str = ""
     """'tdx' or 'snp' for a confidential guest (never snapshotted: its memory is encrypted)."""
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
@@ -150,7 +152,7 @@ def nic_device(config: VMConfig) -> str:
     device = f"{config.nic_model},netdev=net0,mac={NIC_MAC}"
     if config.nic_model.endswith("-pci"):
         device += ",romfile="  # no option ROM: nothing boots from the network
-    return device
+    return ",".join((device, *config.nic_options))
 
 
 def netdev_args(config: VMConfig) -> list[str]:

@@ -1,0 +1,508 @@
+"""`cocolab build`: a kernel from source, patched, with a minimal config, cached.
+
+A source is Debian's `linux-source-X.Y` (`debian:7.3`, fetched through the private apt from
+whichever suite this host's mirror serves the newest one in) or a tree the user has. The
+user's tree is never written to: a git tree is checked out into a worktree in the cache (HEAD
+plus its uncommitted changes, `git stash create`), any other tree must be clean and is
+built out of tree with `O=`. Patches are applied to a hard-linked copy (or the worktree),
+every link a patch touches broken first, in the order given; one that does not apply is one
+line naming it and the first failed hunk's file, before anything compiles.
+
+The config is `make tinyconfig`, then `kernel/configs/kvm_guest.config`, `guests/kconfig/
+minimal.config` (what a userland and cocolab's guest need beyond tiny), the fragment `cocolab
+kconfig` computes for the rig, the suites and their machines, and the caller's own lines
+(a lane's), merged by the kernel's own merge_config.sh and settled by `make olddefconfig`;
+what Kconfig would not set is said. Compiles go through ccache (its directory in cocolab's
+cache). The output directory is keyed by (source, patches, config request, compiler): an
+unchanged request for a Debian source is a hit without running make; a tree is always
+handed to make, which rebuilds only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from cocolab import progress
+from cocolab.errors import ConfigError, HostError, KernelError
+from cocolab.kernel.apt import PrivateApt
+from cocolab.kernel.kconfig import Kconfig, parse_requirement
+from cocolab.paths import GUESTS_DIR, cache_dir, write_atomic
+
+SOURCE_SUITES = ("bookworm-backports", "trixie", "trixie-backports", "sid", "experimental")
+"""Where `debian:X.Y` looks for linux-source-X.Y; the newest version among them wins."""
+MINIMAL_CONFIG = GUESTS_DIR / "kconfig" / "minimal.config"
+BASES = ("minimal", "defconfig")
+TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
+         "ccache": "ccache", "git": "git"}
+"""Program -> the Debian package that has it (libelf-dev and libssl-dev are checked by make)."""
+_DEBIAN = re.compile(r"^debian:(?:(\d+\.\d+)|([a-z][a-z0-9-]*))$")
+_COMPILED = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY)\s")
+
+
+class BuildError(KernelError):
+    """A build that failed: a patch that does not apply, a config or a compile error."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    path: Path
+    text: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def files(self) -> list[str]:
+        """The paths this patch writes, relative to the tree (its `+++ b/` lines)."""
+        names = re.findall(r"^\+\+\+ (?:b/)?(\S+)", self.text, re.MULTILINE)
+        return list(dict.fromkeys(n for n in names if n != "/dev/null"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def read_patch(path: Path, source: str = "--patch") -> Patch:
+    """A git format-patch file, a plain unified diff or an mbox of a series; one line if not."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"{source} {path}: {exc.strerror}") from None
+    if not re.search(r"^\+\+\+ \S", text, re.MULTILINE):
+        raise ConfigError(f"{source} {path}: not a patch (no '+++' file header); give a "
+                          "git format-patch file, a unified diff or an mbox of a series")
+    return Patch(path, text)
+
+
+@dataclass(frozen=True)
+class Source:
+    tree: Path
+    """The pristine tree: never written to."""
+    identity: str
+    """What names it in the build key and in messages."""
+    release_hint: str = ""
+    git: bool = False
+    immutable: bool = False
+    """A packaged source never changes: an unchanged request needs no make at all."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: str
+    """'debian:7.3', 'debian:trixie' or a path to a kernel tree."""
+    patches: tuple[Path, ...] = ()
+    kconfig: tuple[str, ...] = ()
+    """Extra options (NAME, NAME=y|m|n), e.g. a lane's."""
+    base: str = "minimal"
+    fragment: str | None = None
+    """cocolab's own fragment (None: computed from the repo's suites)."""
+    jobs: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+
+
+@dataclass(frozen=True)
+class Built:
+    out: Path
+    """The O= directory: pass it to --kernel."""
+    release: str
+    cached: bool
+    seconds: float
+    compiled: int
+    dropped: tuple[str, ...] = ()
+    """Options the request asked for that Kconfig would not set."""
+
+
+def check_source(text: str, source: str = "cocolab build") -> None:
+    """Refuse, without network, a source that is neither debian:X.Y, debian:SUITE nor a tree."""
+    if text.startswith("debian:"):
+        if not _DEBIAN.match(text):
+            raise ConfigError(f"{source}: {text!r} is not debian:X.Y (a linux-source version, "
+                              "e.g. debian:7.3, debian:6.12) or debian:SUITE (e.g. "
+                              "debian:trixie)")
+        return
+    tree = Path(text).expanduser()
+    if not (tree / "Makefile").is_file() or not (tree / "scripts/kconfig").is_dir():
+        raise ConfigError(f"{source}: {text} is not a kernel source tree (no Makefile and "
+                          "scripts/kconfig) nor debian:X.Y")
+
+
+def missing_tools() -> list[str]:
+    return sorted({pkg for prog, pkg in TOOLS.items() if shutil.which(prog) is None})
+
+
+def _apt(suite: str) -> PrivateApt:
+    return PrivateApt(cache_dir("apt", suite), suite)
+
+
+def _newer(a: str, b: str) -> bool:
+    return subprocess.run(["dpkg", "--compare-versions", a, "gt", b], check=False).returncode == 0
+
+
+def find_debian_source(text: str) -> tuple[str, str, str]:
+    """(suite, package, version) for debian:X.Y (the newest among SOURCE_SUITES) or
+    debian:SUITE (that suite's linux-source)."""
+    m = _DEBIAN.match(text)
+    if m is None:
+        raise ConfigError(f"{text!r} is not debian:X.Y or debian:SUITE")
+    if m.group(2):  # a suite: its meta package names the versioned one
+        apt = _apt(m.group(2))
+        apt.update()
+        package = apt.depends("linux-source")[0]
+        return m.group(2), package, apt.version(package)
+    package = f"linux-source-{m.group(1)}"
+    best: tuple[str, str, str] | None = None
+    seen = []
+    for suite in SOURCE_SUITES:
+        apt = _apt(suite)
+        try:
+            apt.update()
+            version = apt.version(package)
+        except KernelError:
+            continue
+        seen.append(f"{suite} {version}")
+        if best is None or _newer(version, best[2]):
+            best = (suite, package, version)
+    if best is None:
+        raise KernelError(f"no Debian suite this host's mirror serves has {package} "
+                          f"(looked in {', '.join(SOURCE_SUITES)}); `cocolab build --list` "
+                          "says which versions there are")
+    return best
+
+
+def list_debian_sources() -> list[str]:
+    """'linux-source-7.3 7.3.4-1~bpo13+1 (trixie-backports)', one per suite and version."""
+    lines = []
+    for suite in SOURCE_SUITES:
+        apt = _apt(suite)
+        try:
+            apt.update()
+            found = apt._run("apt-cache", "search", "--names-only", r"^linux-source-[0-9]")
+        except KernelError:
+            continue
+        for name in sorted({line.split()[0] for line in found.splitlines() if line}):
+            lines.append(f"debian:{name.removeprefix('linux-source-')}  {name} "
+                         f"{apt.version(name)} ({suite})")
+    return lines
+
+
+def debian_source(text: str) -> Source:
+    suite, package, version = find_debian_source(text)
+    root = cache_dir("build", "sources", f"{package}_{version}".replace("~", "-"))
+    tree = root / package
+    with FileLock(str(root / ".lock")):
+        if not (root / ".unpacked").exists():
+            debs = cache_dir("build", "debs")
+            with progress.step(f"fetching {package} {version} ({suite})") as step:
+                deb = next(iter(debs.glob(f"{package}_{version.replace(':', '%3a')}_*.deb")),
+                           None)
+                if deb is None:
+                    deb, = (d for d in _apt(suite).download([package], debs)
+                            if d.name.startswith(f"{package}_"))
+                step.done = progress.mib(deb.stat().st_size)
+            with progress.step(f"unpacking {package}"):
+                shutil.rmtree(tree, ignore_errors=True)
+                _unpack_source_deb(deb, package, root)
+            (root / ".unpacked").touch()
+    return Source(tree, f"{package} {version}", release_hint=version, immutable=True)
+
+
+def _unpack_source_deb(deb: Path, package: str, dest: Path) -> None:
+    """The tarball inside the .deb, streamed out of dpkg-deb and unpacked into DEST."""
+    tarball = f"./usr/src/{package}.tar.xz"
+    fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=fsys.stdout, mode="r|") as outer:
+            for member in outer:
+                if member.name == tarball:
+                    inner = outer.extractfile(member)
+                    with tarfile.open(fileobj=inner, mode="r|xz") as tar:
+                        tar.extractall(dest, filter="tar")
+                    break
+            else:
+                raise KernelError(f"{deb.name} holds no {tarball}")
+    finally:
+        if fsys.stdout:
+            fsys.stdout.close()
+        fsys.wait()
+
+
+def tree_source(path: Path) -> Source:
+    tree = path.expanduser().resolve()
+    git = subprocess.run(["git", "-C", str(tree), "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, check=False)
+    is_git = git.returncode == 0 and Path(git.stdout.strip()) == tree
+    return Source(tree, str(tree), git=is_git)
+
+
+def resolve_source(text: str) -> Source:
+    check_source(text)
+    return debian_source(text) if text.startswith("debian:") else tree_source(Path(text))
+
+
+def _git(tree: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise BuildError(f"git {' '.join(args)} in {tree}: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip()
+
+
+def _in_tree_build(tree: Path) -> bool:
+    return (tree / ".config").exists() or (tree / "include/config").exists()
+
+
+def prepare_tree(source: Source, patches: Sequence[Patch], key: str) -> Path:
+    """The tree to build: the source itself when nothing needs writing, else a worktree or
+    a hard-linked copy in the cache with the patches applied."""
+    if source.git:
+        return _worktree(source, patches, key)
+    if _in_tree_build(source.tree):
+        raise BuildError(f"{source.tree} has an in-tree build (.config): cocolab builds out of "
+                         "tree (O=) and never writes to your tree; run `make mrproper` there, "
+                         "or make it a git repository (cocolab then builds a worktree of it)")
+    if not patches:
+        return source.tree
+    copy = cache_dir("build", "trees") / key
+    stamp = copy.parent / f"{key}.applied"
+    want = "\n".join(p.digest() for p in patches)
+    if stamp.exists() and stamp.read_text() == want and copy.is_dir():
+        return copy
+    shutil.rmtree(copy, ignore_errors=True)
+    stamp.unlink(missing_ok=True)
+    with progress.step(f"linking a copy of {source.tree.name}"):
+        subprocess.run(["cp", "-al", str(source.tree), str(copy)], check=True)
+    _apply(copy, patches, on_failure=lambda: shutil.rmtree(copy, ignore_errors=True))
+    write_atomic(stamp, want)
+    return copy
+
+
+def _worktree(source: Source, patches: Sequence[Patch], key: str) -> Path:
+    """A worktree of the user's git tree at HEAD plus its uncommitted changes to tracked
+    files (`git stash create`, which touches neither the tree nor its stash), patched."""
+    commit = _git(source.tree, "stash", "create") or _git(source.tree, "rev-parse", "HEAD")
+    wt = cache_dir("build", "trees") / key
+    stamp = wt.parent / f"{key}.applied"
+    want = "\n".join([commit, *(p.digest() for p in patches)])
+    if stamp.exists() and stamp.read_text() == want:
+        return wt
+    stamp.unlink(missing_ok=True)
+    if not (wt / ".git").exists():
+        shutil.rmtree(wt, ignore_errors=True)
+        _git(source.tree, "worktree", "prune")
+        with progress.step(f"checking out a worktree of {source.tree}"):
+            _git(source.tree, "worktree", "add", "--detach", str(wt), commit)
+    else:  # only what differs is rewritten, so make recompiles only that
+        _git(wt, "checkout", "--force", "--detach", commit)
+    _apply(wt, patches, on_failure=lambda: _git(wt, "checkout", "--force", "--detach", commit))
+    write_atomic(stamp, want)
+    return wt
+
+
+def _apply(tree: Path, patches: Sequence[Patch], on_failure: object) -> None:
+    for patch in patches:
+        for name in patch.files():  # a hard link shared with the pristine tree is broken
+            target = tree / name
+            if target.is_file() and target.stat().st_nlink > 1:
+                data = target.read_bytes()
+                mode = target.stat().st_mode
+                target.unlink()
+                target.write_bytes(data)
+                target.chmod(mode)
+        done = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"], cwd=tree,
+                              input=patch.text, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            if callable(on_failure):
+                on_failure()
+            raise BuildError(f"--patch {patch.path}: does not apply: {first_failure(done.stderr)}"
+                             "; nothing was compiled")
+        progress.say(f"applied {patch.name}")
+
+
+def first_failure(stderr: str) -> str:
+    """git apply's first complaint, as 'first failed hunk in FILE (line N)'."""
+    if m := re.search(r"patch failed: (\S+):(\d+)", stderr):
+        return f"first failed hunk in {m.group(1)} (line {m.group(2)})"
+    if m := re.search(r"error: (\S+): (No such file or directory|does not exist in index)",
+                      stderr):
+        return f"{m.group(1)} does not exist in the tree"
+    if m := re.search(r"error: (\S+): already exists", stderr):
+        return f"{m.group(1)} already exists in the tree"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[0] if lines else "git apply failed"
+
+
+def requested_config(request: BuildRequest, fragment: str) -> str:
+    """Every option asked for, one `CONFIG_X=v` (or `# CONFIG_X is not set`) a line."""
+    lines = []
+    if request.base == "minimal":
+        lines += [line for line in MINIMAL_CONFIG.read_text().splitlines()
+                  if line.startswith(("CONFIG_", "# CONFIG_"))]
+    lines += [line for line in fragment.splitlines() if line.startswith(("CONFIG_", "# CONFIG_"))]
+    for text in request.kconfig:
+        req = parse_requirement(text)
+        if req is None:
+            raise ConfigError(f"kconfig {text!r}: not NAME, NAME=y, NAME=m or NAME=n")
+        name, wanted = req
+        lines.append(f"# {name} is not set" if wanted == "n" else f"{name}={wanted or 'y'}")
+    return "\n".join(lines) + "\n"
+
+
+def dropped_options(requested: str, got: Kconfig) -> list[str]:
+    """What the request asked for and the settled config does not have (the last word for an
+    option wins, as in merge_config.sh)."""
+    wants: dict[str, str | None] = {}
+    for line in requested.splitlines():
+        if m := re.match(r"^(CONFIG_\w+)=(.*)$", line):
+            wants[m.group(1)] = m.group(2)
+        elif m := re.match(r"^# (CONFIG_\w+) is not set$", line):
+            wants[m.group(1)] = None
+    out = []
+    for name, value in wants.items():
+        have = got.get(name)
+        ok = have is None if value is None else (
+            have in ("y", "m") if value == "m" else have == value)
+        if not ok:
+            out.append(f"{name}={value if value is not None else 'n'} ({got.describe(name)})")
+    return out
+
+
+def compiler() -> str:
+    done = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.splitlines()[0] if done.stdout else "gcc unknown"
+
+
+def suites_fragment() -> str:
+    """`cocolab kconfig --bare` over the repo's suites, in a process of its own (pytest
+    collects them; this may run inside a pytest run)."""
+    done = subprocess.run([sys.executable, "-m", "cocolab.cli", "kconfig", "--bare"],
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "COCOLAB_LANE": "default"})
+    if done.returncode != 0:
+        raise BuildError(f"cocolab kconfig --bare failed ({done.returncode}): "
+                         f"{done.stderr.strip()[-1000:]}")
+    return done.stdout
+
+
+def build_key(source: Source, patches: Sequence[Patch], requested: str, base: str,
+              cc: str) -> str:
+    h = hashlib.sha256()
+    for part in (source.identity, base, requested, cc, *(p.digest() for p in patches)):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _make_vars(tree: Path, out: Path) -> list[str]:
+    return ["-C", str(tree), f"O={out}", "CC=ccache gcc", "HOSTCC=ccache gcc",
+            "KBUILD_BUILD_TIMESTAMP=cocolab", "KBUILD_BUILD_USER=cocolab",
+            "KBUILD_BUILD_HOST=cocolab"]
+
+
+def _env() -> dict[str, str]:
+    ccache = cache_dir("build", "ccache")
+    return {**os.environ, "CCACHE_DIR": str(ccache), "CCACHE_MAXSIZE": "5G",
+            "CCACHE_COMPILERCHECK": "content", "LC_ALL": "C"}
+
+
+def _run(argv: list[str], what: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=_env(),
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        raise BuildError(f"{what}: {' '.join(argv)} exited {done.returncode}:\n{tail}")
+    return done.stdout
+
+
+def configure(tree: Path, out: Path, requested: str, base: str) -> Kconfig:
+    make = ["make", *_make_vars(tree, out)]
+    _run([*make, "tinyconfig" if base == "minimal" else "defconfig"], "configure")
+    fragments = [out / ".cocolab-request.config"]
+    fragments[0].write_text(requested)
+    if base == "minimal":
+        fragments.insert(0, tree / "kernel/configs/kvm_guest.config")
+    _run(["sh", str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
+          str(out / ".config"), *map(str, fragments)], "configure")
+    _run([*make, "olddefconfig"], "configure")
+    return Kconfig.from_file(out / ".config")
+
+
+def compile_kernel(tree: Path, out: Path, jobs: int, modules: bool) -> int:
+    """make bzImage (and modules), said as it goes; the number of objects it built."""
+    targets = ["bzImage", *(["modules"] if modules else [])]
+    argv = ["make", *_make_vars(tree, out), f"-j{jobs}", *targets]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(), stdin=subprocess.DEVNULL)
+    tail: deque[str] = deque(maxlen=40)
+    count, last = 0, time.monotonic()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail.append(line.rstrip())
+        if _COMPILED.match(line):
+            count += 1
+        elif line.lstrip().startswith("LD ") and "vmlinux" in line:
+            progress.say(f"compile: linking {line.split()[-1]} ({count} objects so far)")
+        if time.monotonic() - last >= 15:
+            progress.say(f"compile: {count} objects built")
+            last = time.monotonic()
+    if proc.wait() != 0:
+        errors = [line for line in tail if "error" in line.lower()]
+        raise BuildError(f"make {' '.join(targets)} failed ({proc.returncode}) in {out}:\n"
+                         + "\n".join(errors[:5] or list(tail)[-15:]))
+    return count
+
+
+def build(request: BuildRequest) -> Built:
+    """Build (or find built) the kernel `request` describes."""
+    lacking = missing_tools()
+    if lacking:
+        raise HostError(f"building a kernel needs {', '.join(lacking)}: apt-get install "
+                        f"--no-install-recommends {' '.join(lacking)} libelf-dev libssl-dev "
+                        "(./setup.sh installs them)")
+    if request.base not in BASES:
+        raise ConfigError(f"--base {request.base}: choose one of {', '.join(BASES)}")
+    patches = [read_patch(p) for p in request.patches]
+    source = resolve_source(request.source)
+    fragment = request.fragment if request.fragment is not None else suites_fragment()
+    requested = requested_config(request, fragment)
+    key = build_key(source, patches, requested, request.base, compiler())
+    out = cache_dir("build", "out", key)
+    start = time.monotonic()
+    with FileLock(str(out.parent / f"{key}.lock")):
+        stamp = out / "cocolab-build.json"
+        image = out / "arch/x86/boot/bzImage"
+        if source.immutable and stamp.exists() and image.exists():
+            info = json.loads(stamp.read_text())
+            return Built(out, info["release"], True, time.monotonic() - start, 0,
+                         tuple(info.get("dropped", ())))
+        tree = prepare_tree(source, patches, key)
+        request_file = out / ".cocolab-request.config"
+        if not (out / ".config").exists() or not request_file.exists() \
+                or request_file.read_text() != requested:
+            with progress.step(f"configuring ({request.base} + cocolab's fragment)") as step:
+                config = configure(tree, out, requested, request.base)
+                step.done = f"{len(config.values)} options"
+        config = Kconfig.from_file(out / ".config")
+        dropped = dropped_options(requested, config)
+        for line in dropped:
+            progress.say(f"Kconfig would not set {line}")
+        with progress.step(f"compiling {source.identity}"
+                           + "".join(f" + {p.name}" for p in patches)) as step:
+            count = compile_kernel(tree, out, request.jobs, modules=config.builtin("MODULES"))
+            step.done = f"{count} objects compiled, {request.jobs} jobs"
+        release = (out / "include/config/kernel.release").read_text().strip()
+        write_atomic(stamp, json.dumps({
+            "source": source.identity, "tree": str(tree), "patches": [str(p.path) for p in patches],
+            "base": request.base, "release": release, "dropped": dropped, "key": key,
+        }, indent=1))
+    return Built(out, release, False, time.monotonic() - start, count, tuple(dropped))

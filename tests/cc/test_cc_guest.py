@@ -1,0 +1,52 @@
+"""What a confidential guest's kernel decides once cc_platform_has() holds, and what proves
+the guest is one.
+
+Sources: arch/x86/coco/core.c (intel_cc_platform_has: GUEST_MEM_ENCRYPT and MEM_ENCRYPT for
+CC_VENDOR_INTEL); arch/x86/mm/mem_encrypt.c (force_dma_unencrypted(): every DMA of a
+CC_ATTR_GUEST_MEM_ENCRYPT guest goes to shared memory, so dma-direct bounces it through
+swiotlb; print_mem_encrypt_feature_info()); arch/x86/kernel/pci-dma.c (pci_swiotlb_detect():
+swiotlb is set up in such a guest whatever its RAM); kernel/dma/swiotlb.c (debugfs
+io_tlb_used_hiwater). guest/cc.py for the proofs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cocolab.guest import Guest
+from cocolab.guest.cc import CCProof, cc_proof
+
+HIWATER = "/sys/kernel/debug/swiotlb/io_tlb_used_hiwater"
+
+
+def bounced_slots(vm: Guest) -> int | None:
+    """swiotlb's high-water mark of slots in use, or None where it has none (no swiotlb)."""
+    r = vm.run(f"cat {HIWATER}")
+    return int(r.stdout) if r.ok else None
+
+
+@pytest.mark.kconfig("DEBUG_FS", "SWIOTLB")
+def test_a_confidential_guest_bounces_its_dma(cc_guest: CCProof, vm: Guest) -> None:
+    """cocolab's own NIC (iommu_platform=on) carried this very SSH session: through bounce
+    buffers, as the hypervisor may only see shared memory."""
+    assert (bounced_slots(vm) or 0) > 0
+
+
+@pytest.mark.kconfig("DEBUG_FS", "SWIOTLB")
+def test_a_plain_guest_does_not(vm: Guest, cocolab_rig) -> None:
+    """The counterpart: a plain 1 GiB guest's devices reach all of its memory directly."""
+    if cocolab_rig.lane.cc:
+        pytest.skip(f"counterpart of the CC test; runs on non-confidential lanes, this is "
+                    f"{cocolab_rig.lane.name}")
+    assert not bounced_slots(vm)
+
+
+def test_a_simulated_guest_fails_the_hardware_proof(cc_guest: CCProof, vm: Guest) -> None:
+    """A cc-sim kernel prints what a real TD prints ('Memory Encryption Features active:
+    Intel TDX'): the hardware proof must rest on what only hardware gives, and refuse it."""
+    if not cc_guest.simulated:
+        pytest.skip(f"this is a hardware {cc_guest.kind} guest: the cc_guest fixture proved it "
+                    "with the hardware proof; the simulated half runs on --lane cc-sim-tdx")
+    hardware = cc_proof(vm, cc_guest.kind or "")
+    assert hardware.kind is None, hardware
+    assert hardware.messages, "the simulated kernel should print the TD's own boot line"
