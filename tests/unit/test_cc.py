@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cocolab.guest.cc import judge
+from cocolab.guest.cc import judge, judge_simulated
 
 TDX_DMESG = "[0.0] tdx: Guest detected\n[0.1] Memory Encryption Features active: Intel TDX\n"
 SNP_OLD = "[0.0] AMD Memory Encryption Features active: SEV SEV-ES SEV-SNP\n"
@@ -28,3 +28,37 @@ def test_a_plain_guest_says_what_it_lacks() -> None:
     proof = judge("snp", "Linux version 6.12\n", set(), "", {"fpu", "vme"})
     assert proof.kind is None
     assert "not proven confidential" in str(proof)
+
+
+# What a cc-sim-tdx kernel (guests/cc-sim/cc-sim-tdx.patch, booted with cc_sim=tdx) prints.
+SIM_DMESG = ("[0.0] cc_sim: simulated TDX guest: cc_platform_has() answers as in a TD "
+             "(cc_vendor=intel, cc_mask=0); memory is not encrypted, nothing is attested, no "
+             "TDCALL is made\n[0.2] Memory Encryption Features active: Intel TDX\n")
+
+
+def test_a_simulated_guest_fails_the_hardware_proof() -> None:
+    hardware = judge("tdx", SIM_DMESG, set(), "", {"fpu", "hypervisor"})
+    assert hardware.kind is None
+    assert hardware.messages  # it prints the TD's line: a message alone never proves hardware
+
+
+def test_a_simulated_guest_proves_the_simulation() -> None:
+    proof = judge_simulated("tdx", SIM_DMESG, judge("tdx", SIM_DMESG, set(), "", set()))
+    assert (proof.kind, proof.simulated) == ("tdx", True)
+    assert str(proof).startswith("simulated TDX guest (cc_platform_has forced by the cc-sim "
+                                 "patch; memory is not encrypted, nothing is attested)")
+
+
+def test_the_simulation_needs_the_patch_line_and_the_decision_it_caused() -> None:
+    patch_only = SIM_DMESG.splitlines()[0]
+    policy_only = SIM_DMESG.splitlines()[1]
+    for dmesg in (patch_only, policy_only, "Linux version 7.3.4\n"):
+        assert judge_simulated("tdx", dmesg, judge("tdx", dmesg, set(), "", set())).kind is None
+
+
+def test_hardware_evidence_is_never_a_simulation() -> None:
+    """A real TD that somehow printed the cc-sim line (a patched kernel in a TD, which the
+    patch itself refuses) is not a simulated guest: a simulated lane there is misconfigured."""
+    hardware = judge("tdx", SIM_DMESG + TDX_DMESG, {"/dev/tdx_guest"}, "", {"tdx_guest"})
+    assert hardware.kind == "tdx"
+    assert judge_simulated("tdx", SIM_DMESG, hardware).kind is None

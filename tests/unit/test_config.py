@@ -173,3 +173,59 @@ def test_an_unknown_accelerator_from_the_environment_names_the_variable(monkeypa
     with pytest.raises(ConfigError, match=r"^COCOLAB_ACCEL=hvf: no such accelerator; choose "
                                           r"one of auto, kvm, tcg$"):
         Rig(RigOptions())
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"simulated": True}, "key 'simulated' says what kind of CC guest is simulated; set 'cc'"),
+    ({"simulated": True, "cc": "snp"}, "an SNP guest cannot be simulated honestly"),
+    ({"kernel": "build:debian:7.3", "patches": ["guests/no-such.patch"]},
+     "key 'patches': guests/no-such.patch is no file in the checkout"),
+    ({"kernel": "build:debian:7.3", "kconfig": ["not an option"]},
+     "key 'kconfig': 'not an option' is not NAME, NAME=y, NAME=m or NAME=n"),
+    ({"kernel": "debian:trixie", "kconfig": ["DEVMEM"]},
+     "keys 'patches' and 'kconfig' describe a build; set 'kernel' to build:SOURCE"),
+    ({"expected_failure": [{"test": "t.py::test_x", "reason": "r"}]},
+     r"expected_failure\[0\]: missing until: a baseline says which test, why it fails"),
+    ({"expected_failure": [{"test": "t", "reason": "r", "until": "u", "ticket": 1}]},
+     r"expected_failure\[0\]: unknown key 'ticket'"),
+    ({"expected_failure": ["t.py::test_x"]}, r"expected_failure\[0\]: must be a table"),
+])
+def test_simulated_and_built_lanes_are_checked(data, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_lane("x", {"description": "d", **data}, "/lanes/x.toml")
+
+
+def test_the_cc_sim_lane_is_simulated_strict_and_snapshotted() -> None:
+    rig = Rig(RigOptions(lane="cc-sim-tdx"))
+    lane = rig.lane
+    assert (lane.cc, lane.simulated, lane.hardware_cc) == ("tdx", True, "")
+    assert lane.build_source == "debian:7.3" and lane.patch_paths[0].is_file()
+    assert rig.strict == "lane cc-sim-tdx is a simulated confidential lane"
+    assert rig.snapshots_off is None  # its memory is plain: QEMU saves it
+    with pytest.raises(ConfigError, match="applies to confidential lanes only; lane cc-sim-tdx "
+                                          "boots simulated CC guests"):
+        Rig(RigOptions(lane="cc-sim-tdx", firmware="/x.fd"))
+
+
+def test_a_baseline_matches_its_test_by_the_tail_of_the_node_id() -> None:
+    lane = Rig(RigOptions(lane="cc-sim-tdx")).lane
+    nodeid = ("tests/devmem/test_confidential_guest.py::"
+              "test_open_is_denied_in_a_confidential_guest[/dev/mem]")
+    baseline = lane.expected_failure(nodeid)
+    assert baseline is not None and "x86/devmem: Drop /dev/mem access" in str(baseline)
+    assert lane.expected_failure(nodeid.replace("/dev/mem]", "/dev/port]")) is not None
+    assert lane.expected_failure(nodeid.replace("[/dev/mem]", "")) is None
+    assert lane.expected_failure("tests/devmem/xtest_confidential_guest.py::"
+                                 "test_open_is_denied_in_a_confidential_guest[/dev/mem]") is None
+
+
+def test_a_lane_that_builds_refuses_a_prebuilt_kernel(tmp_path: Path) -> None:
+    image = tmp_path / "bzImage"
+    image.write_bytes(b"\0" * 1024)
+    rig = Rig(RigOptions(lane="cc-sim-tdx", kernel=str(image)))
+    with pytest.raises(ConfigError, match="lane cc-sim-tdx builds its kernel with "
+                                          "guests/cc-sim/cc-sim-tdx.patch, which a prebuilt "
+                                          "kernel lacks"):
+        _ = rig.kernel_spec
+    assert str(Rig(RigOptions(lane="cc-sim-tdx")).kernel_spec) == \
+        "build:debian:7.3 + cc-sim-tdx.patch"

@@ -173,3 +173,48 @@ def test_a_dist_the_user_chose_is_kept(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-n", "2", "--dist", "load", "--collect-only",
                                            "-q", *NO_QEMU)
     assert "@vm-" not in result.stdout.str()  # load: no group suffix scheduling
+
+
+BASELINE_LANE = """\
+description = "a lane with known issues"
+kernel = "debian:trixie"
+[[expected_failure]]
+test = "test_known.py::test_{name}"
+reason = "the kernel lacks the rule"
+reference = "lore <msgid>"
+until = "the rule is merged"
+"""
+
+
+@pytest.mark.parametrize(("body", "outcome", "line"), [
+    ("assert False, 'the kernel allowed it'", {"xfailed": 1},
+     "XFAIL *test_known.py::test_it - lane: known issue: the kernel lacks the rule (lore "
+     "<msgid>); expected until the rule is merged"),
+    ("pass", {"failed": 1}, "*[[]XPASS(strict)[]] lane: known issue: the kernel lacks the rule*"),
+    ("raise RuntimeError('the rig broke')", {"failed": 1}, "*RuntimeError: the rig broke*"),
+])
+def test_a_lane_baseline_is_strict_and_covers_kernel_assertions_only(
+        pytester: pytest.Pytester, body: str, outcome: dict[str, int], line: str) -> None:
+    """A baseline test failing an assertion is the known issue; passing is red (update the
+    baseline); failing any other way (the rig) stays red."""
+    lane = pytester.path / "lane.toml"
+    lane.write_text(BASELINE_LANE.format(name="it"))
+    pytester.makepyfile(test_known=f"def test_it():\n    {body}\n")
+    pytester.makeconftest("def pytest_runtest_logreport(report):\n"
+                          "    if report.when == 'call':\n"
+                          "        print('PROPERTIES', report.user_properties)\n")
+    result = pytester.runpytest("--lane", str(lane), "-rxX", "-s", *NO_QEMU)
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines([line])
+    # what JUnit writes as the test case's <property name="cocolab.baseline" ...>
+    result.stdout.fnmatch_lines(["*PROPERTIES [[]('cocolab.baseline', 'lane: known issue: the "
+                                 "kernel lacks the rule (lore <msgid>); expected until the rule "
+                                 "is merged')[]]"])
+
+
+def test_a_test_without_a_baseline_fails_as_it_always_did(pytester: pytest.Pytester) -> None:
+    lane = pytester.path / "lane.toml"
+    lane.write_text(BASELINE_LANE.format(name="other"))
+    pytester.makepyfile(test_known="def test_it():\n    assert False\n")
+    result = pytester.runpytest("--lane", str(lane), *NO_QEMU)
+    result.assert_outcomes(failed=1)

@@ -213,13 +213,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        _baseline(item, config.stash[RIG])
         if "vm" not in getattr(item, "fixturenames", ()):
             continue
         request = vm_request(item)
         kconfig_requirements(item)  # reject malformed markers at collection
         _check_layout(item, config.stash[RIG], request)
         item.stash[ITEM_REQUEST] = request
-        _baseline(item, config.stash[RIG])
         if not request.fresh:
             # with `-n N --dist loadgroup`, tests sharing a VM run on one worker
             item.add_marker(pytest.mark.xdist_group(f"vm-{request.key()}"))
