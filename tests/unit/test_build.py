@@ -37,7 +37,7 @@ diff --git a/drivers/char/mem.c b/drivers/char/mem.c
  line 10
 +no
  line 11
--- 
+--
 2.49.0
 """
 
@@ -110,8 +110,8 @@ def test_the_second_of_a_series_is_named_when_it_fails(tmp_path: Path) -> None:
 def test_an_in_tree_build_is_refused_unless_the_tree_is_git(tmp_path: Path) -> None:
     tree = toy_tree(tmp_path)
     (tree / ".config").write_text("CONFIG_X=y\n")
-    with pytest.raises(BuildError, match="has an in-tree build .* never writes to your tree; "
-                                         "run `make mrproper` there, or make it a git"):
+    with pytest.raises(BuildError, match=r"has an in-tree build .* never writes to your tree; "
+                                         r"run `make mrproper` there, or make it a git"):
         prepare_tree(Source(tree, "toy"), [], "k")
 
 
@@ -179,7 +179,7 @@ def test_the_key_changes_with_every_input() -> None:
 @pytest.mark.parametrize("text", ["debian:", "debian:7", "debian:Trixie", "debian:7.3:x",
                                   "/nonexistent/linux"])
 def test_a_source_that_is_none_is_one_line(text: str) -> None:
-    with pytest.raises(ConfigError, match="^build: "):
+    with pytest.raises(ConfigError, match=r"^build: "):
         check_source(text, "build")
 
 

@@ -166,11 +166,12 @@ def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
             BUILD_PREFIX):
         raise ConfigError(f"{source}: keys 'patches' and 'kconfig' describe a build; set "
                           f"'kernel' to {BUILD_PREFIX}SOURCE (e.g. {BUILD_PREFIX}debian:7.3)")
+    entries: list[object] = data.get("expected_failure", [])  # type: ignore[assignment]
     baselines = tuple(_baseline(entry, f"{source}: expected_failure[{i}]")
-                      for i, entry in enumerate(data.get("expected_failure", [])))
+                      for i, entry in enumerate(entries))
     values = {k: v for k, v in data.items() if k not in (*lists, "expected_failure")}
-    return Lane(name=name, source=source, expected_failures=baselines,  # type: ignore[arg-type]
-                **lists, **values)
+    return Lane(name=name, source=source, expected_failures=baselines,
+                **lists, **values)  # type: ignore[arg-type]
 
 
 def _baseline(entry: object, where: str) -> ExpectedFailure:
