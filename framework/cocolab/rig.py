@@ -338,8 +338,9 @@ class Rig:
             nic_model="virtio-net-device" if microvm else "virtio-net-pci",
             # A confidential guest refuses a virtio device without VIRTIO_F_ACCESS_PLATFORM
             # (virtio_features_ok(), since 5.19); QEMU's TDX/SNP machines turn it on
-            # themselves, a simulated guest's plain q35 does not.
-            nic_options=("iommu_platform=on",) if self.lane.cc else (),
+            # themselves, a simulated guest's plain q35 does not, and QEMU offers it on a
+            # modern-only device alone ("supported by neither legacy nor transitional").
+            nic_options=("disable-legacy=on", "iommu_platform=on") if self.lane.cc else (),
             cc=mach.cc,
             labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec)),
                     ("machine", mach.name), ("topology", topo.name if topo else "")),

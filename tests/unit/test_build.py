@@ -69,7 +69,7 @@ def test_a_patch_is_a_diff_or_it_is_one_line(tmp_path: Path) -> None:
 
 def test_patches_go_to_a_linked_copy_and_the_source_is_never_written(tmp_path: Path) -> None:
     tree = toy_tree(tmp_path)
-    source = Source(tree, "toy")
+    source = Source(tree, "toy", immutable=True)
     copy = prepare_tree(source, [read_patch(patch_file(tmp_path))], "k1")
     assert copy != tree
     assert "+no" not in (copy / "drivers/char/mem.c").read_text()
@@ -81,9 +81,21 @@ def test_patches_go_to_a_linked_copy_and_the_source_is_never_written(tmp_path: P
     assert again == copy and (copy / "drivers/char/mem.c").read_text().count("\nno\n") == 1
 
 
-def test_without_patches_a_clean_tree_is_built_where_it_is(tmp_path: Path) -> None:
+def test_files_a_patch_touched_are_newer_than_their_objects_once_it_is_gone(
+        tmp_path: Path) -> None:
+    """Patched, then built without the patch: mem.c is pristine again, and newer than the
+    object the patched build left in the O= directory, so make compiles it again."""
     tree = toy_tree(tmp_path)
-    assert prepare_tree(Source(tree, "toy"), [], "k") == tree
+    source = Source(tree, "toy", immutable=True)
+    patched = prepare_tree(source, [read_patch(patch_file(tmp_path))], "k")
+    built_at = (patched / "drivers/char/mem.c").stat().st_mtime_ns
+    pristine_mtime = (tree / "drivers/char/mem.c").stat().st_mtime_ns
+    plain = prepare_tree(source, [], "k")
+    assert plain == patched  # one path per source
+    assert (plain / "drivers/char/mem.c").read_text() == MEM_C
+    assert (plain / "drivers/char/mem.c").stat().st_mtime_ns >= built_at
+    assert (tree / "drivers/char/mem.c").stat().st_mtime_ns == pristine_mtime
+    assert (plain / "Makefile").stat().st_ino == (tree / "Makefile").stat().st_ino
 
 
 def test_a_patch_that_does_not_apply_is_one_line_naming_it_and_the_hunk(tmp_path: Path) -> None:

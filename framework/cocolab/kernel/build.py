@@ -264,27 +264,33 @@ def _in_tree_build(tree: Path) -> bool:
 
 
 def prepare_tree(source: Source, patches: Sequence[Patch], key: str) -> Path:
-    """The tree to build: the source itself when nothing needs writing, else a worktree or
-    a hard-linked copy in the cache with the patches applied."""
+    """The tree to build, at one path per source (cache/build/trees/KEY): a worktree of a git
+    tree, else a hard-linked copy, with the patches applied. A packaged source's copy is
+    made again when the patches change; a user's plain tree's at every build, since an
+    editor that replaces a file leaves the old link behind."""
     if source.git:
         return _worktree(source, patches, key)
     if _in_tree_build(source.tree):
         raise BuildError(f"{source.tree} has an in-tree build (.config): cocolab builds out of "
                          "tree (O=) and never writes to your tree; run `make mrproper` there, "
                          "or make it a git repository (cocolab then builds a worktree of it)")
-    if not patches:
-        return source.tree
     copy = cache_dir("build", "trees") / key
     stamp = copy.parent / f"{key}.applied"
-    want = "\n".join(p.digest() for p in patches)
-    if stamp.exists() and stamp.read_text() == want and copy.is_dir():
+    want = [p.digest() for p in patches]
+    before = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if source.immutable and before.get("patches") == want and copy.is_dir():
         return copy
     shutil.rmtree(copy, ignore_errors=True)
     stamp.unlink(missing_ok=True)
     with progress.step(f"linking a copy of {source.tree.name}"):
+        # links keep every untouched file's mtime: make rebuilds only what a patch changed
         subprocess.run(["cp", "-al", str(source.tree), str(copy)], check=True)
+    for name in before.get("files", []):  # back to pristine, but newer than its objects
+        if (copy / name).is_file():
+            _own_copy(copy / name)
     _apply(copy, patches, on_failure=lambda: shutil.rmtree(copy, ignore_errors=True))
-    write_atomic(stamp, want)
+    files = sorted({name for p in patches for name in p.files()})
+    write_atomic(stamp, json.dumps({"patches": want, "files": files}))
     return copy
 
 
@@ -310,16 +316,20 @@ def _worktree(source: Source, patches: Sequence[Patch], key: str) -> Path:
     return wt
 
 
+def _own_copy(path: Path) -> None:
+    """Replace a hard link with a file of its own (same bytes and mode, mtime now)."""
+    data, mode = path.read_bytes(), path.stat().st_mode
+    path.unlink()
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
 def _apply(tree: Path, patches: Sequence[Patch], on_failure: object) -> None:
     for patch in patches:
         for name in patch.files():  # a hard link shared with the pristine tree is broken
             target = tree / name
             if target.is_file() and target.stat().st_nlink > 1:
-                data = target.read_bytes()
-                mode = target.stat().st_mode
-                target.unlink()
-                target.write_bytes(data)
-                target.chmod(mode)
+                _own_copy(target)
         done = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"], cwd=tree,
                               input=patch.text, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -395,12 +405,26 @@ def suites_fragment() -> str:
     return done.stdout
 
 
-def build_key(source: Source, patches: Sequence[Patch], requested: str, base: str,
-              cc: str) -> str:
+def _digest(*parts: str) -> str:
     h = hashlib.sha256()
-    for part in (source.identity, base, requested, cc, *(p.digest() for p in patches)):
+    for part in parts:
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
+
+
+def build_key(source: Source, patches: Sequence[Patch], requested: str, base: str,
+              cc: str) -> str:
+    """What was built: (source, patches, config request, compiler). Recorded in the O=
+    directory; an unchanged request of a packaged source is a hit without make."""
+    return _digest(source.identity, base, requested, cc, *(p.digest() for p in patches))
+
+
+def source_key(source: Source) -> str:
+    """Names the source's one patched tree and its O= directory, whatever the patches and
+    the config: a new patch rewrites the files it touches and make rebuilds what depends
+    on them, a new config what depends on the options that changed (kbuild's fixdep), and
+    the paths every compile command carries stay the same, so ccache hits the rest."""
+    return _digest(source.identity)
 
 
 def _make_vars(tree: Path, out: Path) -> list[str]:
@@ -411,8 +435,10 @@ def _make_vars(tree: Path, out: Path) -> list[str]:
 
 def _env() -> dict[str, str]:
     ccache = cache_dir("build", "ccache")
+    # BASEDIR: paths under cocolab's build cache are hashed relative to the O= directory
     return {**os.environ, "CCACHE_DIR": str(ccache), "CCACHE_MAXSIZE": "5G",
-            "CCACHE_COMPILERCHECK": "content", "LC_ALL": "C"}
+            "CCACHE_COMPILERCHECK": "content", "CCACHE_BASEDIR": str(ccache.parent),
+            "LC_ALL": "C"}
 
 
 def _run(argv: list[str], what: str) -> str:
@@ -476,16 +502,19 @@ def build(request: BuildRequest) -> Built:
     fragment = request.fragment if request.fragment is not None else suites_fragment()
     requested = requested_config(request, fragment)
     key = build_key(source, patches, requested, request.base, compiler())
-    out = cache_dir("build", "out", key)
+    where = source_key(source)
+    out = cache_dir("build", "out", f"{where}-{request.base}")
     start = time.monotonic()
-    with FileLock(str(out.parent / f"{key}.lock")):
+    with FileLock(str(cache_dir("build") / f"{where}.lock")):  # the tree and its O= dirs
         stamp = out / "cocolab-build.json"
         image = out / "arch/x86/boot/bzImage"
         if source.immutable and stamp.exists() and image.exists():
             info = json.loads(stamp.read_text())
-            return Built(out, info["release"], True, time.monotonic() - start, 0,
-                         tuple(info.get("dropped", ())))
-        tree = prepare_tree(source, patches, key)
+            if info.get("key") == key:
+                return Built(out, info["release"], True, time.monotonic() - start, 0,
+                             tuple(info.get("dropped", ())))
+        stamp.unlink(missing_ok=True)  # from here on, the O= dir is not what it says
+        tree = prepare_tree(source, patches, where)
         request_file = out / ".cocolab-request.config"
         if not (out / ".config").exists() or not request_file.exists() \
                 or request_file.read_text() != requested:
