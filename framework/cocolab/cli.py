@@ -40,7 +40,7 @@ from cocolab.kernel.build import (
     read_patch,
 )
 from cocolab.kernel.build import build as build_kernel
-from cocolab.kernel.kconfig import Kconfig
+from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, Kconfig, parse_requirement
 from cocolab.kernel.needs import apply as apply_fragment
 from cocolab.kernel.needs import check, check_tree, collect_gates, fragment, rig_lacks
 from cocolab.options import OPTIONS
@@ -185,7 +185,10 @@ def build_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"build: give a SOURCE (debian:X.Y or a kernel tree); lane "
                           f"{lane.name} builds none (`cocolab build --list`)")
     check_source(source, "build")
-    patches = (*lane.patch_paths, *(Path(p).expanduser().resolve() for p in args.patch))
+    for option in args.kconfig:
+        if parse_requirement(option) is None:
+            raise ConfigError(f"--kconfig {option!r}: not {REQUIREMENT_SYNTAX}")
+    patches = (*lane.patch_paths, *(Path(p).expanduser() for p in args.patch))
     for patch in patches:
         read_patch(patch)  # a bad one is one line before anything is fetched
     request = BuildRequest(source, patches, (*lane.kconfig, *args.kconfig), args.base,

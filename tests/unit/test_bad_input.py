@@ -226,6 +226,31 @@ CORPUS: list[Bad] = [
     Bad("cli", ("--machine", "nosuch"),
         "machine 'nosuch': no such machine; choose one of {machines} or give a path to a "
         ".toml file"),
+    # -- cocolab build's arguments ----------------------------------------------------------
+    Bad("build", ("debian:7",),
+        "build: 'debian:7' is not debian:X.Y (a linux-source version, e.g. debian:7.3, "
+        "debian:6.12) or debian:SUITE (e.g. debian:trixie)"),
+    Bad("build", ("/nonexistent/linux",),
+        "build: /nonexistent/linux is not a kernel source tree (no Makefile and scripts/kconfig) "
+        "nor debian:X.Y"),
+    Bad("build", ("debian:7.3", "debian:6.12"), "build: one SOURCE, not 2: debian:7.3 debian:6.12"),
+    Bad("build", ("debian:7.3", "--patch", "/etc/hostname"),
+        "--patch /etc/hostname: not a patch (no '+++' file header); give a git format-patch "
+        "file, a unified diff or an mbox of a series"),
+    Bad("build", ("debian:7.3", "--patch", "/nonexistent/0001.patch"),
+        "--patch /nonexistent/0001.patch: No such file or directory"),
+    Bad("build", ("debian:7.3", "--kconfig", "strict devmem"),
+        "--kconfig 'strict devmem': not NAME, NAME=y, NAME=m or NAME=n"),
+    Bad("build", ("--lane", "default"),
+        "build: give a SOURCE (debian:X.Y or a kernel tree); lane default builds none "
+        "(`cocolab build --list`)"),
+    Bad("option", ("--kernel", "build:debian:7"),
+        "--kernel: 'debian:7' is not debian:X.Y (a linux-source version, e.g. debian:7.3, "
+        "debian:6.12) or debian:SUITE (e.g. debian:trixie)"),
+    Bad("option", ("--lane", "cc-sim-tdx", "--kernel", "debian:sid"),
+        "--kernel debian:sid: lane cc-sim-tdx builds its kernel with "
+        "guests/cc-sim/cc-sim-tdx.patch, which a prebuilt kernel lacks; give a source to build "
+        "(build:debian:X.Y or a kernel tree), or a tree `cocolab build --lane cc-sim-tdx` made"),
     # -- markers (the plugin's collection hook) --------------------------------------------
     Bad("marker", (pytest.mark.cmdline(1),),
         "{node}: @pytest.mark.cmdline takes strings only: @pytest.mark.cmdline(*words)"),
@@ -446,6 +471,8 @@ def answer(bad: Bad, tmp: Path, capsys: pytest.CaptureFixture[str],
             return _cli("setup", (), capsys)
         case "cli":
             return _cli("shell", tuple(map(fmt, bad.given)), capsys)  # type: ignore[arg-type]
+        case "build":
+            return _cli("build", tuple(map(fmt, bad.given)), capsys)  # type: ignore[arg-type]
         case "marker":
             return _collect(bad.given, tmp)  # type: ignore[arg-type]
         case "topology" | "machine":
@@ -483,7 +510,8 @@ def test_the_corpus_covers_every_source() -> None:
     by_source: dict[str, int] = {}
     for bad in CORPUS:
         by_source[bad.source] = by_source.get(bad.source, 0) + 1
-    assert set(by_source) == {"lane", "option", "env", "cli", "marker", "topology", "machine"}
+    assert set(by_source) == {"lane", "option", "env", "cli", "build", "marker", "topology",
+                              "machine"}
     assert len(CORPUS) >= 60
 
 

@@ -51,6 +51,7 @@ TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "
 """Program -> the Debian package that has it (libelf-dev and libssl-dev are checked by make)."""
 _DEBIAN = re.compile(r"^debian:(?:(\d+\.\d+)|([a-z][a-z0-9-]*))$")
 _COMPILED = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY)\s")
+_LINKING = re.compile(r"^\s+LD\s+(vmlinux|arch/x86/boot/compressed/vmlinux)$")
 
 
 class BuildError(KernelError):
@@ -474,10 +475,10 @@ def compile_kernel(tree: Path, out: Path, jobs: int, modules: bool) -> int:
     assert proc.stdout is not None
     for line in proc.stdout:
         tail.append(line.rstrip())
+        if m := _LINKING.match(line):
+            progress.say(f"compile: linking {m.group(1)} ({count} objects before it)")
         if _COMPILED.match(line):
             count += 1
-        elif line.lstrip().startswith("LD ") and "vmlinux" in line:
-            progress.say(f"compile: linking {line.split()[-1]} ({count} objects so far)")
         if time.monotonic() - last >= 15:
             progress.say(f"compile: {count} objects built")
             last = time.monotonic()
