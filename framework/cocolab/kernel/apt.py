@@ -231,6 +231,10 @@ class PrivateApt:
                 deps.append(m.group(1))
         return deps
 
+    def search(self, pattern: str) -> str:
+        """`apt-cache search --names-only PATTERN`: 'name - description' lines."""
+        return self._run("apt-cache", "search", "--names-only", pattern)
+
     def version(self, package: str) -> str:
         out = self._run("apt-cache", "policy", package)
         m = re.search(r"Candidate: (\S+)", out)

@@ -30,7 +30,7 @@ import sys
 import tarfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +94,6 @@ class Source:
     """The pristine tree: never written to."""
     identity: str
     """What names it in the build key and in messages."""
-    release_hint: str = ""
     git: bool = False
     immutable: bool = False
     """A packaged source never changes: an unchanged request needs no make at all."""
@@ -189,7 +188,7 @@ def list_debian_sources() -> list[str]:
         apt = _apt(suite)
         try:
             apt.update()
-            found = apt._run("apt-cache", "search", "--names-only", r"^linux-source-[0-9]")
+            found = apt.search(r"^linux-source-[0-9]")
         except KernelError:
             continue
         for name in sorted({line.split()[0] for line in found.splitlines() if line}):
@@ -216,7 +215,8 @@ def debian_source(text: str) -> Source:
                 shutil.rmtree(tree, ignore_errors=True)
                 _unpack_source_deb(deb, package, root)
             (root / ".unpacked").touch()
-    return Source(tree, f"{package} {version}", release_hint=version, immutable=True)
+            deb.unlink()  # 160 MB that the unpacked tree makes redundant
+    return Source(tree, f"{package} {version}", immutable=True)
 
 
 def _unpack_source_deb(deb: Path, package: str, dest: Path) -> None:
@@ -325,7 +325,7 @@ def _own_copy(path: Path) -> None:
     path.chmod(mode)
 
 
-def _apply(tree: Path, patches: Sequence[Patch], on_failure: object) -> None:
+def _apply(tree: Path, patches: Sequence[Patch], on_failure: Callable[[], object]) -> None:
     for patch in patches:
         for name in patch.files():  # a hard link shared with the pristine tree is broken
             target = tree / name
@@ -334,8 +334,7 @@ def _apply(tree: Path, patches: Sequence[Patch], on_failure: object) -> None:
         done = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"], cwd=tree,
                               input=patch.text, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            if callable(on_failure):
-                on_failure()
+            on_failure()
             raise BuildError(f"--patch {patch.path}: does not apply: {first_failure(done.stderr)}"
                              "; nothing was compiled")
         progress.say(f"applied {patch.name}")
