@@ -30,6 +30,7 @@ from cocolab.guest import Guest
 from cocolab.guest.cc import SIMULATED, CCProof, cc_proof, cc_simulation_proof
 from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
 from cocolab.kernel.kconfig import unmet as kconfig_unmet
+from cocolab.kernel.spec import SourceSpec
 from cocolab.options import OPTIONS
 from cocolab.pytest_plugin.bundle import write_bundle
 from cocolab.pytest_plugin.markers import (
@@ -248,6 +249,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if request is not None and not request.fresh:
             pool.wanted[request.key()] += 1
             item.stash[ITEM_SHARE] = True
+    _build_before_tests(session)
+
+
+def _build_before_tests(session: pytest.Session) -> None:
+    """A kernel cocolab builds (build:SOURCE, a lane's patches) is built now, before the
+    first test: minutes of compiling belong to no test's setup or timeout. A failure is kept
+    by the rig and reported by every test that needs the kernel."""
+    rig = session.config.stash[RIG]
+    if session.config.option.collectonly:
+        return
+    if isinstance(rig.kernel_spec, SourceSpec) and any(
+            ITEM_REQUEST in item.stash for item in session.items):
+        with contextlib.suppress(CocolabError):
+            _ = rig.kernel
 
 
 @pytest.hookimpl(wrapper=True)
