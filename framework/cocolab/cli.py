@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="doctor: prove the accelerator and probe QEMU again instead of "
                              "trusting cached verdicts")
     parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `cocolab build --lane X SOURCE` too
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     if not args.verbose:  # with -v the log says it already

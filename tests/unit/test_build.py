@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cocolab.errors import ConfigError
+from cocolab.errors import ConfigError, KernelError
 from cocolab.kernel.build import (
     BuildError,
     BuildRequest,
@@ -22,6 +22,7 @@ from cocolab.kernel.build import (
     requested_config,
     tree_source,
 )
+from cocolab.kernel.build import _unpack_source_deb as unpack_source_deb
 from cocolab.kernel.kconfig import Kconfig
 
 MEM_C = "".join(f"line {n}\n" for n in range(1, 21))
@@ -200,3 +201,27 @@ def test_first_failure_reads_git_apply() -> None:
                          "patch does not apply\n") == \
         "first failed hunk in mm/char-mem.c (line 595)"
     assert first_failure("error: corrupt patch at line 7\n") == "error: corrupt patch at line 7"
+
+
+def test_a_source_deb_is_unpacked_by_streaming_its_tarball(tmp_path: Path) -> None:
+    """A linux-source .deb as Debian lays it out (usr/src/linux-source-X.Y.tar.xz), made
+    here with dpkg-deb, unpacked through dpkg-deb | tar | tar."""
+    pkg = tmp_path / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN/control").write_text("Package: linux-source-0.1\nVersion: 0.1-1\n"
+                                        "Architecture: all\nMaintainer: t <t@t>\n"
+                                        "Description: toy\n")
+    toy_tree(tmp_path / "src")
+    (tmp_path / "src/linux").rename(tmp_path / "src/linux-source-0.1")
+    (pkg / "usr/src").mkdir(parents=True)
+    subprocess.run(["tar", "-cJf", str(pkg / "usr/src/linux-source-0.1.tar.xz"), "-C",
+                    str(tmp_path / "src"), "linux-source-0.1"], check=True)
+    deb = tmp_path / "linux-source-0.1_0.1-1_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(pkg), str(deb)],
+                   check=True, capture_output=True)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    unpack_source_deb(deb, "linux-source-0.1", dest)
+    assert (dest / "linux-source-0.1/drivers/char/mem.c").read_text() == MEM_C
+    with pytest.raises(KernelError, match=r"unpacking .*: tar -xO ./usr/src/linux-source-0.2"):
+        unpack_source_deb(deb, "linux-source-0.2", dest)

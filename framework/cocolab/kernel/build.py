@@ -27,7 +27,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -213,30 +212,31 @@ def debian_source(text: str) -> Source:
                 step.done = progress.mib(deb.stat().st_size)
             with progress.step(f"unpacking {package}"):
                 shutil.rmtree(tree, ignore_errors=True)
-                _unpack_source_deb(deb, package, root)
+                unpack_source_deb(deb, package, root)
             (root / ".unpacked").touch()
             deb.unlink()  # 160 MB that the unpacked tree makes redundant
     return Source(tree, f"{package} {version}", immutable=True)
 
 
-def _unpack_source_deb(deb: Path, package: str, dest: Path) -> None:
-    """The tarball inside the .deb, streamed out of dpkg-deb and unpacked into DEST."""
+def unpack_source_deb(deb: Path, package: str, dest: Path) -> None:
+    """The tarball inside the .deb, streamed: dpkg-deb | tar -xO | tar -xJ (tar, not Python's
+    tarfile, whose extraction filters Debian 12's Python 3.11.2 lacks)."""
     tarball = f"./usr/src/{package}.tar.xz"
-    fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    try:
-        with tarfile.open(fileobj=fsys.stdout, mode="r|") as outer:
-            for member in outer:
-                if member.name == tarball:
-                    inner = outer.extractfile(member)
-                    with tarfile.open(fileobj=inner, mode="r|xz") as tar:
-                        tar.extractall(dest, filter="tar")
-                    break
-            else:
-                raise KernelError(f"{deb.name} holds no {tarball}")
-    finally:
-        if fsys.stdout:
-            fsys.stdout.close()
-        fsys.wait()
+    steps = [["dpkg-deb", "--fsys-tarfile", str(deb)], ["tar", "-xO", tarball],
+             ["tar", "-xJ", "--no-same-owner", "-C", str(dest)]]
+    procs: list[subprocess.Popen[bytes]] = []
+    for argv in steps:
+        upstream = procs[-1].stdout if procs else None
+        procs.append(subprocess.Popen(
+            argv, stdin=upstream if upstream else subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=None if argv is steps[-1] else subprocess.PIPE))
+        if upstream:
+            upstream.close()  # the next process holds it now
+    for argv, proc in zip(steps, procs, strict=True):
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        if proc.wait() != 0:
+            raise KernelError(f"unpacking {deb.name}: {' '.join(argv)} exited "
+                              f"{proc.returncode}: {err[-500:]}")
 
 
 def tree_source(path: Path) -> Source:
