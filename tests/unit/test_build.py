@@ -21,8 +21,8 @@ from cocolab.kernel.build import (
     read_patch,
     requested_config,
     tree_source,
+    unpack_source_deb,
 )
-from cocolab.kernel.build import _unpack_source_deb as unpack_source_deb
 from cocolab.kernel.kconfig import Kconfig
 
 MEM_C = "".join(f"line {n}\n" for n in range(1, 21))
