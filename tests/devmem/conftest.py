@@ -55,6 +55,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.path.is_relative_to(HERE) and "vm" in getattr(item, "fixturenames", ()):
             for mark in DEVMEM_MACHINE:
                 item.add_marker(mark)
+            if "claimed_bar" in item.fixturenames:  # the claim is the e1000 driver's
+                item.add_marker(pytest.mark.kconfig("E1000"))
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ from cocolab.guest import Guest
 
 HERE = Path(__file__).parent
 MODULES = pytest.mark.modules("e1000", "e1000e", "vfio_pci", "vfio_iommu_type1", "pci_stub")
+KCONFIG = pytest.mark.kconfig("E1000", "E1000E", "VFIO_PCI", "VFIO_IOMMU_TYPE1", "PCI_STUB")
+"""What those modules need of the kernel: a kernel without one skips the suite naming it
+(on a MODULES=n build a module name proves nothing, and e1000e's bind failed ENOENT)."""
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -27,6 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE) and "vm" in getattr(item, "fixturenames", ()):
             item.add_marker(MODULES)
+            item.add_marker(KCONFIG)
 
 
 @pytest.fixture(autouse=True)
