@@ -70,9 +70,12 @@ class Sshd(AcceptingSshd):
         for t in threads[1:]:
             t.join()
         rc = proc.wait()
+        # EOF and the status, and the client closes: paramiko answers the exec request after
+        # check_channel_exec_request() returns, and a close sent before that answer (a quick
+        # `exit 7`) failed the client's exec with "Channel closed", 1 run in 12
         with contextlib.suppress(EOFError, OSError):
+            channel.shutdown_write()
             channel.send_exit_status(rc if rc >= 0 else 128 - rc)  # as a shell says a signal
-            channel.close()
 
 
 SHELLS = {"host sh": ["/bin/sh"], "busybox ash": None}
