@@ -27,11 +27,9 @@ def virtio_driver(vm: Guest, ident: str) -> str | None:
 
 
 @pytest.mark.parametrize("ident, feature", CASES)
-def test_a_plain_guest_binds_them(vm: Guest, cocolab_rig, ident: str, feature: str) -> None:
+def test_a_plain_guest_binds_them(plain_guest: None, vm: Guest, ident: str,
+                                  feature: str) -> None:
     """The counterpart: nothing restricts virtio outside a confidential guest."""
-    if cocolab_rig.lane.cc:
-        pytest.skip(f"counterpart of the CC test; runs on non-confidential lanes, this is "
-                    f"{cocolab_rig.lane.name}")
     assert virtio_driver(vm, ident) == "virtio_net"
     assert not vm.dmesg.read().contains(f"device must provide {feature}")
 
@@ -50,8 +48,5 @@ def test_a_confidential_guest_binds_a_device_with_access_platform(cc_guest: CCPr
     assert virtio_driver(vm, "vnet-plat") == "virtio_net"
 
 
-def test_a_plain_guest_binds_the_control_too(vm: Guest, cocolab_rig) -> None:
-    if cocolab_rig.lane.cc:
-        pytest.skip(f"counterpart of the CC test; runs on non-confidential lanes, this is "
-                    f"{cocolab_rig.lane.name}")
+def test_a_plain_guest_binds_the_control_too(plain_guest: None, vm: Guest) -> None:
     assert virtio_driver(vm, "vnet-plat") == "virtio_net"

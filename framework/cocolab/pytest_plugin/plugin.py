@@ -445,6 +445,16 @@ def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
     return proof
 
 
+@pytest.fixture
+def plain_guest(cocolab_rig: Rig) -> None:
+    """The counterpart of `cc_guest`: a test of what a non-confidential guest does skips, before
+    booting, on a lane whose guests are confidential (simulated ones included)."""
+    lane = cocolab_rig.lane
+    if lane.cc:
+        pytest.skip(f"counterpart of a confidential-guest test: runs on non-confidential lanes; "
+                    f"lane {lane.name} boots {lane.cc_words} guests")
+
+
 def lane_properties(rig: Rig) -> dict[str, str]:
     """What a CI report needs to tell one lane's run from another's."""
     props = {"cocolab.lane": rig.lane.name, "cocolab.cc": cc_header(rig) if rig.lane.cc else "none",
