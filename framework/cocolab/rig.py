@@ -34,6 +34,7 @@ from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_q
 from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
+from cocolab.kernel.build import is_source_tree
 from cocolab.kernel.needs import Need, rig_lacks
 from cocolab.kernel.resolve import check_image_spec
 from cocolab.kernel.spec import BuildTreeSpec, ImageSpec, SourceSpec, is_build_output
@@ -141,6 +142,10 @@ class Rig:
     @cached_property
     def kernel_spec(self) -> KernelSpec:
         text = present(self.kernel_setting.value, "the lane's kernel")
+        tree = Path(text).expanduser()
+        if (self.lane.patches or self.lane.kconfig) and is_source_tree(tree) \
+                and not is_build_output(tree):  # a source tree, built or not: built here
+            return self._with_lane_build(SourceSpec(str(tree.resolve())), text)
         spec = parse_kernel_spec(text, config=self.options.kernel_config,
                                  modules=self.options.modules, source=self.kernel_setting.source,
                                  module_debug=self.options.module_debug)

@@ -230,3 +230,17 @@ def test_a_lane_that_builds_refuses_a_prebuilt_kernel(tmp_path: Path) -> None:
         _ = rig.kernel_spec
     assert str(Rig(RigOptions(lane="cc-sim-tdx")).kernel_spec) == \
         "build:debian:7.3 + cc-sim-tdx.patch"
+
+
+def test_on_a_building_lane_a_source_tree_is_built_with_the_lane_s_patches(tmp_path: Path
+                                                                          ) -> None:
+    tree = tmp_path / "linux"
+    (tree / "scripts/kconfig").mkdir(parents=True)
+    (tree / "Makefile").write_text("# no bzImage yet\n")
+    spec = Rig(RigOptions(lane="cc-sim-tdx", kernel=str(tree))).kernel_spec
+    assert str(spec) == f"build:{tree} + cc-sim-tdx.patch"
+    out = tmp_path / "out"  # an O= directory is booted as it is
+    (out / "arch/x86/boot").mkdir(parents=True)
+    (out / "arch/x86/boot/bzImage").write_bytes(b"\0")
+    (out / "source").symlink_to(tree)
+    assert str(Rig(RigOptions(lane="cc-sim-tdx", kernel=str(out))).kernel_spec) == str(out)

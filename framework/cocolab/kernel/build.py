@@ -123,6 +123,11 @@ class Built:
     """Options the request asked for that Kconfig would not set."""
 
 
+def is_source_tree(tree: Path) -> bool:
+    """A kernel source tree (its Makefile and Kconfig's scripts), built or not."""
+    return (tree / "Makefile").is_file() and (tree / "scripts/kconfig").is_dir()
+
+
 def check_source(text: str, source: str = "cocolab build") -> None:
     """Refuse, without network, a source that is neither debian:X.Y, debian:SUITE nor a tree."""
     if text.startswith("debian:"):
@@ -131,8 +136,7 @@ def check_source(text: str, source: str = "cocolab build") -> None:
                               "e.g. debian:7.3, debian:6.12) or debian:SUITE (e.g. "
                               "debian:trixie)")
         return
-    tree = Path(text).expanduser()
-    if not (tree / "Makefile").is_file() or not (tree / "scripts/kconfig").is_dir():
+    if not is_source_tree(Path(text).expanduser()):
         raise ConfigError(f"{source}: {text} is not a kernel source tree (no Makefile and "
                           "scripts/kconfig) nor debian:X.Y")
 
