@@ -38,7 +38,7 @@ from filelock import FileLock
 from cocolab import progress
 from cocolab.errors import ConfigError, HostError, KernelError
 from cocolab.kernel.apt import PrivateApt
-from cocolab.kernel.kconfig import Kconfig, parse_requirement
+from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, Kconfig, parse_requirement
 from cocolab.paths import GUESTS_DIR, cache_dir, write_atomic
 
 SOURCE_SUITES = ("bookworm-backports", "trixie", "trixie-backports", "sid", "experimental")
@@ -367,7 +367,7 @@ def requested_config(request: BuildRequest, fragment: str) -> str:
     for text in request.kconfig:
         req = parse_requirement(text)
         if req is None:
-            raise ConfigError(f"kconfig {text!r}: not NAME, NAME=y, NAME=m or NAME=n")
+            raise ConfigError(f"kconfig {text!r}: not {REQUIREMENT_SYNTAX}")
         name, wanted = req
         lines.append(f"# {name} is not set" if wanted == "n" else f"{name}={wanted or 'y'}")
     return "\n".join(lines) + "\n"
