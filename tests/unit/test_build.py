@@ -23,6 +23,7 @@ from cocolab.kernel.build import (
     tree_source,
     unpack_source_deb,
 )
+from cocolab.kernel.build import _newest as newest
 from cocolab.kernel.kconfig import Kconfig
 
 MEM_C = "".join(f"line {n}\n" for n in range(1, 21))
@@ -225,3 +226,11 @@ def test_a_source_deb_is_unpacked_by_streaming_its_tarball(tmp_path: Path) -> No
     assert (dest / "linux-source-0.1/drivers/char/mem.c").read_text() == MEM_C
     with pytest.raises(KernelError, match=r"unpacking .*: tar -xO ./usr/src/linux-source-0.2"):
         unpack_source_deb(deb, "linux-source-0.2", dest)
+
+
+def test_the_newest_offer_wins_by_debian_version_order() -> None:
+    """debian:7.3 takes trixie-backports' 7.3.4 over experimental's release candidate, by
+    dpkg's ordering (a ~ sorts before everything)."""
+    offers = [("7.3~rc7-1~exp1", "experimental"), ("7.3.4-1~bpo13+1", "trixie-backports"),
+              ("7.3.4-1~bpo12+1", "bookworm-backports")]
+    assert newest(offers) == ("7.3.4-1~bpo13+1", "trixie-backports")

@@ -165,38 +165,50 @@ def find_debian_source(text: str) -> tuple[str, str, str]:
         package = apt.depends("linux-source")[0]
         return m.group(2), package, apt.version(package)
     package = f"linux-source-{m.group(1)}"
-    best: tuple[str, str, str] | None = None
-    seen = []
+    offers = _offers("^" + re.escape(package) + "$").get(package)
+    if not offers:
+        raise KernelError(f"no Debian suite this host's mirror serves has {package} "
+                          f"(looked in {', '.join(SOURCE_SUITES)}); `cocolab build --list` "
+                          "says which versions there are")
+    version, suite = _newest(offers)
+    return suite, package, version
+
+
+def _offers(pattern: str = r"^linux-source-[0-9]") -> dict[str, list[tuple[str, str]]]:
+    """The linux-source-X.Y packages matching `pattern` in SOURCE_SUITES:
+    {package: [(version, suite), ...]}."""
+    found: dict[str, list[tuple[str, str]]] = {}
     for suite in SOURCE_SUITES:
         apt = _apt(suite)
         try:
             apt.update()
-            version = apt.version(package)
+            names = {line.split()[0] for line in apt.search(pattern).splitlines() if line}
         except KernelError:
-            continue
-        seen.append(f"{suite} {version}")
-        if best is None or _newer(version, best[2]):
-            best = (suite, package, version)
-    if best is None:
-        raise KernelError(f"no Debian suite this host's mirror serves has {package} "
-                          f"(looked in {', '.join(SOURCE_SUITES)}); `cocolab build --list` "
-                          "says which versions there are")
+            continue  # a suite this mirror does not serve
+        for name in names:
+            found.setdefault(name, []).append((apt.version(name), suite))
+    return found
+
+
+def _newest(offers: list[tuple[str, str]]) -> tuple[str, str]:
+    best = offers[0]
+    for offer in offers[1:]:
+        if _newer(offer[0], best[0]):
+            best = offer
     return best
 
 
 def list_debian_sources() -> list[str]:
-    """'linux-source-7.3 7.3.4-1~bpo13+1 (trixie-backports)', one per suite and version."""
+    """'debian:7.3  linux-source-7.3 7.3.4-1~bpo13+1 (trixie-backports)', one line per suite
+    and version, by version; the one debian:X.Y builds is marked."""
+    found = _offers()
     lines = []
-    for suite in SOURCE_SUITES:
-        apt = _apt(suite)
-        try:
-            apt.update()
-            found = apt.search(r"^linux-source-[0-9]")
-        except KernelError:
-            continue
-        for name in sorted({line.split()[0] for line in found.splitlines() if line}):
-            lines.append(f"debian:{name.removeprefix('linux-source-')}  {name} "
-                         f"{apt.version(name)} ({suite})")
+    for name in sorted(found, key=lambda n: [int(x) for x in re.findall(r"\d+", n)]):
+        best = _newest(found[name])
+        for version, suite in found[name]:
+            mark = "  <- debian:" + name.removeprefix("linux-source-") \
+                if (version, suite) == best else ""
+            lines.append(f"{name} {version} ({suite}){mark}")
     return lines
 
 
