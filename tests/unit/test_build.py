@@ -17,13 +17,13 @@ from cocolab.kernel.build import (
     check_source,
     dropped_options,
     first_failure,
+    newest_offer,
     prepare_tree,
     read_patch,
     requested_config,
     tree_source,
     unpack_source_deb,
 )
-from cocolab.kernel.build import _newest as newest
 from cocolab.kernel.kconfig import Kconfig
 
 MEM_C = "".join(f"line {n}\n" for n in range(1, 21))
@@ -233,4 +233,4 @@ def test_the_newest_offer_wins_by_debian_version_order() -> None:
     dpkg's ordering (a ~ sorts before everything)."""
     offers = [("7.3~rc7-1~exp1", "experimental"), ("7.3.4-1~bpo13+1", "trixie-backports"),
               ("7.3.4-1~bpo12+1", "bookworm-backports")]
-    assert newest(offers) == ("7.3.4-1~bpo13+1", "trixie-backports")
+    assert newest_offer(offers) == ("7.3.4-1~bpo13+1", "trixie-backports")

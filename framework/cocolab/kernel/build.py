@@ -170,7 +170,7 @@ def find_debian_source(text: str) -> tuple[str, str, str]:
         raise KernelError(f"no Debian suite this host's mirror serves has {package} "
                           f"(looked in {', '.join(SOURCE_SUITES)}); `cocolab build --list` "
                           "says which versions there are")
-    version, suite = _newest(offers)
+    version, suite = newest_offer(offers)
     return suite, package, version
 
 
@@ -190,7 +190,7 @@ def _offers(pattern: str = r"^linux-source-[0-9]") -> dict[str, list[tuple[str, 
     return found
 
 
-def _newest(offers: list[tuple[str, str]]) -> tuple[str, str]:
+def newest_offer(offers: list[tuple[str, str]]) -> tuple[str, str]:
     best = offers[0]
     for offer in offers[1:]:
         if _newer(offer[0], best[0]):
@@ -204,7 +204,7 @@ def list_debian_sources() -> list[str]:
     found = _offers()
     lines = []
     for name in sorted(found, key=lambda n: [int(x) for x in re.findall(r"\d+", n)]):
-        best = _newest(found[name])
+        best = newest_offer(found[name])
         for version, suite in found[name]:
             mark = "  <- debian:" + name.removeprefix("linux-source-") \
                 if (version, suite) == best else ""
