@@ -157,12 +157,10 @@ class Rig:
         lane = self.lane
         if not (lane.patches or lane.kconfig):
             return spec
-        if isinstance(spec, BuildTreeSpec) and not is_build_output(spec.tree):
-            spec = SourceSpec(str(spec.tree))
         if isinstance(spec, SourceSpec):
             return SourceSpec(spec.source, (*lane.patch_paths, *spec.patches),
                               (*lane.kconfig, *spec.kconfig))
-        if isinstance(spec, BuildTreeSpec):  # cocolab build's (or make O=) output: as it is
+        if isinstance(spec, BuildTreeSpec):  # an O= output (kernel_spec took source trees)
             return spec
         raise ConfigError(f"{said(self.kernel_setting.source, text)}: lane {lane.name} builds "
                           f"its kernel with {', '.join(lane.patches) or 'its own options'}, "

@@ -3,19 +3,20 @@
 A source is Debian's `linux-source-X.Y` (`debian:7.3`, fetched through the private apt from
 whichever suite this host's mirror serves the newest one in) or a tree the user has. The
 user's tree is never written to: a git tree is checked out into a worktree in the cache (HEAD
-plus its uncommitted changes, `git stash create`), any other tree must be clean and is
-built out of tree with `O=`. Patches are applied to a hard-linked copy (or the worktree),
-every link a patch touches broken first, in the order given; one that does not apply is one
-line naming it and the first failed hunk's file, before anything compiles.
+plus its uncommitted changes, `git stash create`), any other tree (which must be clean) and a
+Debian source are copied there with hard links. Patches are applied to that tree, every link
+a patch touches broken first, in the order given; one that does not apply is one line naming
+it and the first failed hunk's file, before anything compiles.
 
 The config is `make tinyconfig`, then `kernel/configs/kvm_guest.config`, `guests/kconfig/
 minimal.config` (what a userland and cocolab's guest need beyond tiny), the fragment `cocolab
 kconfig` computes for the rig, the suites and their machines, and the caller's own lines
 (a lane's), merged by the kernel's own merge_config.sh and settled by `make olddefconfig`;
 what Kconfig would not set is said. Compiles go through ccache (its directory in cocolab's
-cache). The output directory is keyed by (source, patches, config request, compiler): an
-unchanged request for a Debian source is a hit without running make; a tree is always
-handed to make, which rebuilds only what changed.
+cache). Each source has one tree and one O= directory, whatever the patches and config, so
+make rebuilds only what a change touches and ccache sees the same paths; the request
+(source, patches, config request, compiler) recorded there makes an unchanged request for a
+Debian source a hit without running make. A user's tree is always handed to make.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ SOURCE_SUITES = ("bookworm-backports", "trixie", "trixie-backports", "sid", "exp
 """Where `debian:X.Y` looks for linux-source-X.Y; the newest version among them wins."""
 MINIMAL_CONFIG = GUESTS_DIR / "kconfig" / "minimal.config"
 BASES = ("minimal", "defconfig")
-TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
-         "ccache": "ccache", "git": "git"}
-"""Program -> the Debian package that has it (libelf-dev and libssl-dev are checked by make)."""
+TOOLS = ("make", "gcc", "flex", "bison", "bc", "ccache", "git")
+"""Programs a build runs, each in the Debian package of its name (libelf-dev and libssl-dev
+are headers: make says when they are missing)."""
 _DEBIAN = re.compile(r"^debian:(?:(\d+\.\d+)|([a-z][a-z0-9-]*))$")
 _COMPILED = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY)\s")
 _LINKING = re.compile(r"^\s+LD\s+(vmlinux|arch/x86/boot/compressed/vmlinux)$")
@@ -106,8 +107,6 @@ class BuildRequest:
     kconfig: tuple[str, ...] = ()
     """Extra options (NAME, NAME=y|m|n), e.g. a lane's."""
     base: str = "minimal"
-    fragment: str | None = None
-    """cocolab's own fragment (None: computed from the repo's suites)."""
     jobs: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
 
 
@@ -142,7 +141,7 @@ def check_source(text: str, source: str = "cocolab build") -> None:
 
 
 def missing_tools() -> list[str]:
-    return sorted({pkg for prog, pkg in TOOLS.items() if shutil.which(prog) is None})
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
 
 
 def _apt(suite: str) -> PrivateApt:
@@ -515,8 +514,7 @@ def build(request: BuildRequest) -> Built:
         raise ConfigError(f"--base {request.base}: choose one of {', '.join(BASES)}")
     patches = [read_patch(p) for p in request.patches]
     source = resolve_source(request.source)
-    fragment = request.fragment if request.fragment is not None else suites_fragment()
-    requested = requested_config(request, fragment)
+    requested = requested_config(request, suites_fragment())
     key = build_key(source, patches, requested, request.base, compiler())
     where = source_key(source)
     out = cache_dir("build", "out", f"{where}-{request.base}")
