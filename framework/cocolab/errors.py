@@ -18,6 +18,8 @@
           ├── TopologyError     the booted guest does not have the devices its test declared
           ├── RestoreError      a fixture could not put the guest back as it found it (the VM
           │                     is retired: the next test gets a fresh one)
+          ├── MonitorError      QEMU's monitor could not be reached or did not answer in time
+          │    └── QMPCommandFailed  QEMU refused a QMP command (its error class and words)
           └── GuestCommandError a guest command could not be run at all (not: it exited non-zero)
 
 A VMError is the rig failing; a test assertion failing is the kernel failing. The pytest plugin
@@ -145,6 +147,21 @@ class RestoreError(VMError):
 
 class GuestCommandError(VMError):
     """A command could not be run in the guest (transport failure, timeout)."""
+
+
+class MonitorError(VMError):
+    """QEMU's monitor could not be reached, or did not answer in time."""
+
+
+class QMPCommandFailed(MonitorError):
+    """QEMU answered a QMP command with an error: `error_class` (GenericError, ...) and
+    QEMU's own words, `desc`."""
+
+    def __init__(self, command: str, error_class: str, desc: str):
+        super().__init__(f"QEMU refused QMP {command!r}: {error_class}: {desc}")
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
 
 
 def said(source: str, value: str) -> str:

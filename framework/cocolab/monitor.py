@@ -25,7 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from cocolab.errors import MonitorError, QMPCommandFailed
 
 LOG = logging.getLogger(__name__)
 # qemu.qmp logs a failed handshake at ERROR; cocolab raises it as its own error instead, so
@@ -51,10 +53,6 @@ class RunStop:
     def __str__(self) -> str:
         text = f"QEMU reported {self.event}, run state {self.status}"
         return f"{text} ({self.detail})" if self.detail else text
-
-
-class MonitorError(Exception):
-    """The monitor could not be reached or did not answer in time."""
 
 
 class Monitor:
@@ -101,11 +99,19 @@ class Monitor:
         except TimeoutError as exc:
             future.cancel()
             raise MonitorError(f"QMP did not answer within {timeout:g}s") from exc
+        except ExecuteError:
+            raise
+        except (QMPError, OSError, EOFError) as exc:  # the connection went away mid-command
+            raise MonitorError(f"QMP connection lost: {type(exc).__name__}: {exc}") from exc
 
     def cmd(self, name: str, args: dict[str, object] | None = None, *,
             timeout: float = 10.0) -> Any:
-        """Run one QMP command and return its result; QMP errors raise qemu.qmp.ExecuteError."""
-        result = self._call(self._client.execute(name, args), timeout)
+        """Run one QMP command and return its result. QEMU's refusal is QMPCommandFailed,
+        no answer in `timeout` MonitorError: both VMErrors, so a RIG FAILURE in a test body."""
+        try:
+            result = self._call(self._client.execute(name, args), timeout)
+        except ExecuteError as exc:
+            raise QMPCommandFailed(name, exc.error_class, str(exc)) from exc
         # QEMU sends a command's events (a `stop` makes STOP) before its reply: once they are
         # noted, a caller's next liveness check sees what its own command did.
         self._call(self._settle(), timeout)

@@ -66,18 +66,24 @@ def test_a_chosen_qemu_that_is_no_qemu_is_one_usage_error(pytester: pytest.Pytes
                                  "it exited with status 1*"])
 
 
-def test_header_names_lane_kernel_and_qemu(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest(*NO_QEMU)
-    result.stdout.fnmatch_lines(["cocolab lane: default*", "cocolab kernel: debian:*",
-                                 "cocolab QEMU: *fake_qemu.py 7.2.0"])
-    assert result.ret == 0
-
-
-def test_tests_without_vm_never_touch_qemu(pytester: pytest.Pytester) -> None:
+def test_header_names_lane_and_kernel_and_probes_nothing_without_a_vm(
+        pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_plain(): assert True")
     result = pytester.runpytest(*NO_QEMU)
+    result.stdout.fnmatch_lines(["cocolab lane: default*", "cocolab kernel: debian:*"])
+    result.stdout.no_fnmatch_line("cocolab QEMU*")  # QEMU never started, no kernel fetched
+    result.stdout.no_fnmatch_line("cocolab accelerator*")
     result.assert_outcomes(passed=1)
+
+
+def test_qemu_and_accelerator_are_said_once_a_selected_test_boots_a_vm(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_guest(vm): pass\ndef test_plain(): pass")
+    result = pytester.runpytest(*NO_QEMU, "--collect-only", "-k", "test_guest")
+    result.stdout.fnmatch_lines(["collected 2 items / 1 deselected / 1 selected",
+                                 "cocolab QEMU: *fake_qemu.py 7.2.0"])
+    result = pytester.runpytest(*NO_QEMU, "--collect-only", "-k", "test_plain")
+    result.stdout.no_fnmatch_line("cocolab QEMU*")
 
 
 @pytest.mark.parametrize(("args", "line"), [
@@ -218,3 +224,25 @@ def test_a_test_without_a_baseline_fails_as_it_always_did(pytester: pytest.Pytes
     pytester.makepyfile(test_known="def test_it():\n    assert False\n")
     result = pytester.runpytest("--lane", str(lane), *NO_QEMU)
     result.assert_outcomes(failed=1)
+
+
+@pytest.mark.parametrize("raised", [
+    "QMPCommandFailed('stop', 'GenericError', 'the guest is not running')",
+    "MonitorError('QMP did not answer within 10s')",
+])
+def test_a_qmp_failure_in_a_test_body_is_a_rig_failure(pytester: pytest.Pytester,
+                                                       raised: str) -> None:
+    pytester.makeconftest("""
+        import pytest
+        @pytest.fixture
+        def vm():  # stands in for the booted VM the plugin would give
+            return None
+    """)
+    pytester.makepyfile(f"""
+        from cocolab.errors import MonitorError, QMPCommandFailed
+        def test_it(vm):
+            raise {raised}
+    """)
+    result = pytester.runpytest(*NO_QEMU)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*RIG FAILURE: the VM misbehaved*"])

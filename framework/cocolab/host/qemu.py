@@ -15,9 +15,9 @@ from typing import Any
 from filelock import FileLock
 
 from cocolab.deadline import Deadline
-from cocolab.errors import HostError, said
+from cocolab.errors import HostError, MonitorError, said
 from cocolab.host.process import accept_while_running, kill_qemu, qemu_said, start_qemu
-from cocolab.monitor import Monitor, MonitorError
+from cocolab.monitor import Monitor
 from cocolab.paths import cache_dir, write_atomic
 from cocolab.qemu.argv import qmp_args
 

@@ -156,6 +156,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What the run was asked for; nothing here probes QEMU or fetches a kernel (a run whose
+    tests boot no VM never does: see pytest_report_collectionfinish)."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller prints it
         return []
     rig = config.stash[RIG]
@@ -164,6 +166,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines.append(f"cocolab kernel: {k.value} (from {k.source})")
     if rig.lane.cc:
         lines.append(f"cocolab cc: {cc_header(rig)}")
+    return lines
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]
+                                   ) -> list[str]:
+    """The QEMU, accelerator and snapshots the selected tests' VMs will use, once collection
+    says some will boot (the accelerator's verdict may be a proof boot of the lane's kernel)."""
+    if hasattr(config, "workerinput") or not any(ITEM_REQUEST in i.stash for i in items):
+        return []
+    rig, lines = config.stash[RIG], []
     try:
         info = rig.qemu_info
         lines.append(f"cocolab QEMU: {info.binary} {info.version}")

@@ -29,7 +29,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import pexpect
-from qemu.qmp import ExecuteError
 
 from cocolab import progress
 from cocolab.deadline import Deadline
@@ -38,6 +37,8 @@ from cocolab.errors import (
     GuestCommandError,
     GuestCrashed,
     GuestStopped,
+    MonitorError,
+    QMPCommandFailed,
     SnapshotUnfaithful,
     VMError,
     VMStateError,
@@ -52,7 +53,7 @@ from cocolab.host.process import (
     start_qemu,
 )
 from cocolab.kernel import Kconfig, Kernel
-from cocolab.monitor import Monitor, MonitorError, RunStop
+from cocolab.monitor import Monitor, RunStop
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
 from cocolab.qemu.argv import spdm_devices
 from cocolab.spdm import Responder
@@ -298,7 +299,7 @@ class VM:
             try:
                 monitor.cmd("migrate", {"uri": "exec:cat > " + shlex.quote(str(path))})
                 status = self._migration(monitor, deadline)
-            except ExecuteError as exc:  # a migration blocker: 'nvme' is not migratable
+            except QMPCommandFailed as exc:  # a migration blocker: 'nvme' is not migratable
                 status = str(exc)
             monitor.cmd("cont")
         if status == "completed":  # one line: it takes about a second
@@ -318,7 +319,7 @@ class VM:
         else:
             try:  # QEMU 8.2 and later read the file themselves: ~70 ms less than through cat
                 monitor.cmd("migrate-incoming", {"uri": f"file:{snapshot.state}"})
-            except ExecuteError:  # QEMU 7.2: "unknown migration protocol"
+            except QMPCommandFailed:  # QEMU 7.2: "unknown migration protocol"
                 monitor.cmd("migrate-incoming", {"uri": piped})
         while not deadline.expired():
             self.check_alive()

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from cocolab.deadline import Deadline
+from cocolab.errors import MonitorError
 from cocolab.host.accel import ProofBoot
 from cocolab.host.process import accept_while_running, kill_qemu, qemu_said, start_qemu
-from cocolab.monitor import Monitor, MonitorError
+from cocolab.monitor import Monitor
 from cocolab.qemu.argv import VMConfig, proof_argv
 
 PROOF_TOKEN = b"cocolab-proof: userspace reached"
