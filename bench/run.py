@@ -29,6 +29,7 @@ from pathlib import Path
 from cocolab.guest import Guest
 from cocolab.guest_image import build_proof_initrd
 from cocolab.rig import Rig, RigOptions
+from cocolab.vm.boot import Boot, Restore, SavingBoot
 from cocolab.vm.proof import proof_boot
 from cocolab.vm.snapshot import Snapshot, SnapshotStore
 
@@ -44,10 +45,10 @@ def floor(rig: Rig) -> float:
     return boot.seconds
 
 
-def boot(rig: Rig, restore: Snapshot | None = None, save_to: Path | None = None) -> Guest:
+def boot(rig: Rig, strategy: Boot | None = None) -> Guest:
     tmp = Path(tempfile.mkdtemp(prefix="cocolab-bench-"))
-    vm = Guest(rig.vm_config(), tmp, rig.kernel, rig.image.keys, name="bench")
-    vm.launch(rig.options.boot_timeout, restore=restore, save_to=save_to)
+    vm = rig.guest(rig.vm_config(), tmp, "bench")
+    vm.launch(rig.options.boot_timeout, strategy)
     return vm
 
 
@@ -57,11 +58,12 @@ def stop(vm: Guest) -> None:
 
 
 def snapshot(rig: Rig, store: SnapshotStore) -> Snapshot:
-    vm = boot(rig, save_to=store.pending("bench"))
+    saving = SavingBoot(store.pending("bench"))
+    vm = boot(rig, saving)
     try:
-        if vm.snapshot_refused:
-            raise SystemExit(f"the default VM cannot be snapshotted: {vm.snapshot_refused}")
-        return store.commit("bench", vm.token, "bench", vm.pci_dump)
+        if saving.refused:
+            raise SystemExit(f"the default VM cannot be snapshotted: {saving.refused}")
+        return store.commit("bench", vm.token, "bench", saving.pci_dump)
     finally:
         stop(vm)
 
@@ -154,10 +156,10 @@ def main() -> int:
             vm = boot(rig)
             colds.append(vm.boot_seconds or 0.0)
             stop(vm)
-            vm = boot(rig, restore=snap)
+            vm = boot(rig, Restore(snap))
             restores.append(vm.boot_seconds or 0.0)
             stop(vm)
-        vm = boot(rig, restore=snap)
+        vm = boot(rig, Restore(snap))
         rtt = round_trip_ms(vm)
         stop(vm)
     result: dict[str, object] = {

@@ -32,6 +32,8 @@ from pathlib import Path
 from cocolab import progress
 from cocolab.errors import CocolabError, ConfigError, KernelError, present
 from cocolab.guest import Guest
+from cocolab.kconfig_tool import apply as apply_fragment
+from cocolab.kconfig_tool import check, check_tree, collect_gates, fragment
 from cocolab.kernel.build import (
     BASES,
     BuildRequest,
@@ -41,8 +43,7 @@ from cocolab.kernel.build import (
 )
 from cocolab.kernel.build import build as build_kernel
 from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, Kconfig, parse_requirement
-from cocolab.kernel.needs import apply as apply_fragment
-from cocolab.kernel.needs import check, check_tree, collect_gates, fragment, rig_lacks
+from cocolab.kernel.needs import rig_lacks
 from cocolab.options import OPTIONS
 from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
@@ -122,7 +123,7 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
     workdir = Path(tempfile.mkdtemp(prefix="cocolab-shell-"))
     print(f"booting {rig.kernel.release} ({rig.accel.accel}); logs in {workdir}",
           file=sys.stderr)
-    with Guest(config, workdir, rig.kernel, rig.image.keys, name="shell", topology=view) as vm:
+    with rig.guest(config, workdir, "shell", view) as vm:
         if view is not None:
             vm.topology.verify()
             print(f"topology {view.topology.name} verified: " + ", ".join(

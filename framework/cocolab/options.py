@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cocolab.config.lane import ACCELS
+from cocolab.constants import ACCELS
 from cocolab.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cocolab.config import Lane, load_lane
-from cocolab.config.lane import ACCELS
+from cocolab.constants import ACCELS
 from cocolab.errors import (
     CocolabError,
     ConfigError,
@@ -28,8 +28,16 @@ from cocolab.errors import (
     present,
     said,
 )
+from cocolab.guest import Guest, ModuleStore, Supplies
+from cocolab.guest.cma import ResponderSidecar
 from cocolab.guest_image import GuestImage, build_guest_image, build_proof_initrd
-from cocolab.guest_image.build import missing_modules, read_modules_list
+from cocolab.guest_image.build import (
+    carried_modules,
+    cma_requester,
+    missing_modules,
+    module_store_for,
+    read_modules_list,
+)
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
 from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
@@ -40,6 +48,7 @@ from cocolab.kernel.resolve import check_image_spec
 from cocolab.kernel.spec import BuildTreeSpec, ImageSpec, SourceSpec, is_build_output
 from cocolab.options import split_append
 from cocolab.qemu import VMConfig
+from cocolab.qemu.argv import spdm_devices
 from cocolab.qemu.cc import cc_machine_options, cc_platform_args
 from cocolab.qemu.topology import topology_args, viommu_args
 from cocolab.topology import (
@@ -302,6 +311,21 @@ class Rig:
     def append(self) -> tuple[str, ...]:
         warn = ("panic_on_warn=1",) if self.options.panic_on_warn else ()
         return (*self.lane.append, *self.options.append, *warn)
+
+    def guest(self, config: VMConfig, workdir: Path, name: str,
+              view: ExpectedView | None = None) -> Guest:
+        """A VM for `config` (not launched), with what runs beside it (an SPDM responder for
+        each device that has one) and what its tests may copy in."""
+        kernel, boot = self.kernel, config.modules
+
+        def modules() -> ModuleStore | None:
+            store = module_store_for(kernel, boot)
+            return None if store is None else ModuleStore(
+                store, frozenset(carried_modules(store, kernel.release, boot)))
+
+        sidecars = [ResponderSidecar(device) for device in spdm_devices(config.qemu_args)]
+        return Guest(config, workdir, kernel, self.image.keys, name=name, topology=view,
+                     sidecars=sidecars, supplies=Supplies(modules, cma_requester))
 
     def vm_config(self, cmdline: tuple[str, ...] = (), qemu_args: tuple[str, ...] = (),
                   modules: tuple[str, ...] = ()) -> VMConfig:

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from cocolab.errors import ConfigError, KernelError
-from cocolab.guest_image.build import module_closure
 from cocolab.kernel import BuildTreeSpec, DebianSpec, ImageSpec, Kconfig, parse_kernel_spec
 from cocolab.kernel.apt import kernel_closure
+from cocolab.kernel.modules import module_closure
 from cocolab.kernel.resolve import bzimage_release, image_release, resolve_image
 
 

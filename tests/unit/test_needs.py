@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from cocolab import cli
+from cocolab.kconfig_tool import Gate, check, fragment
 from cocolab.kernel.kconfig import Kconfig
-from cocolab.kernel.needs import RIG_NEEDS, Gate, check, fragment, rig_lacks
+from cocolab.kernel.needs import RIG_NEEDS, rig_lacks
 
 pytest_plugins = ["pytester"]
 

@@ -8,17 +8,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cocolab.config.validate import check_keys, choice, in_range, read_toml, strings
+from cocolab.config.validate import (
+    check_keys,
+    choice,
+    in_range,
+    read_toml,
+    shipped_names,
+    strings,
+)
+from cocolab.constants import ACCELS, CC_KINDS
 from cocolab.errors import ConfigError, said
 from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, parse_requirement
 from cocolab.paths import CONFIGS_DIR, REPO_ROOT
 
-ACCELS = ("auto", "kvm", "tcg")
 MEMORY_MIB = (128, 1 << 20)
 """Guest RAM a lane may ask for, MiB: a Debian kernel and the initramfs need about 128."""
 CPUS = (1, 64)
-CC_KINDS = ("", "tdx", "snp")
-"""'' for a plain lane; the confidential guests cocolab can boot."""
 
 
 BUILD_PREFIX = "build:"
@@ -113,7 +118,7 @@ def lane_dir() -> Path:
 
 
 def lane_names() -> list[str]:
-    return sorted(p.stem for p in lane_dir().glob("*.toml"))
+    return shipped_names("lanes")
 
 
 def load_lane(name_or_path: str, source: str = "--lane") -> Lane:
@@ -142,8 +147,7 @@ def parse_lane(name: str, data: dict[str, object], source: str) -> Lane:
     choice(data, "accel", ACCELS, "auto", source)
     choice(data, "cc", CC_KINDS, "", source)
     if "machine" in data:
-        from cocolab.topology.schema import machine_names
-        choice(data, "machine", tuple(machine_names()), "q35", source)
+        choice(data, "machine", tuple(shipped_names("machines")), "q35", source)
     if data.get("firmware") and not data.get("cc"):
         raise ConfigError(f"{source}: key 'firmware' applies to confidential lanes only (set "
                           "'cc' to tdx or snp, or remove 'firmware')")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cocolab.errors import ConfigError
+from cocolab.paths import CONFIGS_DIR
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -56,3 +57,18 @@ def in_range(data: dict[str, Any], key: str, low: int, high: int, where: str) ->
     if value is not None and not low <= value <= high:
         raise ConfigError(f"{where}: key {key!r} is {value}; give a number from {low} to "
                           f"{high}")
+
+
+def shipped_names(kind: str) -> list[str]:
+    """The shipped files of `kind` (lanes, machines, topologies) in qemu-configs/, by name."""
+    return sorted(p.stem for p in (CONFIGS_DIR / kind).glob("*.toml"))
+
+
+def shipped_path(kind: str, name: str, what: str) -> Path:
+    """qemu-configs/KIND/NAME.toml, or NAME itself when it is a path to a .toml file; else
+    one ConfigError listing the shipped choices."""
+    path = Path(name) if name.endswith(".toml") else CONFIGS_DIR / kind / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"{what} {name!r}: no such {what}; choose one of "
+                          f"{', '.join(shipped_names(kind))} or give a path to a .toml file")
+    return path

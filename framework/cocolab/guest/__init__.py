@@ -3,6 +3,8 @@
 `vm/` knows processes, sockets and the lifecycle; this package knows Linux: `Guest` is a VM
 with the guest's PCI functions, dmesg, device-file probes, VFIO, USB, sysfs writes and the
 declared topology, each a module here, each reached as an attribute (`vm.pci`, `vm.dmesg`).
+What it copies into a guest on demand (module files, the CMA requester) the rig supplies
+(`Supplies`); this package builds nothing on the host.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import io
 import shlex
 import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from cocolab.errors import VMStateError
 from cocolab.guest.dmesg import Dmesg
@@ -22,12 +27,52 @@ from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 from cocolab.guest.topology import GuestTopology
 from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
-from cocolab.guest_image.build import carried_modules, module_closure, module_store_for
+from cocolab.kernel.modules import module_closure
+from cocolab.spdm import Responder
 from cocolab.vm import VM
+
+
+@dataclass(frozen=True)
+class ModuleStore:
+    """The kernel's modules, decompressed on the host (`root`/lib/modules/RELEASE), and the
+    files of it (relative to lib/modules/RELEASE) the guest's image already carries."""
+
+    root: Path
+    carried: frozenset[str]
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_requester() -> Path:
+    raise VMStateError("this VM was made without the CMA requester (Supplies.cma_requester)")
+
+
+@dataclass(frozen=True)
+class Supplies:
+    """What the rig hands a guest to copy in when a test needs it, each made on first use."""
+
+    modules: Callable[[], ModuleStore | None] = field(default=_nothing)
+    """The VM's module store; None for a kernel without module support."""
+    cma_requester: Callable[[], Path] = field(default=_no_requester)
+    """The static in-guest SPDM requester (guests/cma/cocolab-doe.c), built on the host."""
 
 
 class Guest(VM):
     """A VM, and what its Linux guest offers a test. Use as a context manager."""
+
+    def __init__(self, *args: Any, supplies: Supplies = Supplies(), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.supplies = supplies
+
+    @property
+    def spdm(self) -> dict[str, Responder]:
+        """The SPDM responder of each device declared with `spdm = true`, by device id:
+        a sidecar, started before QEMU (which refuses to start without one)."""
+        from cocolab.guest.cma import ResponderSidecar  # cma imports this module
+        return {device: sidecar.responder for device, sidecar in self.sidecars.items()
+                if isinstance(sidecar, ResponderSidecar)}
 
     def modprobe(self, *names: str) -> None:
         """Load kernel modules now, as /init loads a `modules` marker's: on a kernel built
@@ -43,7 +88,7 @@ class Guest(VM):
         if store is None:
             return
         release = self.kernel.release
-        tree = store / "lib/modules" / release
+        tree = store.root / "lib/modules" / release
         need = [rel for rel in module_closure(tree, list(names)) if rel not in self._in_guest]
         if not need:
             return
@@ -55,17 +100,16 @@ class Guest(VM):
         self._in_guest.update(need)
 
     @cached_property
-    def _module_store(self) -> Path | None:
+    def _module_store(self) -> ModuleStore | None:
         """The image's module store, looked up once (its key stats every module)."""
-        return module_store_for(self.kernel, self.config.modules)
+        return self.supplies.modules()
 
     @cached_property
     def _in_guest(self) -> set[str]:
         """Module files the guest has (relative to lib/modules/RELEASE): those the image
         carries, and those copied in since."""
         store = self._module_store
-        return set(carried_modules(store, self.kernel.release, self.config.modules)) \
-            if store is not None else set()
+        return set(store.carried) if store is not None else set()
 
     @cached_property
     def kernel_release(self) -> str:
@@ -109,4 +153,4 @@ class Guest(VM):
         return IOMem(self.run("cat /proc/iomem", check=True).stdout)
 
 
-__all__ = ["Guest"]
+__all__ = ["Guest", "ModuleStore", "Supplies"]

@@ -8,13 +8,15 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cocolab.guest_image.build import cma_requester
+from cocolab.errors import RigBug
 from cocolab.spdm import Personality, Responder
+from cocolab.vm.sidecar import Sidecar
 
 if TYPE_CHECKING:
-    from cocolab.vm import VM
+    from cocolab.guest import Guest
 
 GUEST_REQUESTER = "/usr/local/bin/cocolab-doe"
 GUEST_ROOT = "/etc/cocolab/cma-root.pem"
@@ -48,16 +50,42 @@ class Run:
                                                                 if self.stderr else "")
 
 
+class ResponderSidecar(Sidecar):
+    """The SPDM responder of one nvme with `spdm_port` (QEMU 9.1+ refuses to start with
+    nothing listening there), logging its decoded messages to spdm-DEVICE.log."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device)
+        self._responder: Responder | None = None
+
+    def start(self, workdir: Path) -> int:
+        self._responder = Responder(workdir / f"spdm-{self.device}.log")
+        return self._responder.port
+
+    @property
+    def responder(self) -> Responder:
+        if self._responder is None:
+            raise RigBug(f"cocolab bug: the SPDM responder of {self.device} is not started")
+        return self._responder
+
+    def close(self) -> None:
+        if self._responder is not None:
+            self._responder.close()
+
+    def describe(self) -> str:
+        return f"{self.device}: SPDM responder (cocolab.spdm), messages in spdm-{self.device}.log"
+
+
 class Requester:
     """cocolab-doe in `vm`, pointed at `bdf`, whose SPDM traffic goes to `responder`."""
 
-    def __init__(self, vm: VM, responder: Responder, bdf: str) -> None:
+    def __init__(self, vm: Guest, responder: Responder, bdf: str) -> None:
         self.vm, self.responder, self.bdf = vm, responder, bdf
         # one round trip: the root written, and whether this VM has the requester yet
         placed = vm.run(f"mkdir -p {posixpath.dirname(GUEST_ROOT)} && cat > {GUEST_ROOT} && "
                         f"test -x {GUEST_REQUESTER}", stdin=responder.root_pem)
         if placed.returncode != 0:
-            vm.put(cma_requester(), GUEST_REQUESTER, mode=0o755)
+            vm.put(vm.supplies.cma_requester(), GUEST_REQUESTER, mode=0o755)
             vm.run(f"test -s {GUEST_ROOT}", check=True)
 
     def run(self, personality: Personality | str = Personality.GOOD) -> Run:

@@ -41,6 +41,7 @@ from cocolab import progress
 from cocolab.errors import HostError, ImageError, present
 from cocolab.kernel import Kernel
 from cocolab.kernel.apt import PrivateApt
+from cocolab.kernel.modules import module_closure, module_index, module_name
 from cocolab.kernel.resolve import ensure_depmod
 from cocolab.paths import GUESTS_DIR, cache_dir
 
@@ -367,37 +368,6 @@ def _build_base(out: Path) -> None:
         write_cpio(s, out)
 
 
-def _module_index(modules: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """(module name -> path, path -> dependency paths) from modules.dep."""
-    by_name: dict[str, str] = {}
-    deps: dict[str, list[str]] = {}
-    for line in (modules / "modules.dep").read_text().splitlines():
-        path, _, rest = line.partition(":")
-        deps[path] = rest.split()
-        by_name[_module_name(path)] = path
-    return by_name, deps
-
-
-def _module_name(path: str) -> str:
-    name = Path(path).name
-    for ext in (".xz", ".zst", ".gz"):
-        name = name.removesuffix(ext)
-    return name.removesuffix(".ko").replace("-", "_")
-
-
-def module_closure(modules: Path, wanted: list[str]) -> list[str]:
-    """Paths (relative to `modules`) of `wanted` and everything they depend on."""
-    by_name, deps = _module_index(modules)
-    out: list[str] = []
-    todo = [by_name[w.replace("-", "_")] for w in wanted if w.replace("-", "_") in by_name]
-    while todo:
-        path = todo.pop()
-        if path not in out:
-            out.append(path)
-            todo += deps.get(path, [])
-    return sorted(out)
-
-
 def _decompress(src: Path, dest: Path) -> None:
     if src.suffix == ".xz":
         dest.write_bytes(lzma.decompress(src.read_bytes()))
@@ -495,9 +465,9 @@ def missing_modules(kernel: Kernel, names: tuple[str, ...]) -> list[str]:
     """The names among `names` this kernel neither builds in nor has as a module."""
     if kernel.modules is None:
         return []  # no module support: /init counts every module as built in
-    by_name, _ = _module_index(kernel.modules)
+    by_name, _ = module_index(kernel.modules)
     builtin_file = kernel.modules / "modules.builtin"
-    builtin = {_module_name(line) for line in builtin_file.read_text().split()} \
+    builtin = {module_name(line) for line in builtin_file.read_text().split()} \
         if builtin_file.exists() else set()
     return [n for n in names if n.replace("-", "_") not in by_name
             and n.replace("-", "_") not in builtin]

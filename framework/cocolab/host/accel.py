@@ -29,12 +29,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from cocolab.constants import ACCELS
 from cocolab.errors import AccelError, ConfigError, said
 from cocolab.paths import cache_dir, write_atomic
 
 LOG = logging.getLogger(__name__)
 
-ACCELS = ("auto", "kvm", "tcg")
 PROOF_VERSION = 1
 """Bump when the proof changes what it proves: every cached verdict is then taken again."""
 KVM_SURELY_FASTER_S = 2.0

@@ -84,3 +84,8 @@ def accept_while_running(listener: socket.socket, proc: subprocess.Popen[bytes],
         conn.setblocking(True)
         return conn
     return None
+
+
+def qmp_args(socket: Path) -> list[str]:
+    """QEMU's QMP monitor on a unix socket cocolab listens on (QEMU connects to it)."""
+    return ["-chardev", f"socket,id=qmp0,path={socket}", "-mon", "chardev=qmp0,mode=control"]

@@ -16,10 +16,9 @@ from filelock import FileLock
 
 from cocolab.deadline import Deadline
 from cocolab.errors import HostError, MonitorError, said
-from cocolab.host.process import accept_while_running, kill_qemu, qemu_said, start_qemu
+from cocolab.host.process import accept_while_running, kill_qemu, qemu_said, qmp_args, start_qemu
 from cocolab.monitor import Monitor
 from cocolab.paths import cache_dir, write_atomic
-from cocolab.qemu.argv import qmp_args
 
 LOG = logging.getLogger(__name__)
 DEFAULT_QEMU = "qemu-system-x86_64"

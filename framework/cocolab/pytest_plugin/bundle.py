@@ -21,6 +21,8 @@ cocolab failure bundle for {nodeid}
   dropbear.log  the guest's SSH server's own log (/run/dropbear.log: why it refused a channel
                 or a command), read over SSH, else over the serial console
   kernel-warnings.txt  the kernel's warning reports during the test, if it printed any
+  sidecars.txt  what ran beside QEMU (an SPDM responder per device that has one), and its log
+                (spdm-DEVICE.log: every SPDM message, decoded)
   relaunch.sh   boots the same VM (kernel, initrd, cmdline, devices) with its console on your
                 terminal: ./relaunch.sh [SSH_PORT]; SSH command inside
 """
@@ -50,7 +52,7 @@ def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path,
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for name in ("console.log", "qemu.log", "argv.txt", "relaunch.sh"):
+    for name in ("console.log", "qemu.log", "argv.txt", "relaunch.sh", "sidecars.txt"):
         if (workdir / name).exists():
             shutil.copy2(workdir / name, dest / name)
     for log in sorted(workdir.glob("spdm-*.log")):  # each SPDM responder's decoded messages

@@ -21,8 +21,8 @@ from cocolab.errors import GuestStopped, SnapshotUnfaithful, VMError
 from cocolab.guest import Guest
 from cocolab.pytest_plugin.markers import VMRequest
 from cocolab.rig import Rig
-from cocolab.vm import VMState
-from cocolab.vm.snapshot import Snapshot, SnapshotStore, snapshot_key
+from cocolab.vm.boot import Boot, Restore, SavingBoot
+from cocolab.vm.snapshot import SnapshotStore, snapshot_key
 
 LOG = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ class VMPool:
         config, view = self.rig.plan(request.cmdline, request.qemu_args, request.modules,
                                      request.machine, request.topology)
         name = f"{worker}-{self._boots:03d}-{request.key()}"
-        return Guest(config, self.workdir / name, self.rig.kernel, self.rig.image.keys,
-                  name=name, topology=view)
+        return self.rig.guest(config, self.workdir / name, name, view)
 
     def boot(self, request: VMRequest, nodeid: str) -> Guest:
         """A new VM for `request`, launched and, if it declares a topology, verified.
@@ -95,7 +94,7 @@ class VMPool:
             found = None if store.refused(key) else store.find(key)
             if found is not None:
                 try:
-                    vm = self._start(vm, restore=found)
+                    vm = self._start(vm, Restore(found))
                     self.restores += 1
                     vm.snapshot = found
                     return vm
@@ -110,22 +109,22 @@ class VMPool:
             if store.refused(key):
                 self.cold_boots += 1
                 return self._start(vm)
+            saving = SavingBoot(store.pending(key))
             try:
-                vm = self._start(vm, save_to=store.pending(key))
+                vm = self._start(vm, saving)
                 self.cold_boots += 1
-                if vm.snapshot_refused:
-                    store.refuse(key, vm.snapshot_refused, request.describe())
+                if saving.refused:
+                    store.refuse(key, saving.refused, request.describe())
                 else:
-                    vm.snapshot = store.commit(key, vm.token, vm.name, vm.pci_dump,
-                                               vm.saved_console)
+                    vm.snapshot = store.commit(key, vm.token, vm.name, saving.pci_dump,
+                                               saving.console)
             finally:
-                store.pending(key).unlink(missing_ok=True)
+                saving.path.unlink(missing_ok=True)
             return vm
 
-    def _start(self, vm: Guest, restore: Snapshot | None = None,
-               save_to: Path | None = None) -> Guest:
+    def _start(self, vm: Guest, boot: Boot | None = None) -> Guest:
         try:
-            vm.launch(self.rig.options.boot_timeout, restore=restore, save_to=save_to)
+            vm.launch(self.rig.options.boot_timeout, boot)
             if vm.expected is not None:
                 vm.topology.verify()
         except VMError as exc:
@@ -163,6 +162,3 @@ class VMPool:
         for vm in self.vms.values():
             vm.shutdown()
         self.vms.clear()
-
-    def running(self) -> list[Guest]:
-        return [vm for vm in self.vms.values() if vm.state is VMState.RUNNING]

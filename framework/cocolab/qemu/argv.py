@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cocolab.host.process import qmp_args
+
 NIC_MAC = "52:54:00:12:34:56"
 GUEST_SSH_PORT = 22
 
@@ -136,10 +138,6 @@ def boot_args(config: VMConfig, token: str) -> list[str]:
 def console_args(socket: Path) -> list[str]:
     # cocolab listens and QEMU connects, at startup, before the guest runs: no byte is lost.
     return ["-chardev", f"socket,id=con0,path={socket}", "-serial", "chardev:con0"]
-
-
-def qmp_args(socket: Path) -> list[str]:
-    return ["-chardev", f"socket,id=qmp0,path={socket}", "-mon", "chardev=qmp0,mode=control"]
 
 
 def ssh_netdev(host_port: str) -> str:

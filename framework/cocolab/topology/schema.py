@@ -11,11 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cocolab.config.lane import CC_KINDS
-from cocolab.config.validate import check_keys, choice, read_toml, strings
+from cocolab.config.validate import (
+    check_keys,
+    choice,
+    read_toml,
+    shipped_names,
+    shipped_path,
+    strings,
+)
+from cocolab.constants import CC_KINDS
 from cocolab.errors import ConfigError, present
 from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, parse_requirement
-from cocolab.paths import CONFIGS_DIR
 from cocolab.topology.models import MODELS, Kind, Model
 
 MACHINE_TYPES = ("q35", "pc", "microvm")
@@ -103,28 +109,16 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _names(kind: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIGS_DIR / kind).glob("*.toml"))
-
-
-def _path(kind: str, name: str, what: str) -> Path:
-    path = Path(name) if name.endswith(".toml") else CONFIGS_DIR / kind / f"{name}.toml"
-    if not path.is_file():
-        raise ConfigError(f"{what} {name!r}: no such {what}; choose one of "
-                          f"{', '.join(_names(kind))} or give a path to a .toml file")
-    return path
-
-
 def machine_names() -> list[str]:
-    return _names("machines")
+    return shipped_names("machines")
 
 
 def topology_names() -> list[str]:
-    return _names("topologies")
+    return shipped_names("topologies")
 
 
 def load_machine(name: str) -> Machine:
-    path = _path("machines", name, "machine")
+    path = shipped_path("machines", name, "machine")
     return parse_machine(path.stem, _read(path), str(path))
 
 
@@ -165,7 +159,7 @@ _PROP_TYPES = {k: v for k, v in _DEVICE_KEYS.items()
 
 
 def load_topology(name: str) -> Topology:
-    path = _path("topologies", name, "topology")
+    path = shipped_path("topologies", name, "topology")
     return parse_topology(path.stem, _read(path), str(path))
 
 

@@ -1,20 +1,18 @@
-"""The VM lifecycle: launch, wait for READY, talk, shut down. Cleans up whatever happened.
+"""The VM core: the QEMU process, its monitor, console and SSH, liveness, and shutdown.
 
-    CREATED --launch()--> LAUNCHING --READY + SSH--> RUNNING --shutdown()--> SHUT_DOWN
-                              └──────── any failure ───────> FAILED (QEMU killed, error raised)
-
-`shutdown()` is idempotent and safe in every state. Every resource (sockets, the QEMU process,
-QMP, SSH) is registered on one ExitStack as it is acquired and released in reverse order.
+`launch(boot=...)` starts the VM's sidecars and QEMU, connects console and monitor, and
+hands over to the boot strategy (vm/boot.py: cold, cold-and-save, restore) until SSH
+answers; the states it passes through are vm/state.py's. `shutdown()` is idempotent and safe
+in every state. Every resource (sockets, sidecars, the QEMU process, QMP, SSH) is registered
+on one ExitStack as it is acquired and released in reverse order.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import enum
 import logging
 import re
-import secrets
 import shlex
 import shutil
 import socket
@@ -23,6 +21,7 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +29,6 @@ from typing import Any, Self
 
 import pexpect
 
-from cocolab import progress
 from cocolab.deadline import Deadline
 from cocolab.errors import (
     BootError,
@@ -38,8 +36,7 @@ from cocolab.errors import (
     GuestCrashed,
     GuestStopped,
     MonitorError,
-    QMPCommandFailed,
-    SnapshotUnfaithful,
+    RigBug,
     VMError,
     VMStateError,
     present,
@@ -55,19 +52,13 @@ from cocolab.host.process import (
 from cocolab.kernel import Kconfig, Kernel
 from cocolab.monitor import Monitor, RunStop
 from cocolab.qemu import Runtime, VMConfig, build_argv, relaunch_script
-from cocolab.qemu.argv import spdm_devices
-from cocolab.spdm import Responder
 from cocolab.topology import ExpectedView
+from cocolab.vm.boot import Boot, ColdBoot
 from cocolab.vm.console import Console
-from cocolab.vm.snapshot import (
-    CONFIG_ADDRESS,
-    PCI_DUMP,
-    Snapshot,
-    config_port_writes,
-    parse_pci_dump,
-    pci_differences,
-)
+from cocolab.vm.sidecar import Sidecar
+from cocolab.vm.snapshot import Snapshot
 from cocolab.vm.ssh import SSH, CommandResult
+from cocolab.vm.state import TRANSITIONS, VMState
 
 LOG = logging.getLogger(__name__)
 DEFAULT_BOOT_TIMEOUT = 120.0
@@ -85,25 +76,18 @@ def _kill_leftovers() -> None:
 INIT_FAILED = rb"COCOLAB FAILED ([^\r\n]*)\r?\n"
 """/init giving up, the whole line: the console may deliver it in pieces, and a match on the
 first piece would cut the reason short ("modprobe dummy: modprobe: can't l")."""
+COMMANDS_IN = frozenset({VMState.RUNNING, VMState.LAUNCHING, VMState.RESTORING})
+"""The states in which the guest runs commands."""
 EXIT_EVENT_GRACE_S = 1.0
 """How long a QEMU found exited may still have an event in flight on QMP."""
-RESEED_BYTES = 64
-"""Host randomness a restored guest credits to its input pool (cocolab-restored)."""
-
-
-class VMState(enum.Enum):
-    CREATED = "created"
-    LAUNCHING = "launching"
-    RUNNING = "running"
-    SHUT_DOWN = "shut down"
-    FAILED = "failed"
 
 
 class VM:
     """One QEMU guest booted from `config`. Use as a context manager."""
 
     def __init__(self, config: VMConfig, workdir: Path, kernel: Kernel, keys: GuestKeys,
-                 name: str = "vm", topology: ExpectedView | None = None):
+                 name: str = "vm", topology: ExpectedView | None = None,
+                 sidecars: Iterable[Sidecar] = ()):
         self.config = config
         self.expected = topology
         """What the guest should enumerate, when the VM was built from a topology."""
@@ -112,6 +96,8 @@ class VM:
         self.keys = keys
         self.name = name
         self.state = VMState.CREATED
+        self.states = [VMState.CREATED]
+        """Every state this VM has been in, in order (see vm/state.py)."""
         self.argv: list[str] = []
         self.boot_seconds: float | None = None
         """From starting QEMU to the first SSH command done (the guest's `uname -r`)."""
@@ -120,15 +106,9 @@ class VM:
         self.token = ""
         """The readiness token on this guest's kernel command line (a restore keeps its
         snapshot's)."""
-        self.saved_console = b""
-        """The console log as it stood when this VM's snapshot was taken."""
-        self.pci_dump = ""
-        """PCI_DUMP of this guest as saved, on a cold boot that took a snapshot."""
         self.snapshot: Snapshot | None = None
         """The snapshot of this guest's boot, once there is one (it was restored from it, or
         its cold boot was saved as it): another of it is a restore away."""
-        self.snapshot_refused: str | None = None
-        """Why QEMU could not save this VM's snapshot (a device that cannot migrate)."""
         self.failure: VMError | None = None
         self.retired: str | None = None
         """Why this VM must not be shared any more (see retire()), or None."""
@@ -138,9 +118,9 @@ class VM:
         self._console: Console | None = None
         self._ssh: SSH | None = None
         self.ssh_port: int | None = None
-        self.spdm: dict[str, Responder] = {}
-        """The SPDM responder of each device declared with `spdm = true`, by device id:
-        started before QEMU (which refuses to start without one), closed with the VM."""
+        self.sidecars = {sidecar.device: sidecar for sidecar in sidecars}
+        """What runs beside this VM (vm/sidecar.py), by the device it serves: started before
+        QEMU, stopped after it."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -181,33 +161,41 @@ class VM:
             return log.read().decode(errors="replace")
         return ""
 
-    def launch(self, timeout: float = DEFAULT_BOOT_TIMEOUT, *, restore: Snapshot | None = None,
-               save_to: Path | None = None) -> None:
-        """Start QEMU and return once SSH answers: a cold boot (the guest printed this boot's
-        token), or with `restore` a resumed snapshot (its clock set and CRNG reseeded).
-
-        `save_to`: on a cold boot, write the guest's state there the moment it is READY,
-        before any SSH session exists (see vm/snapshot.py); the caller commits it.
-        """
+    def launch(self, timeout: float = DEFAULT_BOOT_TIMEOUT, boot: Boot | None = None) -> None:
+        """Start QEMU and return once SSH answers, the guest brought up by `boot`
+        (vm/boot.py): a cold boot by default, a SavingBoot or a Restore."""
         if self.state is not VMState.CREATED:
             raise VMStateError(f"{self.name}: launch() needs state created, not {self.state.value}")
-        self.state = VMState.LAUNCHING
+        boot = boot if boot is not None else ColdBoot()
+        self.enter(VMState.LAUNCHING)
         deadline = Deadline(timeout)
         try:
-            self._launch(deadline, restore, save_to)
+            self._start(boot, deadline)
+            boot.until_ssh(self, deadline)
+            self._connect_ssh(deadline)
+            boot.after_ssh(self, deadline)
+            self._check_release(deadline)
         except BaseException as exc:
-            self.state = VMState.FAILED
+            self.enter(VMState.FAILED)
             if isinstance(exc, VMError):
                 self.failure = exc
             self.kill()  # first: a frozen or paused QEMU has nothing graceful left to say
             self._stack.close()
             raise
-        self.state = VMState.RUNNING
+        self.enter(VMState.RUNNING)
         self.boot_seconds = deadline.elapsed()
         LOG.info("%s ready in %.2fs (ssh port %s)", self.name, self.boot_seconds, self.ssh_port)
 
-    def _launch(self, deadline: Deadline, restore: Snapshot | None,
-                save_to: Path | None) -> None:
+    def enter(self, state: VMState) -> None:
+        """Move to `state`: only the moves vm/state.py allows, each one recorded."""
+        if state not in TRANSITIONS[self.state]:
+            raise RigBug(f"cocolab bug: {self.name} cannot go from {self.state.value} to "
+                         f"{state.value}")
+        self.state = state
+        self.states.append(state)
+
+    def _start(self, boot: Boot, deadline: Deadline) -> None:
+        """The VM's directory, its sidecars, QEMU, and its console and monitor connected."""
         # A workdir left by an earlier run (same results dir, same VM name) must not lend
         # its console log to this boot.
         if self.workdir.exists():
@@ -216,25 +204,15 @@ class VM:
         # Unix socket paths are limited to 108 bytes: keep them in a short private dir.
         sockdir = Path(self._stack.enter_context(
             tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")))
-        token = restore.token if restore else secrets.token_hex(8)
-        self.spdm = self._start_responders()
-        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", token,
-                          {ident: r.port for ident, r in self.spdm.items()})
-        self.token = token
-        self.argv = build_argv(self.config, runtime)
-        if restore is not None:
-            self.argv += ["-incoming", "defer"]
-            (self.workdir / "restored-from.txt").write_text(f"{restore.state}\n")
-            boot = restore.console.read_bytes() if restore.console else b""
-            said = (f"the boot above was saved as snapshot {restore.key}; this guest was "
-                    "restored from it here" if boot else f"this guest was restored here from "
-                    f"snapshot {restore.key}, which kept no log of its boot")
-            self.console_log.write_bytes(boot + f"\n[cocolab: {said}]\n".encode())
+        ports = self._start_sidecars()
+        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", boot.token, ports)
+        self.token = boot.token
+        self.argv = build_argv(self.config, runtime) + boot.qemu_args()
+        boot.before_qemu(self)
         self._write_artifacts()
 
         console_listener = self._listen(runtime.console_socket)
         qmp_listener = self._listen(runtime.qmp_socket)
-
         self._proc = start_qemu(self.argv, self.qemu_log)
         _LIVE.add(self)
         self._stack.callback(self.kill)
@@ -242,7 +220,24 @@ class VM:
         conn = self._accept(console_listener, "its serial console", deadline)
         self._console = Console(conn, self.console_log, alive=self.check_alive)
         self._stack.callback(self._console.close)
-        monitor = Monitor(self._accept(qmp_listener, "its QMP monitor", deadline), self.name)
+        self._monitor = self._start_monitor(qmp_listener, deadline)
+        self.check_alive()
+        self.ssh_port = self._forwarded_port()
+
+    def _start_sidecars(self) -> dict[str, int]:
+        """Start every sidecar (on the exit stack, so stopped after QEMU) and name them in
+        sidecars.txt; their ports, by device, for the argv."""
+        ports = {}
+        for sidecar in self.sidecars.values():
+            self._stack.callback(sidecar.close)
+            ports[sidecar.device] = sidecar.start(self.workdir)
+        if self.sidecars:
+            (self.workdir / "sidecars.txt").write_text(
+                "".join(f"{s.describe()}\n" for s in self.sidecars.values()))
+        return ports
+
+    def _start_monitor(self, listener: socket.socket, deadline: Deadline) -> Monitor:
+        monitor = Monitor(self._accept(listener, "its QMP monitor", deadline), self.name)
         self._stack.callback(monitor.close)
         try:
             monitor.start(timeout=max(min(deadline.remaining(), 15.0), 1.0))
@@ -254,131 +249,21 @@ class VM:
             # A QEMU that dies while starting drops QMP first and exits a moment later; its
             # own words say why.
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(1.0)
+                present(self._proc, "QEMU").wait(1.0)
             self._check_process("while starting")
             raise BootError(f"QMP did not come up: {failure}", argv=self.argv) from failure
-        self._monitor = monitor
-        self.check_alive()
-        if restore is not None:
-            self._incoming(restore, deadline)
-        self.ssh_port = self._forwarded_port()
+        return monitor
 
-        if restore is None:
-            self._wait_ready(runtime.token, deadline)
-            self.ready_seconds = deadline.elapsed()
-            if save_to is not None:
-                self._save(save_to, deadline)
-        self._ssh = SSH(self.ssh_port, self.keys.client, self.keys.host)
+    def _connect_ssh(self, deadline: Deadline) -> None:
+        self._ssh = SSH(present(self.ssh_port, "the SSH port"), self.keys.client, self.keys.host)
         self._stack.callback(self._ssh.close)
         self._ssh.connect(deadline, alive=self.check_alive)
-        if restore is not None:
-            self._after_restore(restore, deadline)
+
+    def _check_release(self, deadline: Deadline) -> None:
         release = self.run("uname -r", timeout=deadline.remaining() + 5).stdout.strip()
         if release != self.kernel.release:
             raise BootError(f"booted kernel reports {release!r}, expected "
                             f"{self.kernel.release!r} ({self.kernel.image})")
-        if save_to is not None and self.snapshot_refused is None:
-            self.pci_dump = self.run(PCI_DUMP, timeout=deadline.remaining() + 5).stdout
-
-    def _start_responders(self) -> dict[str, Responder]:
-        responders = {}
-        for ident in spdm_devices(self.config.qemu_args):
-            responder = Responder(self.workdir / f"spdm-{ident}.log")
-            self._stack.callback(responder.close)
-            responders[ident] = responder
-        return responders
-
-    def _save(self, path: Path, deadline: Deadline) -> None:
-        """The guest's whole state into `path`: paused, migrated to a file, resumed. A QEMU
-        that refuses (a device that cannot migrate) leaves `snapshot_refused` saying why; the
-        boot goes on either way."""
-        monitor = present(self._monitor, "the QMP monitor")
-        start = time.monotonic()
-        with monitor.expecting_stop():
-            monitor.cmd("stop")
-            try:
-                monitor.cmd("migrate", {"uri": "exec:cat > " + shlex.quote(str(path))})
-                status = self._migration(monitor, deadline)
-            except QMPCommandFailed as exc:  # a migration blocker: 'nvme' is not migratable
-                status = str(exc)
-            monitor.cmd("cont")
-        if status == "completed":  # one line: it takes about a second
-            progress.say(f"saved a snapshot of {self.name} in {time.monotonic() - start:.1f}s "
-                         f"({progress.mib(path.stat().st_size)}); later boots of it restore it")
-        else:
-            self.snapshot_refused = f"QEMU could not save this VM: {status}"
-            path.unlink(missing_ok=True)
-        self.saved_console = self.console_log.read_bytes()
-
-    def _incoming(self, snapshot: Snapshot, deadline: Deadline) -> None:
-        """Load `snapshot` into this (waiting) QEMU, then let the guest run."""
-        monitor = present(self._monitor, "the QMP monitor")
-        piped = "exec:cat " + shlex.quote(str(snapshot.state))
-        if "," in str(snapshot.state):  # file:'s options follow a comma
-            monitor.cmd("migrate-incoming", {"uri": piped})
-        else:
-            try:  # QEMU 8.2 and later read the file themselves: ~70 ms less than through cat
-                monitor.cmd("migrate-incoming", {"uri": f"file:{snapshot.state}"})
-            except QMPCommandFailed:  # QEMU 7.2: "unknown migration protocol"
-                monitor.cmd("migrate-incoming", {"uri": piped})
-        while not deadline.expired():
-            self.check_alive()
-            status = monitor.cmd("query-status")["status"]
-            if status not in ("inmigrate", "prelaunch"):
-                break
-            time.sleep(0.01)
-        else:
-            raise BootError(f"restoring {snapshot.state} took longer than {deadline.seconds:g}s",
-                            argv=self.argv)
-        if status != "paused":
-            raise BootError(f"restoring {snapshot.state} left the guest {status}",
-                            argv=self.argv)
-        self._write_back_pci(snapshot)
-        monitor.cmd("cont")
-
-    def _write_back_pci(self, snapshot: Snapshot) -> None:
-        """Put back what driverless PCI functions lost in the restore (vm/snapshot.py), while
-        the guest is paused; the configuration address latch is left as the guest had it."""
-        writes = config_port_writes(parse_pci_dump(snapshot.pci_dump))
-        if not writes:
-            return
-        latch = self.hmp(f"i /w {CONFIG_ADDRESS:#x}").rpartition("=")[2].strip()
-        for command in [*writes, f"o /w {CONFIG_ADDRESS:#x} {latch}"]:
-            said = self.hmp(command).strip()
-            if said:
-                raise BootError(f"writing back the restored guest's PCI config: QEMU refused "
-                                f"{command!r}: {said}", argv=self.argv)
-
-    def _migration(self, monitor: Monitor, deadline: Deadline) -> str:
-        while not deadline.expired():
-            self.check_alive()
-            info = monitor.cmd("query-migrate")
-            status = str(info.get("status", "unknown"))
-            if status == "failed":
-                return f"failed: {info.get('error-desc', 'no reason given')}"
-            if status in ("completed", "cancelled"):
-                return status
-            time.sleep(0.01)
-        return f"unfinished after {deadline.seconds:g}s"
-
-    def _after_restore(self, snapshot: Snapshot, deadline: Deadline) -> None:
-        """A restored guest resumes the clock and CRNG of the moment it was saved: set its
-        clock to the host's and reseed its CRNG from the host's randomness; then every PCI
-        function must be as it was saved (see vm/snapshot.py), else SnapshotUnfaithful. The
-        reseed and the PCI dump share one round trip."""
-        now = time.time_ns()
-        seed = secrets.token_hex(RESEED_BYTES)
-        result = self.run(f"cocolab-restored {now // 10**9} {now % 10**9} {seed} && "
-                          f"{PCI_DUMP}", timeout=max(deadline.remaining(), 5.0))
-        if result.returncode != 0:
-            raise BootError(f"the restored guest could not set its clock or reseed: "
-                            f"{(result.stdout + result.stderr).strip()}", argv=self.argv)
-        differ = pci_differences(parse_pci_dump(snapshot.pci_dump),
-                                 parse_pci_dump(result.stdout))
-        if differ:
-            raise SnapshotUnfaithful(
-                "the restored guest is not the saved one: PCI config space differs for "
-                f"{', '.join(differ)}", argv=self.argv)
 
     def _write_artifacts(self) -> None:
         (self.workdir / "argv.txt").write_text("\n".join(self.argv) + "\n")
@@ -408,7 +293,9 @@ class VM:
             raise BootError(f"no SSH port forward in 'info usernet':\n{text}", argv=self.argv)
         return int(m.group(1))
 
-    def _wait_ready(self, token: str, deadline: Deadline) -> None:
+    def await_ready(self, token: str, deadline: Deadline) -> None:
+        """Wait for /init to print `token` on the console (a cold boot's readiness), or for
+        it to give up, crash or vanish, which raise."""
         console = present(self._console, "the console")
         try:
             index = console.expect([f"COCOLAB READY {token}".encode(),
@@ -466,7 +353,7 @@ class VM:
             raise self._stopped(stop)
 
     def _stopped(self, stop: RunStop) -> GuestStopped:
-        when = "during boot" if self.state is VMState.LAUNCHING else "after boot"
+        when = "during boot" if self.state.booting else "after boot"
         said = qemu_said(self.qemu_log.read_text(errors="replace")) if stop.status != "frozen" \
             else ""
         kvm_failed = self.config.accel == "kvm" and stop.status == "internal-error"
@@ -529,7 +416,8 @@ class VM:
     def run(self, command: str, timeout: float = 60.0, stdin: bytes | None = None,
             check: bool = False) -> CommandResult:
         """Run `command` with /bin/sh over SSH; exit status, stdout and stderr are exact."""
-        if self.state not in (VMState.RUNNING, VMState.LAUNCHING) or self._ssh is None:
+        # a boot strategy runs commands once SSH is up; a paused guest (SAVING) answers none
+        if self.state not in COMMANDS_IN or self._ssh is None:
             self._need_running("run()")
         ssh = present(self._ssh, "SSH")
         try:
