@@ -44,6 +44,7 @@ from cocolab.kernel.apt import PrivateApt
 from cocolab.kernel.modules import module_closure, module_index, module_name
 from cocolab.kernel.resolve import ensure_depmod
 from cocolab.paths import GUESTS_DIR, cache_dir
+from cocolab.vm.ssh import GuestKeys
 
 LOG = logging.getLogger(__name__)
 
@@ -58,14 +59,6 @@ _DYNAMIC_LOADER = "lib64/ld-linux-x86-64.so.2"
 _DLOPENED = ("libnss_files.so.2",)
 """Libraries glibc loads by name rather than by DT_NEEDED: dropbear's getpwnam reads
 /etc/passwd through NSS."""
-
-
-@dataclass(frozen=True)
-class GuestKeys:
-    client: Path
-    """Private key (OpenSSH format) whose public half the guest authorizes for root."""
-    host: str
-    """The guest's host key, as an OpenSSH public-key line: the only key SSH accepts."""
 
 
 @dataclass(frozen=True)

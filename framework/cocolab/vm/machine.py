@@ -41,7 +41,6 @@ from cocolab.errors import (
     VMStateError,
     present,
 )
-from cocolab.guest_image import GuestKeys
 from cocolab.host.process import (
     accept_while_running,
     kill_qemu,
@@ -57,7 +56,7 @@ from cocolab.vm.boot import Boot, ColdBoot
 from cocolab.vm.console import Console
 from cocolab.vm.sidecar import Sidecar
 from cocolab.vm.snapshot import Snapshot
-from cocolab.vm.ssh import SSH, CommandResult
+from cocolab.vm.ssh import SSH, CommandResult, GuestKeys
 from cocolab.vm.state import TRANSITIONS, VMState
 
 LOG = logging.getLogger(__name__)

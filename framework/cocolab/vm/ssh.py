@@ -35,6 +35,16 @@ helper while it sleeps) fresh, and find a dead one."""
 RECONNECT_S = 30.0
 
 
+@dataclass(frozen=True)
+class GuestKeys:
+    """How cocolab and a guest know each other over SSH (the image carries both halves)."""
+
+    client: Path
+    """Private key (OpenSSH format) whose public half the guest authorizes for root."""
+    host: str
+    """The guest's host key, as an OpenSSH public-key line: the only key SSH accepts."""
+
+
 class CommandFailed(AssertionError):
     """A guest command exited non-zero where the test required success.
 

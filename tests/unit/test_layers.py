@@ -1,0 +1,40 @@
+"""The layer contracts of docs/DESIGN.md (pyproject.toml's [tool.importlinter]) hold, and
+they can fail: the same contracts over a copy of the package with one import turned upward."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LINT = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
+        "lint_imports_command()", "--no-cache"]
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(root / "framework")}
+    return subprocess.run(LINT, cwd=root, env=env, text=True, capture_output=True,
+                          check=False)
+
+
+def test_the_package_keeps_its_layers() -> None:
+    result = _lint(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_an_import_that_points_up_breaks_the_contract(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "framework" / "cocolab", tmp_path / "framework" / "cocolab",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    machine = tmp_path / "framework" / "cocolab" / "vm" / "machine.py"
+    machine.write_text(machine.read_text().replace(
+        "from cocolab.vm.boot import", "from cocolab.guest import Guest  # upward\n"
+        "from cocolab.vm.boot import", 1))
+    result = _lint(tmp_path)
+    assert result.returncode == 1
+    assert "cocolab.vm is not allowed to import cocolab.guest:" in result.stdout
+    assert "- cocolab.vm.machine -> cocolab.guest (l." in result.stdout
