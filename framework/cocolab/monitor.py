@@ -19,7 +19,7 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,8 +58,12 @@ class RunStop:
 class Monitor:
     """QMP on an already connected socket. `start()` negotiates, `close()` ends the thread."""
 
-    def __init__(self, sock: socket.socket, name: str = "qmp"):
+    def __init__(self, sock: socket.socket, name: str = "qmp",
+                 on_lost: Callable[[], None] | None = None):
         self._sock = sock
+        self._on_lost = on_lost
+        """Called when the connection breaks mid-command, before MonitorError is raised: the
+        VM raises QEMU's own verdict there (it exited, and said why) when it has one."""
         self._name = name
         self._loop = asyncio.new_event_loop()
         self._client = QMPClient(name)
@@ -102,6 +106,8 @@ class Monitor:
         except ExecuteError:
             raise
         except (QMPError, OSError, EOFError) as exc:  # the connection went away mid-command
+            if self._on_lost is not None:
+                self._on_lost()
             raise MonitorError(f"QMP connection lost: {type(exc).__name__}: {exc}") from exc
 
     def cmd(self, name: str, args: dict[str, object] | None = None, *,

@@ -11,6 +11,12 @@ quit), and then plays FAKE_QEMU_OUTCOME:
   pause           STOP, run state paused, stays alive
   crawl           nothing at all, alive, until killed
   abort           QEMU's MSR assertion on stderr, exit -6 before QMP is up
+  boot            a guest cocolab's VM can use: /init's READY line with the token of the
+                  -append line on the console chardev, an SSH server (in this process, host
+                  key FAKE_QEMU_HOST_KEY) whose commands run in /bin/sh with FAKE_QEMU_GUEST_BIN
+                  first on PATH, found through 'info usernet'; `stop`, `cont`, `migrate` to
+                  `exec:cat > FILE` (refused when FAKE_QEMU_MIGRATE=blocked), and with
+                  `-incoming defer`, `migrate-incoming` of a stream the migrate wrote
 
 Started as cocolab's capability probe (`-machine none`), it answers query-version,
 query-machines and qom-list-types instead, and waits for quit.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -53,11 +60,18 @@ def _arg_after(flag: str, prefix: str) -> str | None:
     return None
 
 
+STREAM = b"fake-qemu migration stream\n"
+"""What `migrate` writes and `migrate-incoming` insists on reading back."""
+
+
 class FakeMonitor:
     def __init__(self, path: str):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
-        self.status = "running"
+        self.status = "inmigrate" if _arg_after("-incoming", "defer") else "running"
+        self.ssh_port = 0
+        self.resumed = threading.Event()
+        """Set when the guest first runs (at once, or on `cont` after an incoming stream)."""
         self.lock = threading.Lock()
         self.negotiated = threading.Event()  # QEMU sends no event before qmp_capabilities
         self.send({"QMP": {"version": {"qemu": {"major": 10, "minor": 0, "micro": 0},
@@ -97,11 +111,80 @@ class FakeMonitor:
                 reply = {"return": props}
             elif name in PROBE_REPLIES:
                 reply = {"return": PROBE_REPLIES[name]}
+            else:
+                reply = self.machine(name, request.get("arguments", {}))
             self.send({**reply, "id": ident} if ident is not None else reply)
             if name == "qmp_capabilities":
                 self.negotiated.set()
             if name == "quit":
                 os._exit(0)
+
+
+    def machine(self, name: str, args: dict[str, str]) -> dict[str, object]:
+        """The commands a boot, a save and a restore send."""
+        if name == "stop":
+            self.status = "paused"
+            threading.Thread(target=self.event, args=("STOP",), daemon=True).start()
+        elif name == "cont":
+            self.status = "running"
+            self.resumed.set()
+            threading.Thread(target=self.event, args=("RESUME",), daemon=True).start()
+        elif name == "migrate":
+            if os.environ.get("FAKE_QEMU_MIGRATE") == "blocked":
+                return {"error": {"class": "GenericError", "desc": "State blocked by "
+                                  "non-migratable device '0000:00:04.0/nvme'"}}
+            target = shlex.split(args["uri"].removeprefix("exec:cat > "))[0]
+            with open(target, "wb") as f:
+                f.write(STREAM)
+        elif name == "query-migrate":
+            return {"return": {"status": "completed"}}
+        elif name == "migrate-incoming":
+            uri = args["uri"]
+            path = uri.removeprefix("file:") if uri.startswith("file:") else \
+                shlex.split(uri.removeprefix("exec:cat "))[0]
+            with open(path, "rb") as f:
+                if f.read() != STREAM:  # QEMU takes the command, then fails the load and exits
+                    sys.stderr.write("qemu-system-x86_64: load of migration failed: "
+                                     "Invalid argument\n")
+                    sys.stderr.flush()
+                    os._exit(1)
+            self.status = "paused"
+        elif name == "human-monitor-command":
+            return {"return": self.hmp(args["command-line"])}
+        return {"return": {}}
+
+    def hmp(self, command: str) -> str:
+        if command == "info usernet":
+            return ("VLAN -1 (net0):\r\n  Protocol[State]    FD  Source Address  Port   "
+                    "Dest. Address  Port RecvQ SendQ\r\n  TCP[HOST_FORWARD]  12       "
+                    f"127.0.0.1 {self.ssh_port:5d}       10.0.2.15    22     0     0\r\n")
+        if command.startswith("i /w "):
+            return "portw[0x0cf8] = 0x80000000\r\n"
+        return ""  # `o /w PORT VALUE` says nothing when it works
+
+
+def guest(monitor: FakeMonitor, console_path: str) -> None:
+    """The guest side of the `boot` outcome: sshd up, then READY on the console (a cold
+    boot), or nothing new on it (a restored guest, already READY when it was saved)."""
+    import paramiko
+    from fake_sshd import Sshd, serve
+
+    host_key = paramiko.Ed25519Key.from_private_key_file(os.environ["FAKE_QEMU_HOST_KEY"])
+    env = {**os.environ, "PATH": f"{os.environ['FAKE_QEMU_GUEST_BIN']}:{os.environ['PATH']}"}
+    listener = serve(host_key, lambda: Sshd(["/bin/sh"], [], env))
+    monitor.ssh_port = listener.getsockname()[1]
+    console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    console.connect(console_path)
+    append = _arg_after("-append", "") or ""
+    token = next(w.split("=", 1)[1] for w in append.split() if w.startswith("cocolab.token="))
+    if monitor.status == "running":
+        monitor.resumed.set()
+    monitor.resumed.wait()
+    if not _arg_after("-incoming", "defer"):
+        console.sendall(b"[    0.9] Run /init as init process\r\n"
+                        + f"COCOLAB READY {token}\r\n".encode())
+    while True:
+        time.sleep(1)
 
 
 def main() -> int:
@@ -124,6 +207,10 @@ def main() -> int:
     qmp = _arg_after("-chardev", "socket,id=qmp0,path=")
     assert qmp is not None, "no QMP chardev in the argv"
     monitor = FakeMonitor(qmp.split("path=", 1)[1])
+    if outcome == "boot":
+        console = _arg_after("-chardev", "socket,id=con0,path=")
+        assert console is not None, "no console chardev in the argv"
+        guest(monitor, console.split("path=", 1)[1])
     serial = _arg_after("-serial", "file:")
     time.sleep(delay)
     if outcome == "clean":

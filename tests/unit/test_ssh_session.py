@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
-import paramiko
 import pytest
-from fake_sshd import AcceptingSshd, ed25519, pinned, serve
+from fake_sshd import Sshd, ed25519, pinned, serve
 
 from cocolab.deadline import Deadline
 from cocolab.errors import GuestCommandError
@@ -29,53 +26,6 @@ def _busybox(tmp_path: Path) -> str | None:
         return None
     subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp_path / "bb")], check=True)
     return str(tmp_path / "bb/bin/busybox")
-
-
-class Sshd(AcceptingSshd):
-    """Runs each exec as dropbear does, with `shell -c COMMAND`, and logs the commands."""
-
-    def __init__(self, shell: list[str], log: list[str]):
-        self.shell, self.log = shell, log
-
-    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        self.log.append(command.decode())
-        proc = subprocess.Popen([*self.shell, "-c", command.decode()], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        threading.Thread(target=self._pump, args=(channel, proc), daemon=True).start()
-        return True
-
-    @staticmethod
-    def _pump(channel: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdin and proc.stdout and proc.stderr
-        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
-
-        def feed() -> None:
-            with contextlib.suppress(OSError):  # the shell is gone (killed by a test)
-                while data := channel.recv(65536):
-                    stdin.write(data)
-                    stdin.flush()
-                stdin.close()
-
-        def drain(src, send) -> None:  # type: ignore[no-untyped-def]
-            with contextlib.suppress(EOFError, OSError):  # the client hung up (a timeout)
-                while data := src.read1(65536):
-                    send(data)
-
-        threads = [threading.Thread(target=feed, daemon=True),
-                   threading.Thread(target=drain, args=(stdout, channel.sendall)),
-                   threading.Thread(target=drain, args=(stderr, channel.sendall_stderr))]
-        for t in threads:
-            t.start()
-        for t in threads[1:]:
-            t.join()
-        rc = proc.wait()
-        # EOF and the status, and the client closes: paramiko answers the exec request after
-        # check_channel_exec_request() returns, and a close sent before that answer (a quick
-        # `exit 7`) failed the client's exec with "Channel closed", 1 run in 12
-        with contextlib.suppress(EOFError, OSError):
-            channel.shutdown_write()
-            channel.send_exit_status(rc if rc >= 0 else 128 - rc)  # as a shell says a signal
 
 
 SHELLS = {"host sh": ["/bin/sh"], "busybox ash": None}

@@ -236,7 +236,8 @@ class VM:
         return ports
 
     def _start_monitor(self, listener: socket.socket, deadline: Deadline) -> Monitor:
-        monitor = Monitor(self._accept(listener, "its QMP monitor", deadline), self.name)
+        monitor = Monitor(self._accept(listener, "its QMP monitor", deadline), self.name,
+                          on_lost=self._monitor_lost)
         self._stack.callback(monitor.close)
         try:
             monitor.start(timeout=max(min(deadline.remaining(), 15.0), 1.0))
@@ -252,6 +253,13 @@ class VM:
             self._check_process("while starting")
             raise BootError(f"QMP did not come up: {failure}", argv=self.argv) from failure
         return monitor
+
+    def _monitor_lost(self) -> None:
+        """QMP broke mid-command: if QEMU is exiting, its exit (and its last words) is what
+        to report, not the broken connection."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            present(self._proc, "QEMU").wait(EXIT_EVENT_GRACE_S)
+        self._check_process("during boot" if self.state.booting else "unexpectedly")
 
     def _connect_ssh(self, deadline: Deadline) -> None:
         self._ssh = SSH(present(self.ssh_port, "the SSH port"), self.keys.client, self.keys.host)
@@ -369,8 +377,10 @@ class VM:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Quit QEMU (QMP 'quit', then SIGTERM/SIGKILL by PID) and release everything."""
-        if self.state in (VMState.SHUT_DOWN, VMState.CREATED):
-            self.state = VMState.SHUT_DOWN
+        if self.state is VMState.SHUT_DOWN:
+            return
+        if self.state is VMState.CREATED:
+            self.enter(VMState.SHUT_DOWN)
             return
         if self._monitor is not None and self._proc is not None and self._proc.poll() is None \
                 and process_state(self._proc.pid) != "T":  # a frozen QEMU answers nobody
@@ -380,8 +390,8 @@ class VM:
             except Exception as exc:
                 LOG.debug("%s: QMP quit failed (%s); killing", self.name, exc)
         self._stack.close()
-        if self.state is not VMState.FAILED:
-            self.state = VMState.SHUT_DOWN
+        if VMState.SHUT_DOWN in TRANSITIONS[self.state]:  # a FAILED VM stays FAILED
+            self.enter(VMState.SHUT_DOWN)
 
     def kill(self) -> None:
         """Kill QEMU at once, by PID. Safe to call any number of times."""
