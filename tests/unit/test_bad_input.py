@@ -30,11 +30,13 @@ from cocolab.config import lane_names
 from cocolab.paths import CONFIGS_DIR
 from cocolab.pytest_plugin import plugin
 from cocolab.pytest_plugin.pool import VMPool
+from cocolab.qemu.policy import ALLOWED, OBJECT_TYPES
 from cocolab.rig import Rig, RigOptions
 from cocolab.topology.models import MODELS
 from cocolab.topology.schema import machine_names, topology_names
 
 LANES = ", ".join(lane_names())
+QEMU_OPTS = ", ".join(ALLOWED)
 MACHINES = ", ".join(machine_names())
 TOPOLOGIES = ", ".join(topology_names())
 NODE = "tests/x/test_bad.py::test_x"
@@ -214,10 +216,13 @@ CORPUS: list[Bad] = [
         "--qemu-arg: -netdev 'tap,id=x': only user networking is allowed (a 'tap' backend reaches "
         "outside)"),
     Bad("cli", ("--qemu-arg=-s",),
-        "--qemu-arg: -s opens a gdb stub on TCP port 1234; the guest's stubs stay off the network"),
+        f"--qemu-arg: -s: not a QEMU option cocolab allows a test to add (allowed: {QEMU_OPTS})"),
     Bad("cli", ("--qemu-arg=-monitor", "--qemu-arg=tcp:127.0.0.1:4444,server=on"),
-        "--qemu-arg: -monitor 'tcp:127.0.0.1:4444,server=on': monitors, serial ports and gdb stay "
-        "off the network"),
+        f"--qemu-arg: -monitor: not a QEMU option cocolab allows a test to add (allowed: "
+        f"{QEMU_OPTS})"),
+    Bad("cli", ("--qemu-arg=-vnc", "--qemu-arg=:0"),
+        f"--qemu-arg: -vnc: not a QEMU option cocolab allows a test to add (allowed: "
+        f"{QEMU_OPTS})"),
     Bad("cli", ("--topology", "nosuch"),
         "topology 'nosuch': no such topology; choose one of {topologies} or give a path to a .toml "
         "file"),
@@ -288,14 +293,18 @@ CORPUS: list[Bad] = [
         "'user,id=x,restrict=on,hostfwd=tcp:0.0.0.0:2222-:22': hostfwd must bind 127.0.0.1, not "
         "0.0.0.0"),
     Bad("marker", (pytest.mark.qemu_args("-s"),),
-        "{node}: @pytest.mark.qemu_args: -s opens a gdb stub on TCP port 1234; the guest's stubs "
-        "stay off the network"),
+        "{node}: @pytest.mark.qemu_args: -s: not a QEMU option cocolab allows a test to add "
+        f"(allowed: {QEMU_OPTS})"),
     Bad("marker", (pytest.mark.qemu_args("-gdb", "tcp::1234"),),
-        "{node}: @pytest.mark.qemu_args: -gdb 'tcp::1234': monitors, serial ports and gdb stay off "
-        "the network"),
+        "{node}: @pytest.mark.qemu_args: -gdb: not a QEMU option cocolab allows a test to add "
+        f"(allowed: {QEMU_OPTS})"),
     Bad("marker", (pytest.mark.qemu_args("-serial", "telnet::4444,server=on"),),
-        "{node}: @pytest.mark.qemu_args: -serial 'telnet::4444,server=on': monitors, serial ports "
-        "and gdb stay off the network"),
+        "{node}: @pytest.mark.qemu_args: -serial 'telnet::4444,server=on': serial ports are "
+        "chardev:ID, file:PATH, null or none: they stay off the network"),
+    Bad("marker", (pytest.mark.qemu_args("-object", "input-barrier,id=b,name=g"),),
+        "{node}: @pytest.mark.qemu_args: -object 'input-barrier,id=b,name=g': object type "
+        "'input-barrier' is not one cocolab allows ("
+        + ", ".join(sorted(OBJECT_TYPES)) + ")"),
     # -- topology files (@pytest.mark.topology(PATH)) --------------------------------------
     Bad("topology", "", "{node}: @pytest.mark.topology: {file}: the file is empty"),
     Bad("topology", 'description = "nothing"\n',
