@@ -32,6 +32,7 @@ from pathlib import Path
 from cocolab import progress
 from cocolab.errors import CocolabError, ConfigError, KernelError, present
 from cocolab.guest import Guest
+from cocolab.guest_image.build import pin_guest_packages
 from cocolab.kconfig_tool import apply as apply_fragment
 from cocolab.kconfig_tool import check, check_tree, collect_gates, fragment
 from cocolab.kernel.build import (
@@ -200,7 +201,7 @@ def build_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocolab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig", "build"))
@@ -241,7 +242,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh", action="store_true",
                         help="doctor: prove the accelerator and probe QEMU again instead of "
                              "trusting cached verdicts")
+    parser.add_argument("--pin-guest", action="store_true",
+                        help="setup: pin the guest's Debian packages (guests/packages.lock) to "
+                             "what the mirror serves now")
     parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def pin_guest() -> int:
+    """Rewrite guests/packages.lock to the versions (and their digests) the mirror serves."""
+    lock, pins = pin_guest_packages()
+    for pin in pins:
+        print(f"{pin.name} {pin.version}")
+    print(f"pinned in {lock}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_intermixed_args(argv)  # `cocolab build --lane X SOURCE` too
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
@@ -252,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             return kconfig(args.suites, args.check, args.apply, args.bare)
         if args.command == "build":
             return build_command(args)
+        if args.command == "setup" and args.pin_guest:
+            return pin_guest()
         if args.suites:
             parser.error(f"{args.command} takes no SUITE arguments")
         rig = _rig(args)

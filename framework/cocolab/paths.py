@@ -1,9 +1,19 @@
-"""Where cocolab keeps its caches. One root, overridable with COCOLAB_CACHE."""
+"""Where cocolab keeps its caches: one root, overridable with COCOLAB_CACHE, private to you.
+
+The root is 0700 (tightened if it was not), and every file that holds key material (the SSH
+keys, guest images, snapshots) is written 0600 and checked on read: a guest image or a
+snapshot others could read gives away the guest's SSH host key, and the host-key pin with it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+from cocolab.errors import HostError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout: guests/ and qemu-configs/ live here (the package is used from a source tree)."""
@@ -20,14 +30,38 @@ def cache_root() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = Path(base) / "cocolab"
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = root.stat()
+    if st.st_uid != os.getuid():
+        raise HostError(f"{root}: cocolab's cache must be yours (it belongs to uid "
+                        f"{st.st_uid}); set COCOLAB_CACHE to a directory of your own")
+    if st.st_mode & 0o077:
+        root.chmod(0o700)  # a cache made before it was private, or by a loose umask
     return root
 
 
 def cache_dir(*parts: str) -> Path:
     path = cache_root().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def check_private(path: Path, what: str) -> None:
+    """HostError unless `path` is yours and nobody else may read or write it."""
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise HostError(f"{path}: {what} must belong to you with mode 0600 (it is uid "
+                        f"{st.st_uid}, mode {st.st_mode & 0o777:04o}); remove it and cocolab "
+                        "makes a new one")
+
+
+@contextlib.contextmanager
+def private_file(path: Path) -> Iterator[BinaryIO]:
+    """`path` opened for writing, created (or truncated) with mode 0600 whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "wb") as f:
+        yield f
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -90,6 +90,7 @@ def test_a_saving_boot_pauses_saves_and_resumes_before_ssh(world: World) -> None
     assert vm.states == [C, L, SA, L, RUN]
     assert saving.refused is None
     assert saving.path.read_bytes().startswith(b"fake-qemu migration stream")
+    assert saving.path.stat().st_mode & 0o777 == 0o600  # the guest's memory: its host key
     assert saving.pci_dump == SAVED_DUMP
     assert f"COCOLAB READY {vm.token}".encode() in saving.console
     assert vm.run_stop is None  # its own pause was expected: the guest runs

@@ -39,11 +39,12 @@ from filelock import FileLock
 
 from cocolab import progress
 from cocolab.errors import HostError, ImageError, present
+from cocolab.guest_image.pins import HEADER, Pin, pin_current, pinned_debs, read_pins
 from cocolab.kernel import Kernel
 from cocolab.kernel.apt import PrivateApt
 from cocolab.kernel.modules import module_closure, module_index, module_name
 from cocolab.kernel.resolve import ensure_depmod
-from cocolab.paths import GUESTS_DIR, cache_dir
+from cocolab.paths import GUESTS_DIR, cache_dir, check_private, private_file
 from cocolab.vm.ssh import GuestKeys
 
 LOG = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ LOG = logging.getLogger(__name__)
 GUEST_SUITE = "bookworm"
 """Debian suite of the guest userland: fixed, so a guest is the same whatever the host runs."""
 
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"  # 5: images are 0600, packages pinned
 """Bump when this file changes what it puts into an image."""
 
 _LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
@@ -124,7 +125,7 @@ def _keypair(name: str) -> tuple[Path, str]:
             pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                 serialization.PublicFormat.OpenSSH)
             (keydir / f"{name}.pub").write_bytes(pub + b" cocolab\n")
-    _check_private(private)
+    check_private(private, "the guest SSH key")
     return private, (keydir / f"{name}.pub").read_text()
 
 
@@ -145,20 +146,11 @@ def dropbear_host_key(private: Path) -> bytes:
     return struct.pack(">I", len(name)) + name + struct.pack(">I", 64) + seed + public
 
 
-def _check_private(path: Path) -> None:
-    """A cached key someone else owns, or others can read, is not trusted (nor fixed)."""
-    st = path.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise HostError(f"{path}: the guest SSH key must belong to you with mode 0600 (it is "
-                        f"uid {st.st_uid}, mode {st.st_mode & 0o777:04o}); remove it and "
-                        "cocolab makes a new one")
-
-
 def write_cpio(staging: Path, out: Path) -> None:
     """A reproducible newc archive of `staging`, every file owned by root."""
     names = sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
     tmp = out.with_suffix(".tmp")
-    with tmp.open("wb") as f:
+    with private_file(tmp) as f:  # the base image holds the guest's SSH host key
         proc = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0",
                                "--reproducible"], input="\n".join(names).encode(),
                               cwd=staging, stdout=f, stderr=subprocess.PIPE, check=False)
@@ -267,18 +259,29 @@ def build_proof_initrd() -> Path:
 def _unpack_packages(staging: Path, packages: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         apt = PrivateApt(cache_dir("apt", GUEST_SUITE), GUEST_SUITE)
-        debs = cache_dir("guest", "debs")
-        if not all(any(debs.glob(f"{p}_*.deb")) for p in packages):
-            apt.update()
-            apt.download(packages, debs)
+        lock = GUESTS_DIR / "packages.lock"
+        pinned = {pin.name for pin in read_pins(lock)}
+        if pinned != set(packages):
+            raise ImageError(f"{lock} pins {', '.join(sorted(pinned)) or 'nothing'}, but "
+                             f"guests/packages.txt lists {', '.join(sorted(packages))}: "
+                             "`cocolab setup --pin-guest` pins the list")
         root = Path(tmp) / "root"
-        for deb in sorted(debs.glob("*.deb")):
+        for deb in pinned_debs(lock, apt, cache_dir("guest", "debs")):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         busybox = staging / "bin/busybox"
         shutil.copy2(root / "bin/busybox", busybox)
         _link_applets(busybox)
         shutil.copy2(root / "usr/sbin/dropbear", staging / "bin/dropbear")
         _copy_libraries(root, staging, [staging / "bin/dropbear"])
+
+
+def pin_guest_packages() -> tuple[Path, list[Pin]]:
+    """Pin guests/packages.txt to what the mirror serves now, in guests/packages.lock."""
+    apt = PrivateApt(cache_dir("apt", GUEST_SUITE), GUEST_SUITE)
+    pins = pin_current(_read_list(GUESTS_DIR / "packages.txt"), apt, cache_dir("guest", "debs"))
+    lock = GUESTS_DIR / "packages.lock"
+    lock.write_text(HEADER + "".join(pin.line() + "\n" for pin in pins))
+    return lock, pins
 
 
 def _link_applets(busybox: Path) -> None:
@@ -507,8 +510,9 @@ def build_guest_image(kernel: Kernel, boot: tuple[str, ...] = ()) -> GuestImage:
                         step.done = progress.mib(mods.stat().st_size)
                 parts.append(mods)
             tmp = initrd.with_suffix(".tmp")
-            with tmp.open("wb") as f:
+            with private_file(tmp) as f:
                 for part in parts:
                     f.write(part.read_bytes())
             tmp.rename(initrd)
+    check_private(initrd, "the guest image (it holds the guest's SSH host key)")
     return GuestImage(initrd, GuestKeys(private, host.strip()), store, boot)

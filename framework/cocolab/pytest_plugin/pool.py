@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocolab.errors import GuestStopped, SnapshotUnfaithful, VMError
+from cocolab.errors import GuestStopped, HostError, SnapshotUnfaithful, VMError
 from cocolab.guest import Guest
 from cocolab.pytest_plugin.markers import VMRequest
 from cocolab.rig import Rig
@@ -91,7 +91,11 @@ class VMPool:
         store = self.snapshots
         key = snapshot_key(vm.config, self.rig.qemu_info.version)
         with store.lock(key):
-            found = None if store.refused(key) else store.find(key)
+            try:
+                found = None if store.refused(key) else store.find(key)
+            except HostError as exc:  # a snapshot others could read
+                self.snapshot_problems.append(str(exc))
+                found = None
             if found is not None:
                 try:
                     vm = self._start(vm, Restore(found))

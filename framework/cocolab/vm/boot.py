@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from cocolab import progress
 from cocolab.deadline import Deadline
 from cocolab.errors import BootError, QMPCommandFailed, SnapshotUnfaithful
+from cocolab.paths import private_file
 from cocolab.vm.snapshot import (
     CONFIG_ADDRESS,
     PCI_DUMP,
@@ -84,6 +85,8 @@ class SavingBoot(ColdBoot):
 
     def _save(self, vm: VM, deadline: Deadline) -> None:
         start = time.monotonic()
+        with private_file(self.path):  # the guest's memory, its SSH host key in it: 0600
+            pass  # `cat >` truncates it and keeps the mode
         with vm.qmp.expecting_stop():
             vm.qmp.cmd("stop")
             try:

@@ -25,13 +25,14 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from cocolab.paths import cache_dir, write_atomic
+from cocolab.errors import HostError
+from cocolab.paths import cache_dir, check_private, write_atomic
 from cocolab.qemu import VMConfig
 
 LOG = logging.getLogger(__name__)
 
-FORMAT = 2
-"""Bump when what a snapshot holds, or how it is taken, changes."""
+FORMAT = 3
+"""Bump when what a snapshot holds, or how it is taken, changes (3: written 0600)."""
 DEFAULT_LIMIT_BYTES = 4 << 30
 """About thirty 1 GiB guests (a stream is ~130 MiB: QEMU sends zero pages as flags)."""
 
@@ -103,12 +104,20 @@ class SnapshotStore:
         return self.root / f".{key}.{os.getpid()}.mig.tmp"
 
     def find(self, key: str) -> Snapshot | None:
+        """The snapshot of `key`, or None. One that others may read (it holds the guest's
+        memory, and so its SSH host key) is HostError, after it is deleted."""
         state, meta = self.root / f"{key}.mig", self.root / f"{key}.json"
         try:
             info = json.loads(meta.read_text())
             os.utime(state)  # used now: the last to be pruned
         except (OSError, ValueError):
             return None
+        try:
+            check_private(state, "a snapshot (the guest's memory, its SSH host key in it)")
+        except HostError as exc:
+            self.discard(key)
+            raise HostError(f"{exc.args[0].split('; remove it')[0]}; deleted, the VM boots "
+                            "cold") from None
         console = self.root / f"{key}.console"
         return Snapshot(key, state, info["token"], info.get("pci", ""),
                         console if console.exists() else None)
