@@ -137,6 +137,7 @@ class SnapshotStore:
     def commit(self, key: str, token: str, describe: str, pci_dump: str,
                console: bytes = b"") -> Snapshot:
         state = self.root / f"{key}.mig"
+        self.pending(key).chmod(0o600)  # SavingBoot writes it so; whoever did, it is private
         os.replace(self.pending(key), state)
         console_path = self.root / f"{key}.console"
         console_path.write_bytes(console)
