@@ -194,6 +194,22 @@ def test_the_resolver_gives_one_tagged_runnable_per_item(
                                                        "tdx"}}
 
 
+def test_names_do_not_depend_on_where_avocado_was_started(
+        pytester: pytest.Pytester, addopts: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout beside the tests (both under /tmp) once made pytest's rootdir their common
+    parent, and every name 'pytest-of-root/.../test_x.py::test_y'."""
+    resolver = pytest.importorskip("cocolab.avocado.resolver")
+    path = pytester.makepyfile(test_one="def test_it(): pass")
+    checkout = pytester.path.parent / "checkout"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    resolution = resolver.PytestResolver().resolve(str(path))
+    assert [(r.uri, r.kwargs) for r in resolution.resolutions] == [
+        ("test_one.py::test_it", {"rootdir": str(pytester.path)})]
+    relative = resolver.PytestResolver().resolve(f"../{pytester.path.name}/test_one.py")
+    assert [r.uri for r in relative.resolutions] == ["test_one.py::test_it"]
+
+
 def test_a_reference_pytest_refuses_is_an_error_with_pytest_s_line(
         pytester: pytest.Pytester, addopts: None) -> None:
     resolver = pytest.importorskip("cocolab.avocado.resolver")

@@ -69,12 +69,19 @@ class PytestResolver(Resolver):
         if not os.path.exists(reference.split("::", 1)[0]):
             return ReferenceResolution(reference, ReferenceResolutionResult.NOTFOUND,
                                        info=f"{reference.split('::', 1)[0]}: no such file")
+        path, sep, rest = reference.partition("::")
+        target = Path(path).resolve()
         with tempfile.TemporaryDirectory(prefix="cocolab-avocado-") as tmp:
             out = Path(tmp) / "collected.json"
             try:
+                # From the reference's own directory: pytest's rootdir (and so every name)
+                # is then its config's directory or the reference's, never an ancestor it
+                # shares with wherever avocado was started (a checkout under /tmp made the
+                # names 'pytest-of-root/.../test_x.py::test_y').
                 proc = subprocess.run(
                     pytest_command("--collect-only", "-q", "--cocolab-avocado-collect",
-                                   str(out), reference),
+                                   str(out), f"{target}{sep}{rest}"),
+                    cwd=target if target.is_dir() else target.parent,
                     stdin=subprocess.DEVNULL, capture_output=True, text=True,
                     timeout=COLLECT_TIMEOUT_S, check=False)
             except subprocess.TimeoutExpired:
