@@ -7,6 +7,8 @@ cd "$(dirname "$0")"
 PACKAGES="gcc libc6-dev libssl-dev cpio kmod zstd xz-utils python3-venv ca-certificates"
 # cocolab build (kernels from source, the cc-sim lane): kbuild's tools, and ccache.
 PACKAGES="$PACKAGES make flex bison bc libelf-dev ccache git"
+# the unit tests run the SSH session against the guest's own shell, busybox's ash
+PACKAGES="$PACKAGES busybox-static"
 QEMU=qemu-system-x86
 
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

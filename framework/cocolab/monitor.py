@@ -176,6 +176,7 @@ class Monitor:
         self.changed.set()
 
     def close(self) -> None:
+        self._on_lost = None  # a goodbye QEMU cannot hear is no verdict on it
         if self._watcher is not None:
             self._watcher.cancel()
         if self._thread.is_alive():

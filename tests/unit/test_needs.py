@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cocolab import cli
+from cocolab.errors import ImageError
 from cocolab.kconfig_tool import Gate, check, fragment
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.needs import RIG_NEEDS, rig_lacks
@@ -176,6 +177,13 @@ def test_a_qemu_without_nvme_spdm_port_skips_the_cma_topology_naming_the_version
     newer = pytester.path / "fake_qemu_9_1.py"
     shutil.copy2(Path(__file__).with_name("fake_qemu.py"), newer)
     monkeypatch.setenv("FAKE_QEMU_SPDM", "1")
+    monkeypatch.setattr("cocolab.rig.build_guest_image", _no_image)
     result = pytester.runpytest(*args[:2], f"--qemu={newer}", *args[3:])
     result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*stand-in: the guest image is where this test stops*"])
     result.stdout.no_fnmatch_line("*spdm_port property*")
+
+
+def _no_image(*args: object, **kwargs: object) -> None:
+    """Past every gate the next step is the guest image (apt, gcc): a unit test stops here."""
+    raise ImageError("stand-in: the guest image is where this test stops")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,33 +11,19 @@ from fake_sshd import Sshd, ed25519, pinned, serve
 
 from cocolab.deadline import Deadline
 from cocolab.errors import GuestCommandError
-from cocolab.paths import cache_dir
 from cocolab.vm.ssh import SSH, Session
 
-GUEST_DEBS = cache_dir("guest", "debs")
-"""The real cache's (each unit test gets a private one): where a VM-backed run left the guest's
-packages."""
-
-
-def _busybox(tmp_path: Path) -> str | None:
-    debs = sorted(GUEST_DEBS.glob("busybox-static_*.deb"))
-    if not debs or not shutil.which("dpkg-deb"):
-        return None
-    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp_path / "bb")], check=True)
-    return str(tmp_path / "bb/bin/busybox")
-
-
-SHELLS = {"host sh": ["/bin/sh"], "busybox ash": None}
+BUSYBOX = shutil.which("busybox")
+"""The guest's shell is busybox's ash (setup.sh installs busybox-static on the host too)."""
+SHELLS = {"host sh": ["/bin/sh"], "busybox ash": [BUSYBOX, "sh"] if BUSYBOX else None}
 
 
 @pytest.fixture(params=list(SHELLS))
 def ssh(request: pytest.FixtureRequest, tmp_path: Path):
     shell = SHELLS[request.param]
     if shell is None:
-        busybox = _busybox(tmp_path)
-        if busybox is None:
-            pytest.skip("no busybox-static .deb cached yet: any VM-backed run caches it")
-        shell = [busybox, "sh"]
+        pytest.skip("no busybox on PATH, the guest's shell: apt-get install busybox-static "
+                    "(./setup.sh does)")
     client_key = tmp_path / "id"
     host_key = ed25519(client_key)
     log: list[str] = []

@@ -172,9 +172,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]
                                    ) -> list[str]:
     """The QEMU, accelerator and snapshots the selected tests' VMs will use, once collection
-    says some will boot (the accelerator's verdict may be a proof boot of the lane's kernel)."""
-    if hasattr(config, "workerinput") or not any(ITEM_REQUEST in i.stash for i in items):
-        return []
+    says some will boot (the accelerator's verdict may be a proof boot of the lane's kernel);
+    a --collect-only run boots nothing and is told nothing of them."""
+    if hasattr(config, "workerinput") or config.option.collectonly \
+            or not any(ITEM_REQUEST in i.stash for i in items):
+        return []  # nothing will boot: nothing to prove or probe
     rig, lines = config.stash[RIG], []
     try:
         info = rig.qemu_info
