@@ -3,12 +3,14 @@ space keep drivers away: with /sys/bus/pci/drivers_autoprobe at 0 a newly loaded
 nothing, and driver_override names the only driver a device may take; an explicit bind then
 works. The counterpart: with autoprobe on, loading the driver binds the device at once.
 
-Source: drivers/base/bus.c drivers_autoprobe / bus_probe_device; drivers/pci/pci-driver.c
-pci_match_device (driver_override).
+Source: drivers/base/bus.c drivers_autoprobe / bus_probe_device, and bind_store, which answers
+ENODEV when the driver does not match the device; drivers/pci/pci-driver.c pci_match_device
+(driver_override: no driver but the named one matches).
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 
 import pytest
@@ -29,8 +31,9 @@ def nic(vm: Guest) -> Iterator[str]:
     (bdf,) = vm.pci.find(*E1000)
     assert vm.pci.driver_of(bdf) is None, "e1000 must not be loaded at boot for this test"
     yield bdf
-    vm.run("rmmod e1000; echo 1 > /sys/bus/pci/drivers_autoprobe")
-    vm.pci.driver_override(bdf, None)
+    vm.run("! grep -q '^e1000 ' /proc/modules || rmmod e1000", check=True)
+    assert vm.write_sysfs("/sys/bus/pci/drivers_autoprobe", "1").ok
+    assert vm.pci.driver_override(bdf, None).ok
 
 
 def test_loading_a_driver_binds_its_devices_by_default(vm: Guest, nic: str) -> None:
@@ -53,6 +56,7 @@ def test_driver_override_refuses_any_other_driver(vm: Guest, nic: str) -> None:
     assert vm.pci.driver_override(nic, "pci-stub").ok
     refused = vm.pci.bind(nic, "e1000")
     assert not refused.ok, "driver_override names pci-stub, yet e1000 bound"
+    assert refused.errno == errno.ENODEV, refused  # bind_store: the driver does not match
     assert vm.pci.bind(nic, "pci-stub").ok
     assert vm.pci.driver_of(nic) == "pci-stub"
     vm.pci.unbind(nic)

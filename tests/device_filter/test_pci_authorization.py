@@ -37,5 +37,5 @@ def test_an_unauthorized_device_cannot_be_bound_until_authorized(
     bind = vm.pci.bind(dev.bdf, "pci-stub")
     assert (bind.ok, bind.errno) == (False, errno.ENODEV), str(bind)
     assert vm.write_sysfs(f"/sys/bus/pci/devices/{dev.bdf}/authorized", "1").ok
-    vm.pci.driver_override(dev.bdf, "pci-stub")
+    assert vm.pci.driver_override(dev.bdf, "pci-stub").ok
     assert vm.pci.bind(dev.bdf, "pci-stub").ok

@@ -1,7 +1,8 @@
 """Every shipped topology boots on the lane's kernel and the guest enumerates what it declares.
 
-The plugin verifies a topology once per booted VM before any test uses it; these tests make the
-check explicit and show that a wrong declaration is caught, with a readable diff.
+Elsewhere the plugin verifies a topology once per booted VM, before any test uses it, and a
+mismatch is a setup error. Here the test body is the check (topology_under_test): a guest
+that enumerates something else than its declaration fails the test, with a readable diff.
 """
 
 from __future__ import annotations
@@ -14,13 +15,22 @@ from cocolab.errors import TopologyError
 from cocolab.guest import Guest
 from cocolab.topology import machine_names, topology_names
 
+pytestmark = pytest.mark.topology_under_test
 ALL = [pytest.param(name, marks=pytest.mark.topology(name)) for name in topology_names()]
+
+
+def verified(vm: Guest) -> None:
+    """The guest's PCI functions and IOMMU groups are as declared, or the test fails."""
+    try:
+        vm.topology.verify()
+    except TopologyError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_topology_matches_the_guest(vm: Guest, name: str) -> None:
     assert vm.expected is not None and vm.expected.topology.name == name
-    vm.topology.verify()
+    verified(vm)
 
 
 @pytest.mark.topology("shared-group")
@@ -83,4 +93,4 @@ def booted_machine(request: pytest.FixtureRequest, cocolab_rig, machine: str) ->
 def test_every_machine_boots_the_flat_topology(booted_machine: Guest, machine: str) -> None:
     vm = booted_machine
     assert vm.expected is not None and vm.expected.machine.name == machine
-    vm.topology.verify()
+    verified(vm)

@@ -77,21 +77,38 @@ def test_an_spdm_device_gets_a_responder_on_the_next_port_and_it_stops_with_qemu
                       qemu_args=("-device", "nvme,id=d0,spdm_port=@spdm:d0@,drive=b"))
     script = tmp_path / "relaunch.sh"
     script.write_text(relaunch_script(config, tmp_path / "key", sys.executable))
-    result = subprocess.run(["sh", str(script), "42420"], capture_output=True, text=True,
+    ssh_port = _free_pair()
+    result = subprocess.run(["sh", str(script), str(ssh_port)], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     port, payload = json.loads(got.read_text())
-    assert port == 42421
+    assert port == ssh_port + 1
     assert payload == "0100010004000000" "1004000000010012"  # VERSION 1.2, in a DOE object
-    assert "device d0 has a responder on 127.0.0.1:42421" in result.stderr
+    assert f"device d0 has a responder on 127.0.0.1:{port}" in result.stderr
     assert (tmp_path / "spdm-d0-root.pem").read_text().startswith("-----BEGIN CERTIFICATE")
     log = (tmp_path / "spdm-d0-manual.log").read_text()
     assert "<- GET_VERSION" in log
     # the responder's pid was printed into the script's list and killed at its end
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _listening(42421):
+    while time.monotonic() < deadline and _listening(port):
         time.sleep(0.1)
-    assert not _listening(42421), "the responder outlived relaunch.sh"
+    assert not _listening(port), "the responder outlived relaunch.sh"
+
+
+def _free_pair() -> int:
+    """A port P on 127.0.0.1 with P+1 free too (relaunch.sh gives the responders the ports
+    after the SSH port), as the host kernel hands them out: no fixed port to collide on."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no two consecutive free ports on 127.0.0.1")
 
 
 def _listening(port: int) -> bool:

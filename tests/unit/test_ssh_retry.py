@@ -87,6 +87,6 @@ def test_a_server_with_another_host_key_is_refused_at_once(server, tmp_path: Pat
     start = time.monotonic()
     with pytest.raises(GuestCommandError, match=r"on 127\.0\.0\.1:\d+ is not this guest: its host "
                                                  r"key is ssh-ed25519 SHA256:"):
-        ssh.connect(Deadline(30))
-    assert time.monotonic() - start < 5
+        ssh.connect(Deadline(60))
+    assert time.monotonic() - start < 30  # said at once, not retried until the deadline
     assert log == []

@@ -18,6 +18,8 @@ MARKERS = {
                          "'NAME=y', 'NAME=m' or 'NAME=n' (not set)",
     "topology(name)": "boot on this topology from qemu-configs/topologies/ (verified in the "
                       "guest before the test runs)",
+    "topology_under_test": "the test verifies its VM's topology itself: the plugin does not at "
+                           "boot, so a mismatch is the test's failure, not a setup error",
     "machine(name)": "boot this machine from qemu-configs/machines/ (default: the topology's, "
                      "else the lane's)",
     "fresh_vm": "boot a VM for this test alone instead of sharing one",
@@ -37,9 +39,12 @@ class VMRequest:
     machine: str | None = None
     topology: str | None = None
     fresh: bool = False
+    verify: bool = True
+    """Verify the topology at boot (False: the test does, see topology_under_test)."""
 
     def key(self) -> str:
-        text = repr((self.cmdline, self.qemu_args, self.modules, self.machine, self.topology))
+        text = repr((self.cmdline, self.qemu_args, self.modules, self.machine, self.topology,
+                     *(() if self.verify else ("unverified",))))
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def describe(self) -> str:
@@ -91,6 +96,7 @@ def vm_request(item: pytest.Item) -> VMRequest:
         machine=_one(item, "machine"),
         topology=_one(item, "topology"),
         fresh=item.get_closest_marker("fresh_vm") is not None,
+        verify=item.get_closest_marker("topology_under_test") is None,
     )
 
 
