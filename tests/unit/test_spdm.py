@@ -9,8 +9,10 @@ import hashlib
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -335,6 +337,40 @@ def test_the_stall_personality_answers_late(responder: Responder) -> None:
     start = time.monotonic()
     assert requester.exchange(H("12830000") + bytes(32))[1] == 0x03
     assert time.monotonic() - start >= 0.5
+
+
+def _serving_threads(responder: Responder) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"spdm-{responder.port}-")]
+
+
+def test_a_closed_connection_is_forgotten_and_its_thread_ends(responder: Responder) -> None:
+    requester = SpecRequester(responder.port)
+    requester.exchange(H("10840000"))
+    assert responder.connections == 1
+    requester.sock.close()
+    deadline = time.monotonic() + 30
+    while responder.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert responder.connections == 0
+    for thread in _serving_threads(responder):
+        thread.join(timeout=30)
+    assert _serving_threads(responder) == []
+
+
+def test_close_cuts_a_stall_short_and_joins_every_thread(tmp_path: Path) -> None:
+    responder = Responder(tmp_path / "spdm.log", stall_seconds=60)
+    requester = SpecRequester(responder.port)
+    requester.connect()
+    responder.set_personality(Personality.STALL)
+    requester.sock.sendall(Frame(1, 2, DataObject(1, H("12830000") + bytes(32)).pack()).pack())
+    deadline = time.monotonic() + 30
+    while "stalling" not in (tmp_path / "spdm.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start = time.monotonic()
+    responder.close()
+    assert time.monotonic() - start < 30  # the stall was 60 s: close() did not wait it out
+    assert _serving_threads(responder) == [] and responder.connections == 0
+    assert read_frame(requester.sock) is None  # the requester sees the connection end
 
 
 def test_measurements_change_only_for_that_personality(responder: Responder) -> None:

@@ -152,8 +152,10 @@ class Responder:
         }
         self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._closed = False
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        """Open connections and the thread serving each; a closed one leaves the map."""
+        self._closing = threading.Event()
+        """Set by close(): the accepting thread ends, and a stall is cut short."""
         self.restart_threads()
         self._note(f"listening on 127.0.0.1:{self.port} ({asym.name}, {base_hash.name})")
 
@@ -175,13 +177,25 @@ class Responder:
         self._note(f"personality: {self.personality.value}")
 
     def close(self) -> None:
-        self._closed = True
+        """Stop listening, end every connection (a stall included) and join every thread."""
+        self._closing.set()
         with contextlib.suppress(OSError):  # wakes the accepting thread (Linux)
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
-        for conn in list(self._conns):
-            conn.close()
         self._accepting.join(timeout=2)
+        with self._lock:
+            serving = dict(self._conns)
+        for conn in serving:
+            with contextlib.suppress(OSError):  # wakes a thread blocked reading it
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in serving.values():
+            thread.join(timeout=2)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (a closed one is forgotten)."""
+        with self._lock:
+            return len(self._conns)
 
     def __enter__(self) -> Responder:
         return self
@@ -198,14 +212,17 @@ class Responder:
                 f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
     def _accept(self) -> None:
-        while not self._closed:
+        while not self._closing.is_set():
             try:
                 conn, peer = self._listener.accept()
             except OSError:
                 return
-            self._conns.append(conn)
             self._note(f"connection from {peer[0]}:{peer[1]}")
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                      name=f"spdm-{self.port}-{peer[1]}")
+            with self._lock:
+                self._conns[conn] = thread
+            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         state = _Connection()
@@ -227,9 +244,11 @@ class Responder:
                 reply = self._doe(state, frame.payload)
                 conn.sendall(Frame(COMMAND_NORMAL, TRANSPORT_PCI_DOE, reply).pack())
         except (OSError, FramingError) as exc:
-            if not self._closed:
+            if not self._closing.is_set():
                 self._note(f"connection ends: {exc}")
         finally:
+            with self._lock:
+                self._conns.pop(conn, None)
             conn.close()
 
     def _doe(self, state: _Connection, raw: bytes) -> bytes:
@@ -408,7 +427,8 @@ class Responder:
         state.m1 = b""
         if self.personality is Personality.STALL:
             self._note(f"   stalling {self.stall_seconds:g}s before CHALLENGE_AUTH")
-            time.sleep(self.stall_seconds)
+            if self._closing.wait(self.stall_seconds):  # close() ends the stall at once
+                raise OSError("the responder is closing")
         return self._send(ChallengeAuth(
             unsigned.slot, unsigned.slot_mask, unsigned.cert_chain_hash, unsigned.nonce,
             summary, signature=signature))
