@@ -9,8 +9,6 @@
  *   cocolab-vfio attach-iommufd GROUP [BDF]   the same with /dev/iommu as the container
  *   cocolab-vfio hold GROUP [BDF]             attach, report, keep everything open until a line
  *                                             arrives on stdin, close it all, report "released"
- *   cocolab-vfio bind-iommufd CDEV            open /dev/vfio/devices/vfioN and /dev/iommu,
- *                                             VFIO_DEVICE_BIND_IOMMUFD
  *
  * Exit status 0 whenever a result was reported, 2 on bad usage.
  */
@@ -174,30 +172,6 @@ static int do_hold(const char *group, const char *bdf)
 	return 0;
 }
 
-static int do_bind_iommufd(const char *cdev)
-{
-	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
-	int dev = open(cdev, O_RDWR), iommu;
-
-	printf("{\"op\":\"bind-iommufd\",\"path\":\"%s\"", cdev);
-	if (dev < 0) {
-		failed("open", errno);
-		return 0;
-	}
-	iommu = open("/dev/iommu", O_RDWR);
-	if (iommu < 0) {
-		failed("open-iommufd", errno);
-		return 0;
-	}
-	bind.iommufd = iommu;
-	if (ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, &bind)) {
-		failed("bind", errno);
-		return 0;
-	}
-	printf(",\"devid\":%u,\"ok\":true}\n", bind.out_devid);
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	const char *op = argc > 1 ? argv[1] : "";
@@ -211,9 +185,6 @@ int main(int argc, char **argv)
 		return do_attach("attach-iommufd", argv[2], bdf, 1);
 	if (!strcmp(op, "hold") && (argc == 3 || argc == 4))
 		return do_hold(argv[2], bdf);
-	if (!strcmp(op, "bind-iommufd") && argc == 3)
-		return do_bind_iommufd(argv[2]);
-	fprintf(stderr, "usage: cocolab-vfio status|attach|attach-iommufd|hold GROUP [BDF] | "
-		"bind-iommufd CDEV\n");
+	fprintf(stderr, "usage: cocolab-vfio status|attach|attach-iommufd|hold GROUP [BDF]\n");
 	return 2;
 }

@@ -20,6 +20,11 @@ from cocolab.errors import GuestCommandError
 if TYPE_CHECKING:
     from cocolab.vm import VM
 
+PROBE = "/bin/cocolab-probe"
+"""/dev/mem, /dev/port, sysfs resources, port I/O and sysfs writes (guests/helpers/)."""
+VFIO_HELPER = "/bin/cocolab-vfio"
+"""VFIO groups, containers and iommufd (guests/helpers/)."""
+
 
 @dataclass(frozen=True)
 class ProbeResult:

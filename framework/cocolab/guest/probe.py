@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from cocolab.guest.helper import (
+    PROBE,
     HelperSession,
     ProbeResult,
     errname,
@@ -18,9 +19,8 @@ from cocolab.guest.helper import (
 if TYPE_CHECKING:
     from cocolab.vm import VM
 
-__all__ = ["HELPER", "Probe", "ProbeResult", "errname"]
+__all__ = ["PROBE", "Probe", "ProbeResult", "errname"]
 
-HELPER = "/bin/cocolab-probe"
 
 
 class Probe:
@@ -30,7 +30,7 @@ class Probe:
         self._vm = vm
 
     def argv(self, op: str, *args: object) -> str:
-        return helper_argv(HELPER, op, *args)
+        return helper_argv(PROBE, op, *args)
 
     def __call__(self, op: str, *args: object) -> ProbeResult:
         return run_helper(self._vm, self.argv(op, *args))

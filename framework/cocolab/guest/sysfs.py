@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cocolab.guest.helper import errname, helper_argv, run_helper
+from cocolab.guest.helper import PROBE, errname, helper_argv, run_helper
 
 if TYPE_CHECKING:
     from cocolab.vm import VM
-
-PROBE = "/bin/cocolab-probe"
 
 
 @dataclass(frozen=True)

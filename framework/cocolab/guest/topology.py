@@ -107,6 +107,3 @@ class GuestTopology:
         """The guest BDF of the declared device `ident`."""
         return self.view.placed[ident].bdf
 
-    def group(self, ident: str) -> frozenset[str]:
-        """The declared devices expected in `ident`'s IOMMU group."""
-        return self.view.group_of(ident)

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from cocolab.guest.helper import HelperSession, helper_argv, helper_session, run_helper
+from cocolab.guest.helper import VFIO_HELPER, HelperSession, helper_argv, helper_session, run_helper
 from cocolab.guest.probe import ProbeResult
 
 if TYPE_CHECKING:
     from cocolab.vm import VM
 
-HELPER = "/bin/cocolab-vfio"
 
 
 class VFIO:
@@ -24,7 +23,7 @@ class VFIO:
         self._vm = vm
 
     def _run(self, *words: str) -> ProbeResult:
-        return run_helper(self._vm, helper_argv(HELPER, *words))
+        return run_helper(self._vm, helper_argv(VFIO_HELPER, *words))
 
     def status(self, group: str) -> ProbeResult:
         return self._run("status", group)
@@ -34,14 +33,11 @@ class VFIO:
         return self._run("attach-iommufd" if iommufd else "attach", group,
                          *([bdf] if bdf else []))
 
-    def bind_iommufd(self, cdev: str) -> ProbeResult:
-        return self._run("bind-iommufd", cdev)
-
     @contextmanager
     def hold(self, group: str, bdf: str | None = None) -> Iterator[HelperSession]:
         """Keep the group owned by user space (`.first` says how attaching went) until
         `.finish("release")` or the end of the block."""
-        argv = helper_argv(HELPER, "hold", group, *([bdf] if bdf else []))
+        argv = helper_argv(VFIO_HELPER, "hold", group, *([bdf] if bdf else []))
         with helper_session(self._vm, argv) as session:
             yield session
             if session.first.ok:

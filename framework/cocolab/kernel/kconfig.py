@@ -64,9 +64,6 @@ class Kconfig:
         """True for =y and =m."""
         return self.get(name) in ("y", "m")
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.enabled(name)
-
     def describe(self, name: str) -> str:
         """'CONFIG_X=y' or 'CONFIG_X is not set', for skip reasons and reports."""
         value = self.get(name)

@@ -152,8 +152,10 @@ class Responder:
         }
         self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
-        self._conns: dict[socket.socket, threading.Thread] = {}
-        """Open connections and the thread serving each; a closed one leaves the map."""
+        self._conns: set[socket.socket] = set()
+        """Open connections; a closed one leaves the set."""
+        self._threads: list[threading.Thread] = []
+        """Serving threads still running (an ended one is dropped at the next accept)."""
         self._closing = threading.Event()
         """Set by close(): the accepting thread ends, and a stall is cut short."""
         self.restart_threads()
@@ -184,11 +186,11 @@ class Responder:
         self._listener.close()
         self._accepting.join(timeout=2)
         with self._lock:
-            serving = dict(self._conns)
-        for conn in serving:
+            conns, threads = list(self._conns), list(self._threads)
+        for conn in conns:
             with contextlib.suppress(OSError):  # wakes a thread blocked reading it
                 conn.shutdown(socket.SHUT_RDWR)
-        for thread in serving.values():
+        for thread in threads:
             thread.join(timeout=2)
 
     @property
@@ -221,7 +223,8 @@ class Responder:
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
                                       name=f"spdm-{self.port}-{peer[1]}")
             with self._lock:
-                self._conns[conn] = thread
+                self._conns.add(conn)
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -248,7 +251,7 @@ class Responder:
                 self._note(f"connection ends: {exc}")
         finally:
             with self._lock:
-                self._conns.pop(conn, None)
+                self._conns.discard(conn)
             conn.close()
 
     def _doe(self, state: _Connection, raw: bytes) -> bytes:

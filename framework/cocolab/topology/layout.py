@@ -74,9 +74,6 @@ class ExpectedView:
     def expected_ids(self, ident: str) -> tuple[int, int, int]:
         return self.placed[ident].ids(self.under_port(ident))
 
-    def group_of(self, ident: str) -> frozenset[str]:
-        groups = present(self.groups, "IOMMU groups (this view has a vIOMMU)")
-        return next(g for g in groups if ident in g)
 
 
 ROOT_SLOTS_TAKEN: dict[str, dict[int, str]] = {
