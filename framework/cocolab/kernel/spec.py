@@ -75,6 +75,21 @@ def is_build_output(tree: Path) -> bool:
     return (tree / "source").is_symlink()
 
 
+def _debian_spec(text: str, source: str) -> DebianSpec:
+    """debian:SUITE or debian:SUITE:PACKAGE."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not _SUITE.match(parts[1]):
+        raise ConfigError(
+            f"{source}: {text!r} is not debian:<suite>[:<package>] "
+            "(e.g. debian:trixie, debian:sid, debian:bookworm:linux-image-6.12-amd64)"
+        )
+    if len(parts) == 3:
+        if not _PACKAGE.match(parts[2]):
+            raise ConfigError(f"{source}: {parts[2]!r} is not a Debian package name")
+        return DebianSpec(parts[1], parts[2])
+    return DebianSpec(parts[1])
+
+
 def parse_kernel_spec(
     text: str,
     *,
@@ -95,17 +110,7 @@ def parse_kernel_spec(
             option = f"--kernel-config {config}" if config else f"--modules {modules}"
             raise ConfigError(f"{option}: applies to a bzImage only, and {said(source, text)} "
                               "is a Debian kernel, which brings its own config and modules")
-        parts = text.split(":")
-        if len(parts) not in (2, 3) or not _SUITE.match(parts[1]):
-            raise ConfigError(
-                f"{source}: {text!r} is not debian:<suite>[:<package>] "
-                "(e.g. debian:trixie, debian:sid, debian:bookworm:linux-image-6.12-amd64)"
-            )
-        if len(parts) == 3:
-            if not _PACKAGE.match(parts[2]):
-                raise ConfigError(f"{source}: {parts[2]!r} is not a Debian package name")
-            return DebianSpec(parts[1], parts[2])
-        return DebianSpec(parts[1])
+        return _debian_spec(text, source)
 
     path = Path(text).expanduser()
     if path.is_dir():

@@ -218,16 +218,7 @@ def relaunch_script(config: VMConfig, ssh_key: Path, python: str = "python3") ->
         *(with_variables(arg) for arg in config.qemu_args),
     ]
     command = " \\\n    ".join(_script_lines(argv))
-    responders = "".join(
-        f"{var}=$((PORT + {n}))\n"
-        f"PIDS=\"$PIDS $({shlex.quote(python)} -m cocolab.spdm --port \"${var}\" "
-        f"--root-pem \"$HERE/spdm-{ident}-root.pem\" --log \"$HERE/spdm-{ident}-manual.log\" "
-        "--background)\" || exit 1\n"
-        f"echo \"spdm: device {ident} has a responder on 127.0.0.1:${var}\" >&2\n"
-        for n, (ident, var) in enumerate(variables.items(), 1))
-    if responders:
-        responders = ('HERE=$(cd "$(dirname "$0")" && pwd)\nPIDS=\n' + responders
-                      + "trap 'kill $PIDS 2>/dev/null' EXIT INT TERM\n")
+    responders = _responder_lines(variables, python)
     return (
         "#!/bin/sh\n"
         "# Boots the VM this test used, its console on this terminal (Ctrl-a x quits).\n"
@@ -240,6 +231,22 @@ def relaunch_script(config: VMConfig, ssh_key: Path, python: str = "python3") ->
         + responders
         + (f"{command}\n" if responders else f"exec {command}\n")
     )
+
+
+def _responder_lines(variables: dict[str, str], python: str) -> str:
+    """relaunch.sh's lines that start a responder per SPDM device (its port in the variable
+    named for it) and stop them all when the script ends; '' without one."""
+    lines = "".join(
+        f"{var}=$((PORT + {n}))\n"
+        f"PIDS=\"$PIDS $({shlex.quote(python)} -m cocolab.spdm --port \"${var}\" "
+        f"--root-pem \"$HERE/spdm-{ident}-root.pem\" --log \"$HERE/spdm-{ident}-manual.log\" "
+        "--background)\" || exit 1\n"
+        f"echo \"spdm: device {ident} has a responder on 127.0.0.1:${var}\" >&2\n"
+        for n, (ident, var) in enumerate(variables.items(), 1))
+    if not lines:
+        return ""
+    return ('HERE=$(cd "$(dirname "$0")" && pwd)\nPIDS=\n' + lines
+            + "trap 'kill $PIDS 2>/dev/null' EXIT INT TERM\n")
 
 
 def _script_lines(argv: list[str | ShellWord]) -> list[str]:

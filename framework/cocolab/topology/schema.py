@@ -163,53 +163,64 @@ def load_topology(name: str) -> Topology:
     return parse_topology(path.stem, _read(path), str(path))
 
 
+def _parse_device(raw: object, where: str, source: str, seen: set[str]) -> Device:
+    """One [[device]] table; `seen` holds the ids of the devices before it."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table ([[device]])")
+    check_keys(raw, _DEVICE_KEYS, where)
+    ident = raw.get("id")
+    if ident is None:
+        raise ConfigError(f"{where}: key 'id' is missing")
+    where = f"{source}: device {ident!r}"
+    if not _ID.match(ident):
+        raise ConfigError(f"{where}: key 'id' must be lower-case letters, digits and '-'")
+    if ident in seen:
+        raise ConfigError(f"{where}: key 'id' repeats an earlier device's id")
+    model = _model(raw.get("model"), where)
+    props = {k: v for k, v in raw.items() if k in _PROP_TYPES}
+    for key in props:
+        if key not in model.props:
+            valid = ", ".join(sorted(model.props)) or "none"
+            raise ConfigError(f"{where}: key {key!r} does not apply to {model.name}; its "
+                              f"properties: {valid}")
+    slot, function = _address(raw.get("addr"), where)
+    if model.kind is Kind.PCI_BRIDGE and "chassis" not in props:
+        raise ConfigError(f"{where}: a pci-bridge needs key 'chassis' (a number unique "
+                          "among bridges and ports)")
+    if model.kind in (Kind.ROOT_PORT, Kind.SWITCH_DOWN) and "chassis" not in props:
+        raise ConfigError(f"{where}: a {model.name} needs key 'chassis' (with 'slot', "
+                          "unique among ports)")
+    return Device(ident, model, raw.get("bus"), slot, function,
+                  raw.get("multifunction", False), tuple(sorted(props.items())))
+
+
+def _model(name: object, where: str) -> Model:
+    if name is None:
+        raise ConfigError(f"{where}: key 'model' is missing; choose one of "
+                          f"{', '.join(sorted(MODELS))}")
+    if name not in MODELS:
+        raise ConfigError(f"{where}: key 'model' is {name!r}; choose one of "
+                          f"{', '.join(sorted(MODELS))}")
+    return MODELS[str(name)]
+
+
+def _address(addr: str | None, where: str) -> tuple[int | None, int | None]:
+    """(slot, function) of an 'addr' key, or (None, None) without one."""
+    if addr is None:
+        return None, None
+    m = _ADDR.match(addr)
+    if not m or int(m.group(1), 16) > 31:
+        raise ConfigError(f"{where}: key 'addr' is {addr!r}; write SLOT or SLOT.FUNCTION in "
+                          "hex, slot 00-1f, function 0-7 (e.g. '05.1')")
+    return int(m.group(1), 16), int(m.group(2) or 0)
+
+
 def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
     check_keys(data, {"description": str, "machine": str, "device": list}, source)
-    devices = []
-    seen: set[str] = set()
+    devices: list[Device] = []
     for i, raw in enumerate(data.get("device", [])):
-        where = f"{source}: device[{i}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: must be a table ([[device]])")
-        check_keys(raw, _DEVICE_KEYS, where)
-        ident = raw.get("id")
-        if ident is None:
-            raise ConfigError(f"{where}: key 'id' is missing")
-        where = f"{source}: device {ident!r}"
-        if not _ID.match(ident):
-            raise ConfigError(f"{where}: key 'id' must be lower-case letters, digits and '-'")
-        if ident in seen:
-            raise ConfigError(f"{where}: key 'id' repeats an earlier device's id")
-        seen.add(ident)
-        model_name = raw.get("model")
-        if model_name is None:
-            raise ConfigError(f"{where}: key 'model' is missing; choose one of "
-                              f"{', '.join(sorted(MODELS))}")
-        if model_name not in MODELS:
-            raise ConfigError(f"{where}: key 'model' is {model_name!r}; choose one of "
-                              f"{', '.join(sorted(MODELS))}")
-        model = MODELS[model_name]
-        props = {k: v for k, v in raw.items() if k in _PROP_TYPES}
-        for key in props:
-            if key not in model.props:
-                valid = ", ".join(sorted(model.props)) or "none"
-                raise ConfigError(f"{where}: key {key!r} does not apply to {model_name}; its "
-                                  f"properties: {valid}")
-        slot = function = None
-        if "addr" in raw:
-            m = _ADDR.match(raw["addr"])
-            if not m or int(m.group(1), 16) > 31:
-                raise ConfigError(f"{where}: key 'addr' is {raw['addr']!r}; write SLOT or "
-                                  "SLOT.FUNCTION in hex, slot 00-1f, function 0-7 (e.g. '05.1')")
-            slot, function = int(m.group(1), 16), int(m.group(2) or 0)
-        if model.kind is Kind.PCI_BRIDGE and "chassis" not in props:
-            raise ConfigError(f"{where}: a pci-bridge needs key 'chassis' (a number unique "
-                              "among bridges and ports)")
-        if model.kind in (Kind.ROOT_PORT, Kind.SWITCH_DOWN) and "chassis" not in props:
-            raise ConfigError(f"{where}: a {model_name} needs key 'chassis' (with 'slot', "
-                              "unique among ports)")
-        devices.append(Device(ident, model, raw.get("bus"), slot, function,
-                              raw.get("multifunction", False), tuple(sorted(props.items()))))
+        devices.append(_parse_device(raw, f"{source}: device[{i}]", source,
+                                     {d.id for d in devices}))
     if not devices:
         raise ConfigError(f"{source}: no [[device]] entries; a topology declares at least one "
                           "device (see qemu-configs/topologies/flat.toml)")

@@ -28,6 +28,31 @@ KVM_DEADLINE_S = 8.0
 TCG_DEADLINE_S = 60.0
 
 
+def _watch(accel: str, proc: subprocess.Popen[bytes], monitor: Monitor | None, console: Path,
+           log: Path, deadline: Deadline) -> ProofBoot:
+    """Wait for the proof's token on the console, QEMU's exit, a stop or the deadline."""
+    def failed(why: str) -> ProofBoot:
+        said = qemu_said(log.read_text(errors="replace"))
+        return ProofBoot(accel, False, deadline.elapsed(), f"{why}: {said}" if said else why)
+
+    while True:
+        if console.exists() and PROOF_TOKEN in console.read_bytes():
+            return ProofBoot(accel, True, deadline.elapsed())
+        rc = proc.poll()
+        if rc is not None:
+            if console.exists() and PROOF_TOKEN in console.read_bytes():
+                continue
+            return failed(f"QEMU exited with status {rc}")
+        if monitor is not None and monitor.stopped is not None:
+            return failed(f"QEMU stopped the guest ({monitor.stopped.status})")
+        if deadline.expired():
+            return failed(f"no userspace within {deadline.seconds:g}s ({_last_line(console)})")
+        if monitor is not None:
+            monitor.changed.wait(0.05)
+        else:
+            time.sleep(0.05)
+
+
 def proof_boot(qemu: str, kernel: Path, initrd: Path, accel: str,
                deadline_s: float | None = None, like: VMConfig | None = None) -> ProofBoot:
     """Boot `kernel` with the proof initramfs under `accel`; stop at the first sign of failure:
@@ -53,28 +78,7 @@ def proof_boot(qemu: str, kernel: Path, initrd: Path, accel: str,
                 monitor = Monitor(conn, f"proof-{accel}")
                 monitor.start(timeout=max(deadline.remaining(), 0.5))
 
-            def failed(why: str) -> ProofBoot:
-                said = qemu_said(log.read_text(errors="replace"))
-                return ProofBoot(accel, False, deadline.elapsed(), f"{why}: {said}" if said
-                                 else why)
-
-            while True:
-                if console.exists() and PROOF_TOKEN in console.read_bytes():
-                    return ProofBoot(accel, True, deadline.elapsed())
-                rc = proc.poll()
-                if rc is not None:
-                    if console.exists() and PROOF_TOKEN in console.read_bytes():
-                        continue
-                    return failed(f"QEMU exited with status {rc}")
-                if monitor is not None and monitor.stopped is not None:
-                    return failed(f"QEMU stopped the guest ({monitor.stopped.status})")
-                if deadline.expired():
-                    return failed(f"no userspace within {deadline.seconds:g}s"
-                                  f" ({_last_line(console)})")
-                if monitor is not None:
-                    monitor.changed.wait(0.05)
-                else:
-                    time.sleep(0.05)
+            return _watch(accel, proc, monitor, console, log, deadline)
         except MonitorError as exc:
             # QEMU that dies while starting breaks the handshake first: say why it died
             rc = _exit_status(proc, 1.0)
