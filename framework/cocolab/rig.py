@@ -41,6 +41,7 @@ from cocolab.guest_image.build import (
 from cocolab.host import AccelChoice, QemuInfo, choose_accel, find_qemu, probe_qemu
 from cocolab.host.accel import ProofBoot, retire_kvm
 from cocolab.host.cc import FirmwareSearch, find_firmware, host_cbit, host_problems
+from cocolab.host.tsc import host_tsc_khz
 from cocolab.kernel import Kernel, KernelSpec, parse_kernel_spec, resolve_kernel
 from cocolab.kernel.build import is_source_tree
 from cocolab.kernel.needs import Need, rig_lacks
@@ -346,6 +347,8 @@ class Rig:
         self._require(mach, topo)
         cc_options, cc_args = self._cc(mach)
         microvm = mach.type == "microvm"
+        clock = (f"tsc_early_khz={host_tsc_khz()}", "tsc=reliable") \
+            if microvm and self.accel.accel == "tcg" else ()  # see host/tsc.py
         transport = "virtio_mmio" if microvm else "virtio_pci"
         wanted = tuple(dict.fromkeys((transport, *mach.modules, "virtio_net", *modules)))
         image = self.image_for(tuple(modules), wanted)
@@ -358,7 +361,7 @@ class Rig:
             machine_options=(*mach.options, *cc_options),
             memory_mib=self.lane.memory_mib,
             cpus=self.lane.cpus,
-            cmdline=(*mach.cmdline, *self.append, *cmdline),
+            cmdline=(*mach.cmdline, *clock, *self.append, *cmdline),
             modules=wanted,
             platform_args=(*cc_args, *viommu_args(mach)),
             qemu_args=(*(topology_args(view) if view else ()), *qemu_args),
