@@ -38,3 +38,10 @@ def test_an_import_that_points_up_breaks_the_contract(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cocolab.vm is not allowed to import cocolab.guest:" in result.stdout
     assert "- cocolab.vm.machine -> cocolab.guest (l." in result.stdout
+
+
+def test_no_two_test_modules_share_a_name() -> None:
+    """pytest imports test modules by basename (tests/ has no packages): two test_x.py in two
+    suites make `pytest tests/unit tests/smoke` an import-file-mismatch error."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

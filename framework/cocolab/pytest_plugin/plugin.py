@@ -51,6 +51,8 @@ ITEM_BUNDLE = pytest.StashKey[Path]()
 ITEM_CALL = pytest.StashKey[pytest.TestReport]()
 ITEM_WARNINGS = pytest.StashKey[list[KernelWarning]]()
 ITEM_SHARE = pytest.StashKey[bool]()
+WORKER_RIG = pytest.StashKey[list[str]]()
+"""Under xdist: what the first worker that booted a VM booted it with (_rig_lines)."""
 """The test still holds its share of a shared VM (counted at collection, not yet released)."""
 
 
@@ -173,10 +175,15 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
                                    ) -> list[str]:
     """The QEMU, accelerator and snapshots the selected tests' VMs will use, once collection
     says some will boot (the accelerator's verdict may be a proof boot of the lane's kernel);
-    a --collect-only run boots nothing and is told nothing of them."""
+    a --collect-only run boots nothing and is told nothing of them. (Under xdist the workers
+    collect: the lines come at the end, from the workers that booted, see below.)"""
     if hasattr(config, "workerinput") or config.option.collectonly \
             or not any(ITEM_REQUEST in i.stash for i in items):
         return []  # nothing will boot: nothing to prove or probe
+    return _rig_lines(config)
+
+
+def _rig_lines(config: pytest.Config) -> list[str]:
     rig, lines = config.stash[RIG], []
     try:
         info = rig.qemu_info
@@ -193,6 +200,21 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
                      f"{store.size() >> 20} of {store.limit_bytes >> 20} MiB; --no-snapshots "
                      "boots cold)")
     return lines
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker that booted a VM tells the controller what it booted with."""
+    config = session.config
+    output = getattr(config, "workeroutput", None)
+    if output is not None and config.stash[POOL].cold_boots + config.stash[POOL].restores:
+        output["cocolab_rig"] = _rig_lines(config)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's
+def pytest_testnodedown(node: Any, error: object) -> None:
+    lines = getattr(node, "workeroutput", {}).get("cocolab_rig")
+    if lines:
+        node.config.stash.setdefault(WORKER_RIG, lines)
 
 
 def cc_header(rig: Rig) -> str:
@@ -215,6 +237,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     pool = terminalreporter.config.stash.get(POOL, None)
     if pool is None:
         return
+    for line in terminalreporter.config.stash.get(WORKER_RIG, []):
+        terminalreporter.write_line(f"{line} (xdist workers)")
     if pool.retired:
         terminalreporter.write_line(f"cocolab accelerator: {pool.retired}", yellow=True)
     if pool.cold_boots or pool.restores:
