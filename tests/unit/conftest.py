@@ -1,4 +1,8 @@
-"""Unit tests: no QEMU, no network, no root. Golden files: COCOLAB_REGEN_GOLDEN=1 rewrites."""
+"""Unit tests: the logic, fast; no QEMU (not even a fake one), no network, no root.
+
+tests/rig holds the tests that start a fake QEMU, an SSH server, pytest or avocado.
+Golden files: COCOLAB_REGEN_GOLDEN=1 rewrites.
+"""
 
 from __future__ import annotations
 

@@ -555,4 +555,4 @@ def test_the_guard_sees_a_started_qemu(no_subprocess: None) -> None:
     """The counterpart: input good enough to get past validation does start QEMU (to probe
     it), and the guard catches that."""
     with pytest.raises(SubprocessStarted, match="no-qemu"):
-        cli.main(["doctor", "--qemu", str(Path(__file__).with_name("no-qemu"))])
+        cli.main(["doctor", "--qemu", str(Path(__file__).parents[1] / "rig" / "no-qemu")])

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from fake_sshd import ed25519, pinned
-from test_snapshot import EDU_SAVED
 
 from cocolab.errors import BootError, RigBug, SnapshotUnfaithful, VMStateError
 from cocolab.kernel import Kernel
@@ -22,6 +21,9 @@ from cocolab.vm.snapshot import Snapshot
 from cocolab.vm.ssh import GuestKeys
 
 RELEASE = "6.12.0-fake"
+EDU_SAVED = bytes.fromhex(  # edu's first 64 bytes as cocolab-pci-dump printed them
+    "3412e811030110001000ff00000000000000a0fe000000000000000000000000"
+    "000000000000000000000000f41a00110000000040000000000000000b010000")
 FAKE_QEMU = Path(__file__).with_name("fake_qemu.py")
 SAVED_DUMP = f"0000:00:01.0 bound {EDU_SAVED.hex()}\n0000:00:02.0 free {EDU_SAVED.hex()}\n"
 
