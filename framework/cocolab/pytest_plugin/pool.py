@@ -15,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cocolab.errors import GuestStopped, HostError, SnapshotUnfaithful, VMError
@@ -46,11 +47,16 @@ class VMPool:
         self._boots = 0
         self.retired: str | None = None
         """Set when this run retired KVM after a boot it could not run; said in the summary."""
-        self.snapshots = SnapshotStore() if rig.snapshots_off is None else None
         self.cold_boots = 0
         self.restores = 0
         self.snapshot_problems: list[str] = []
         """Snapshots that did not restore (dropped; their VMs booted cold)."""
+
+    @cached_property
+    def snapshots(self) -> SnapshotStore | None:
+        """The snapshot store, or None when snapshots are off. Looked up on first use: a run
+        that boots nothing makes no cache directory."""
+        return SnapshotStore() if self.rig.snapshots_off is None else None
 
     def _new_vm(self, request: VMRequest) -> Guest:
         self._boots += 1
