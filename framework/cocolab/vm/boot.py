@@ -8,7 +8,7 @@
                     space it lost is written back while the guest is paused; then its clock is
                     set, its CRNG reseeded and its PCI functions checked against the saved ones
 
-Each step runs in a VM state of its own (vm/machine.py): LAUNCHING, then SAVING or RESTORING
+Each step runs in a VM state of its own (vm/state.py): LAUNCHING, then SAVING or RESTORING
 while QEMU, not the guest, has the machine. A strategy reaches the VM through what the VM
 offers its boot: the monitor (`vm.qmp`, `vm.hmp`), the console wait (`vm.await_ready`),
 commands (`vm.run`), liveness (`vm.check_alive`) and the state guard (`vm.enter`).
