@@ -52,6 +52,21 @@ PROBE_REPLIES: dict[str, object] = {  # what cocolab's capability probe asks
 }
 
 
+def qmp_requests(sock: socket.socket):
+    """The commands a QMP client sends on `sock`, until it hangs up. Clients need not end a
+    command with a newline: it is a JSON stream."""
+    decoder, buffer = json.JSONDecoder(), ""
+    while data := sock.recv(4096):
+        buffer += data.decode()
+        while buffer.strip():
+            try:
+                request, end = decoder.raw_decode(buffer.lstrip())
+            except ValueError:
+                break
+            buffer = buffer.lstrip()[end:]
+            yield request
+
+
 def _arg_after(flag: str, prefix: str) -> str | None:
     args = sys.argv[1:]
     for i, arg in enumerate(args[:-1]):
@@ -87,17 +102,8 @@ class FakeMonitor:
         self.send({"event": name, "data": data,
                    "timestamp": {"seconds": int(time.time()), "microseconds": 0}})
 
-    def requests(self):  # QMP clients need not end a command with a newline: a JSON stream
-        decoder, buffer = json.JSONDecoder(), ""
-        while data := self.sock.recv(4096):
-            buffer += data.decode()
-            while buffer.strip():
-                try:
-                    request, end = decoder.raw_decode(buffer.lstrip())
-                except ValueError:
-                    break
-                buffer = buffer.lstrip()[end:]
-                yield request
+    def requests(self):
+        return qmp_requests(self.sock)
 
     def serve(self) -> None:
         for request in self.requests():

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from fake_qemu import qmp_requests
 
 from cocolab.errors import MonitorError, QMPCommandFailed, VMError
 from cocolab.monitor import Monitor
@@ -21,24 +22,16 @@ def _qmp(sock: socket.socket, answers: dict[str, object]) -> None:
     """A QMP server on `sock`: `answers[name]` is the reply's body ("return" or "error"),
     None leaves the command unanswered, "hang up" closes the socket."""
     sock.sendall(json.dumps(GREETING).encode() + b"\r\n")
-    decoder, buffer = json.JSONDecoder(), ""
-    while data := sock.recv(4096):
-        buffer += data.decode()
-        while buffer.strip():
-            try:
-                request, end = decoder.raw_decode(buffer.lstrip())
-            except ValueError:
-                break
-            buffer = buffer.lstrip()[end:]
-            name = request["execute"]
-            body = answers.get(name, {"return": {"status": "running", "running": True}}
-                               if name == "query-status" else {"return": {}})
-            if body == "hang up":
-                sock.close()
-                return
-            if body is not None:
-                reply = {**body, "id": request["id"]} if "id" in request else body
-                sock.sendall(json.dumps(reply).encode() + b"\r\n")
+    for request in qmp_requests(sock):
+        name = request["execute"]
+        body = answers.get(name, {"return": {"status": "running", "running": True}}
+                           if name == "query-status" else {"return": {}})
+        if body == "hang up":
+            sock.close()
+            return
+        if body is not None:
+            reply = {**body, "id": request["id"]} if "id" in request else body
+            sock.sendall(json.dumps(reply).encode() + b"\r\n")
 
 
 @pytest.fixture

