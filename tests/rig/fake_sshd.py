@@ -71,6 +71,8 @@ class Sshd(AcceptingSshd):
         for t in threads[1:]:
             t.join()
         rc = proc.wait()
+        stdout.close()
+        stderr.close()
         # EOF and the status, and the client closes: paramiko answers the exec request after
         # check_channel_exec_request() returns, and a close sent before that answer (a quick
         # `exit 7`) failed the client's exec with "Channel closed", 1 run in 12

@@ -15,7 +15,7 @@ def test_the_host_tsc_is_measured_once_per_boot_in_whole_mhz(
         monkeypatch: pytest.MonkeyPatch) -> None:
     khz = tsc.host_tsc_khz()
     assert khz % 1000 == 0 and 100_000 <= khz <= 10_000_000  # 100 MHz to 10 GHz
-    cached = cache_dir("host") / f"tsc-khz-{tsc._boot_id()}"
+    cached = cache_dir("host") / f"tsc-khz-{tsc.boot_id()}"
     assert cached.read_text() == f"{khz}\n"
     monkeypatch.setattr(tsc, "_program", lambda: pytest.fail("measured twice in one boot"))
     assert tsc.host_tsc_khz() == khz

@@ -90,13 +90,17 @@ def needs_tcg_race(kvm: ProofBoot) -> bool:
     return kvm.reached and kvm.seconds > KVM_SURELY_FASTER_S
 
 
+def boot_id() -> str:
+    """This host boot's id: what a verdict measured on the host is cached under."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
 def verdict_path(qemu: str, kernel: Path) -> Path:
     """Where the verdict for this host boot, QEMU binary and kernel image lives."""
-    try:
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot_id = "unknown"
-    parts = [str(PROOF_VERSION), socket.gethostname(), boot_id]
+    parts = [str(PROOF_VERSION), socket.gethostname(), boot_id()]
     for path in (Path(qemu), kernel):
         st = path.stat()
         parts += [str(path), str(st.st_size), str(st.st_mtime_ns)]

@@ -19,22 +19,16 @@ from pathlib import Path
 from filelock import FileLock
 
 from cocolab.errors import HostError
+from cocolab.host.accel import boot_id
 from cocolab.paths import cache_dir, write_atomic
 
 SOURCE = Path(__file__).with_name("tsc_khz.c")
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
 def host_tsc_khz() -> int:
     """This host's TSC frequency in kHz, rounded to whole MHz (a VM's command line, and so
     its snapshot's key, is then the same on every run); measured once per host boot."""
-    cached = cache_dir("host") / f"tsc-khz-{_boot_id()}"
+    cached = cache_dir("host") / f"tsc-khz-{boot_id()}"
     with FileLock(str(cached) + ".lock"):
         if not cached.exists():
             khz = int(subprocess.run([str(_program())], capture_output=True, text=True,
@@ -53,7 +47,9 @@ def _program() -> Path:
             raise HostError("no C compiler to measure the host's TSC for a microvm guest: "
                             "apt-get install gcc")
         tmp = out.with_suffix(".tmp")
-        subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(tmp), str(SOURCE)],
-                       check=True, capture_output=True)
+        built = subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(tmp), str(SOURCE)],
+                               capture_output=True, text=True, check=False)
+        if built.returncode != 0:
+            raise HostError(f"compiling {SOURCE.name} failed:\n{built.stderr.strip()}")
         tmp.rename(out)
     return out
