@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from cocolab.config import Lane, load_lane
 from cocolab.constants import ACCELS
+from cocolab.devices import BACKENDS
 from cocolab.errors import (
     CocolabError,
     ConfigError,
@@ -30,6 +31,7 @@ from cocolab.errors import (
 )
 from cocolab.guest import Guest, ModuleStore, Supplies
 from cocolab.guest.cma import ResponderSidecar
+from cocolab.guest.virtio import BackendSidecar
 from cocolab.guest_image import GuestImage, build_guest_image, build_proof_initrd
 from cocolab.guest_image.build import (
     carried_modules,
@@ -51,7 +53,7 @@ from cocolab.options import split_append
 from cocolab.qemu import VMConfig
 from cocolab.qemu.argv import spdm_devices
 from cocolab.qemu.cc import cc_machine_options, cc_platform_args
-from cocolab.qemu.topology import topology_args, viommu_args
+from cocolab.qemu.topology import backend_specs, topology_args, viommu_args
 from cocolab.topology import (
     ExpectedView,
     Machine,
@@ -61,6 +63,7 @@ from cocolab.topology import (
     load_topology,
 )
 from cocolab.vm.proof import proof_boot
+from cocolab.vm.sidecar import Sidecar
 
 T = TypeVar("T")
 MAX_BOOT_TIMEOUT_S = 3600.0
@@ -324,7 +327,9 @@ class Rig:
             return None if store is None else ModuleStore(
                 store, frozenset(carried_modules(store, kernel.release, boot)))
 
-        sidecars = [ResponderSidecar(device) for device in spdm_devices(config.qemu_args)]
+        sidecars: list[Sidecar] = [ResponderSidecar(d) for d in spdm_devices(config.qemu_args)]
+        sidecars += [BackendSidecar(spec.device, spec.backend, spec.personality)
+                     for spec in config.backends]
         return Guest(config, workdir, kernel, self.image.keys, name=name, topology=view,
                      sidecars=sidecars, supplies=Supplies(modules, cma_requester))
 
@@ -372,6 +377,7 @@ class Rig:
             # modern-only device alone ("supported by neither legacy nor transitional").
             nic_options=("disable-legacy=on", "iommu_platform=on") if self.lane.cc else (),
             cc=mach.cc,
+            backends=backend_specs(view) if view else (),
             labels=(("lane", self.lane.name), ("kernel", str(self.kernel_spec)),
                     ("machine", mach.name), ("topology", topo.name if topo else "")),
         ), view
@@ -418,6 +424,26 @@ class Rig:
                 cc_platform_args(machine.cc, memory_mib=self.lane.memory_mib,
                                  firmware=firmware, cbit=cbit))
 
+    @staticmethod
+    def _require_backends(machine: Machine, topo: Topology | None) -> None:
+        """A device's `personality` must be one its back-end has, and a vhost-user back-end
+        needs guest RAM it can map: not a TDX or SNP guest's private memory."""
+        served = [d for d in topo.devices if d.prop("backend")] if topo else []
+        for dev in served:
+            backend = BACKENDS[dev.prop("backend")]
+            name = dev.prop("personality", "good")
+            if name not in {p.value for p in backend.personalities}:
+                have = ", ".join(sorted(p.value for p in backend.personalities))
+                raise ConfigError(f"{topo.source if topo else ''}: device {dev.id!r}: key "
+                                  f"'personality' is {name!r}; a {dev.prop('backend')} "
+                                  f"back-end has {have}")
+        if served and machine.cc:
+            raise MissingQemuFeature(
+                f"machine {machine.name}: device {served[0].id!r} has a vhost-user back-end, "
+                f"which maps guest RAM, and cocolab shares no {machine.cc.upper()} guest's "
+                "RAM with one (its private memory is not a shared memfd); run these tests on "
+                "the simulated lane, --lane cc-sim-tdx")
+
     def _require(self, machine: Machine, topo: Topology | None) -> None:
         info = self.qemu_info
         where = f"QEMU {info.version} ({info.binary})"
@@ -433,6 +459,7 @@ class Rig:
         if missing:
             raise MissingQemuFeature(f"{where} has no device {', '.join(missing)} (needed by "
                                      f"{for_what}); use a QEMU that has it (--qemu)")
+        self._require_backends(machine, topo)
         spdm = [d.id for d in topo.devices if d.prop("spdm")] if topo else []
         if spdm and not info.has_property("nvme", "spdm_port"):
             raise MissingQemuFeature(

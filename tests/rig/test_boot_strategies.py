@@ -157,9 +157,9 @@ class Recorder(Sidecar):
         super().__init__(device)
         self.vm, self.notes = vm, notes
 
-    def start(self, workdir: Path) -> int:
+    def start(self, workdir: Path, sockdir: Path) -> str:
         self.notes.append(f"start, qemu {'running' if self.vm[0].pid else 'not started'}")
-        return 4242
+        return "4242"
 
     def close(self) -> None:
         pid = self.vm[0].pid

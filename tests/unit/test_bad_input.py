@@ -324,8 +324,21 @@ CORPUS: list[Bad] = [
         "one of {models}"),
     Bad("topology", _dev('colour = "red"\n'),
         "{node}: @pytest.mark.topology: {file}: device[0]: unknown key 'colour'; valid keys: acs, "
-        "addr, bus, chassis, disable-legacy, disable-modern, id, iommu_platform, model, "
-        "multifunction, shpc, slot, spdm"),
+        "addr, backend, bus, chassis, disable-legacy, disable-modern, id, iommu_platform, model, "
+        "multifunction, personality, shpc, slot, spdm"),
+    Bad("topology", _dev('backend = "vhost-user-blk"\n', model="virtio-rng-pci"),
+        "{node}: @pytest.mark.topology: {file}: device 'd': key 'backend' is 'vhost-user-blk'; "
+        "a virtio-rng-pci may have backend = 'vhost-user-rng'"),
+    Bad("topology", _dev('backend = "vhost-user-rng"\n'),
+        "{node}: @pytest.mark.topology: {file}: device 'd': key 'backend' does not apply to edu; "
+        "its properties: none"),
+    Bad("topology", _dev('personality = "good"\n', model="virtio-rng-pci"),
+        "{node}: @pytest.mark.topology: {file}: device 'd': key 'personality' needs key "
+        "'backend' (backend = 'vhost-user-rng')"),
+    Bad("topology", _dev('backend = "vhost-user-rng"\ndisable-legacy = true\n',
+                         model="virtio-rng-pci"),
+        "{node}: @pytest.mark.topology: {file}: device 'd': key 'disable-legacy': QEMU's "
+        "vhost-user-rng-pci is modern-only (it has no legacy interface to switch); drop the key"),
     Bad("topology", _dev(ident="Disk"),
         "{node}: @pytest.mark.topology: {file}: device 'Disk': key 'id' must be "
         "lower-case letters, "

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cocolab.devices import Backend
 from cocolab.errors import VMStateError
 from cocolab.guest.dmesg import Dmesg
 from cocolab.guest.iomem import IOMem
@@ -30,6 +31,9 @@ from cocolab.guest.vfio import VFIO
 from cocolab.kernel.modules import module_closure
 from cocolab.spdm import Responder
 from cocolab.vm import VM
+
+if TYPE_CHECKING:
+    from cocolab.guest.virtio import ServedDevice
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,20 @@ class Guest(VM):
         from cocolab.guest.cma import ResponderSidecar  # cma imports this module
         return {device: sidecar.responder for device, sidecar in self.sidecars.items()
                 if isinstance(sidecar, ResponderSidecar)}
+
+    @property
+    def devices(self) -> dict[str, Backend]:
+        """The vhost-user back-end of each device declared with a `backend`, by device id:
+        a sidecar, started before QEMU (which connects to it at start-up)."""
+        from cocolab.guest.virtio import BackendSidecar  # virtio imports this module
+        return {device: sidecar.backend for device, sidecar in self.sidecars.items()
+                if isinstance(sidecar, BackendSidecar)}
+
+    def served(self, ident: str) -> ServedDevice:
+        """Device `ident` (declared with a `backend`) from both sides: its back-end, and the
+        guest's virtio device and driver for it."""
+        from cocolab.guest.virtio import ServedDevice
+        return ServedDevice(self, ident)
 
     def modprobe(self, *names: str) -> None:
         """Load kernel modules now, as /init loads a `modules` marker's: on a kernel built

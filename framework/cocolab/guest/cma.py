@@ -58,9 +58,9 @@ class ResponderSidecar(Sidecar):
         super().__init__(device)
         self._responder: Responder | None = None
 
-    def start(self, workdir: Path) -> int:
+    def start(self, workdir: Path, sockdir: Path) -> str:
         self._responder = Responder(workdir / f"spdm-{self.device}.log")
-        return self._responder.port
+        return str(self._responder.port)
 
     @property
     def responder(self) -> Responder:

@@ -23,6 +23,16 @@ GUEST_SSH_PORT = 22
 
 
 @dataclass(frozen=True)
+class BackendSpec:
+    """A device whose data path a cocolab.devices back-end serves: which, and how it starts."""
+
+    device: str
+    backend: str
+    """A topology's `backend` key: vhost-user-rng, vhost-user-blk."""
+    personality: str = "good"
+
+
+@dataclass(frozen=True)
 class VMConfig:
     """Everything that defines a VM. Two tests with equal configs may share one booted VM."""
 
@@ -47,6 +57,9 @@ class VMConfig:
     """More properties of cocolab's own NIC (a CC guest's needs iommu_platform=on)."""
     cc: str = ""
     """'tdx' or 'snp' for a confidential guest (never snapshotted: its memory is encrypted)."""
+    backends: tuple[BackendSpec, ...] = ()
+    """Devices served by a cocolab back-end over vhost-user: guest RAM becomes a shared
+    memfd for them, and the VM is never snapshotted (their state lives outside QEMU)."""
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
     """Free-form (key, value) notes for reports; not part of the VM's identity."""
 
@@ -64,38 +77,51 @@ class VMConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-SPDM_PLACEHOLDER = re.compile(r"@spdm:([a-z0-9-]+)@")
+SIDECAR_PLACEHOLDER = re.compile(r"@(spdm|vhost-user):([a-z0-9-]+)@")
+SPDM, VHOST_USER = "spdm", "vhost-user"
+
+
+def sidecar_placeholder(kind: str, ident: str) -> str:
+    """Stands, in a VMConfig (made before anything runs), for where device `ident`'s
+    sidecar listens: its SPDM responder's TCP port, or its vhost-user back-end's socket.
+    build_argv puts the real one in (see Runtime.endpoints)."""
+    return f"@{kind}:{ident}@"
 
 
 def spdm_placeholder(ident: str) -> str:
-    """Stands for the port of device `ident`'s SPDM responder in a VMConfig, which is made
-    before any responder runs; build_argv puts the port in (see Runtime.spdm_ports)."""
-    return f"@spdm:{ident}@"
+    return sidecar_placeholder(SPDM, ident)
+
+
+def sidecar_devices(args: tuple[str, ...] | list[str], kind: str) -> list[str]:
+    """The ids of the devices in `args` that want a `kind` sidecar, in order."""
+    return list(dict.fromkeys(m.group(2) for arg in args
+                              for m in SIDECAR_PLACEHOLDER.finditer(arg) if m.group(1) == kind))
 
 
 def spdm_devices(args: tuple[str, ...] | list[str]) -> list[str]:
-    """The ids of the devices in `args` that want an SPDM responder, in order."""
-    return list(dict.fromkeys(m.group(1) for arg in args
-                              for m in SPDM_PLACEHOLDER.finditer(arg)))
+    return sidecar_devices(args, SPDM)
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Per-boot values: where the sockets are, which token /init must print, and the port
-    each SPDM-capable device's responder listens on."""
+    """Per-boot values: where the sockets are, which token /init must print, and where
+    each device's sidecar listens (a port or a socket path, by device id)."""
 
     qmp_socket: Path
     console_socket: Path
     token: str
-    spdm_ports: Mapping[str, int] = field(default_factory=dict)
+    endpoints: Mapping[str, str] = field(default_factory=dict)
 
 
-def with_spdm_ports(args: tuple[str, ...], ports: Mapping[str, int]) -> list[str]:
-    def port(m: re.Match[str]) -> str:
-        if m.group(1) not in ports:
-            raise KeyError(f"no SPDM responder for device {m.group(1)!r}")
-        return str(ports[m.group(1)])
-    return [SPDM_PLACEHOLDER.sub(port, arg) for arg in args]
+def with_endpoints(args: tuple[str, ...], endpoints: Mapping[str, str]) -> list[str]:
+    def endpoint(m: re.Match[str]) -> str:
+        if m.group(2) not in endpoints:
+            raise KeyError(f"no {m.group(1)} sidecar for device {m.group(2)!r}")
+        return endpoints[m.group(2)]
+    return [SIDECAR_PLACEHOLDER.sub(endpoint, arg) for arg in args]
+
+
+SHARED_RAM_ID = "cocolab-ram"
 
 
 def kernel_cmdline(config: VMConfig, token: str) -> str:
@@ -125,9 +151,16 @@ def accel_arg(accel: str) -> str:
 
 
 def machine_args(config: VMConfig) -> list[str]:
-    machine = ",".join([config.machine, *config.machine_options])
-    return ["-machine", machine, "-accel", accel_arg(config.accel), "-cpu", config.cpu,
-            "-m", f"{config.memory_mib}M", "-smp", str(config.cpus), *config.platform_args]
+    options, ram = list(config.machine_options), []
+    if config.backends:
+        # vhost-user back-ends map guest RAM from the fds QEMU passes: it must be a shared
+        # memfd (docs/interop/vhost-user.rst, "Memory regions description").
+        options.append(f"memory-backend={SHARED_RAM_ID}")
+        ram = ["-object", f"memory-backend-memfd,id={SHARED_RAM_ID},"
+                          f"size={config.memory_mib}M,share=on"]
+    return ["-machine", ",".join([config.machine, *options]), "-accel", accel_arg(config.accel),
+            "-cpu", config.cpu, "-m", f"{config.memory_mib}M", *ram, "-smp", str(config.cpus),
+            *config.platform_args]
 
 
 def boot_args(config: VMConfig, token: str) -> list[str]:
@@ -165,7 +198,7 @@ def build_argv(config: VMConfig, runtime: Runtime) -> list[str]:
         *console_args(runtime.console_socket),
         *qmp_args(runtime.qmp_socket),
         *netdev_args(config),
-        *with_spdm_ports(config.qemu_args, runtime.spdm_ports),
+        *with_endpoints(config.qemu_args, runtime.endpoints),
     ]
 
 
@@ -195,19 +228,22 @@ def relaunch_script(config: VMConfig, ssh_key: Path, python: str = "python3") ->
 
     A device with an SPDM responder gets one on the next port up, started with `python`
     (-m cocolab.spdm) before QEMU and stopped when QEMU ends; the root it serves is written
-    beside the script as spdm-ID-root.pem.
+    beside the script as spdm-ID-root.pem. A device with a vhost-user back-end gets one
+    (-m cocolab.devices, in the personality it started in) on a socket in a fresh directory
+    under /tmp, removed when the script ends.
     """
     prefix, _, suffix = ssh_netdev("\0").partition("\0")
     port_word = ShellWord(shlex.quote(prefix) + '"$PORT"' + shlex.quote(suffix))
-    spdm = spdm_devices(config.qemu_args)
-    variables = {ident: f"SPDM_PORT_{n}" for n, ident in enumerate(spdm, 1)}
+    words = {ident: f'"$SPDM_PORT_{n}"'
+             for n, ident in enumerate(sidecar_devices(config.qemu_args, SPDM), 1)}
+    words.update({spec.device: f'"$VU_DIR/{spec.device}.sock"' for spec in config.backends})
 
     def with_variables(arg: str) -> str | ShellWord:
-        if not SPDM_PLACEHOLDER.search(arg):
+        if not SIDECAR_PLACEHOLDER.search(arg):
             return arg
-        pieces = SPDM_PLACEHOLDER.split(arg)  # literal, id, literal, id, ..., literal
-        return ShellWord("".join(shlex.quote(p) if i % 2 == 0 else f'"${variables[p]}"'
-                                 for i, p in enumerate(pieces) if p or i % 2))
+        pieces = SIDECAR_PLACEHOLDER.split(arg)  # literal, kind, id, literal, ..., literal
+        return ShellWord("".join(shlex.quote(p) if i % 3 == 0 else words[p] if i % 3 == 2
+                                 else "" for i, p in enumerate(pieces) if p or i % 3 == 2))
 
     argv: list[str | ShellWord] = [
         *base_args(config),
@@ -218,7 +254,7 @@ def relaunch_script(config: VMConfig, ssh_key: Path, python: str = "python3") ->
         *(with_variables(arg) for arg in config.qemu_args),
     ]
     command = " \\\n    ".join(_script_lines(argv))
-    responders = _responder_lines(variables, python)
+    sidecars = _sidecar_lines(sidecar_devices(config.qemu_args, SPDM), config.backends, python)
     return (
         "#!/bin/sh\n"
         "# Boots the VM this test used, its console on this terminal (Ctrl-a x quits).\n"
@@ -228,25 +264,37 @@ def relaunch_script(config: VMConfig, ssh_key: Path, python: str = "python3") ->
         f"KEY={shlex.quote(str(ssh_key))}\n"
         "printf 'ssh: ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
         " root@127.0.0.1\\n' \"$KEY\" \"$PORT\" >&2\n"
-        + responders
-        + (f"{command}\n" if responders else f"exec {command}\n")
+        + sidecars
+        + (f"{command}\n" if sidecars else f"exec {command}\n")
     )
 
 
-def _responder_lines(variables: dict[str, str], python: str) -> str:
-    """relaunch.sh's lines that start a responder per SPDM device (its port in the variable
-    named for it) and stop them all when the script ends; '' without one."""
+def _sidecar_lines(spdm: list[str], backends: tuple[BackendSpec, ...], python: str) -> str:
+    """relaunch.sh's lines that start each device's sidecar (an SPDM responder, its port in
+    SPDM_PORT_n; a vhost-user back-end, its socket in $VU_DIR) and stop them all when the
+    script ends; '' without one."""
+    py = shlex.quote(python)
     lines = "".join(
-        f"{var}=$((PORT + {n}))\n"
-        f"PIDS=\"$PIDS $({shlex.quote(python)} -m cocolab.spdm --port \"${var}\" "
+        f"SPDM_PORT_{n}=$((PORT + {n}))\n"
+        f"PIDS=\"$PIDS $({py} -m cocolab.spdm --port \"$SPDM_PORT_{n}\" "
         f"--root-pem \"$HERE/spdm-{ident}-root.pem\" --log \"$HERE/spdm-{ident}-manual.log\" "
         "--background)\" || exit 1\n"
-        f"echo \"spdm: device {ident} has a responder on 127.0.0.1:${var}\" >&2\n"
-        for n, (ident, var) in enumerate(variables.items(), 1))
+        f"echo \"spdm: device {ident} has a responder on 127.0.0.1:$SPDM_PORT_{n}\" >&2\n"
+        for n, ident in enumerate(spdm, 1))
+    if backends:
+        lines += "VU_DIR=$(mktemp -d /tmp/cocolab-vu.XXXXXX) || exit 1\n"
+    lines += "".join(
+        f"PIDS=\"$PIDS $({py} -m cocolab.devices --socket \"$VU_DIR/{spec.device}.sock\" "
+        f"--backend {shlex.quote(spec.backend)} --personality {shlex.quote(spec.personality)} "
+        f"--log \"$HERE/vhost-user-{spec.device}-manual.log\" --background)\" || exit 1\n"
+        f"echo \"vhost-user: device {spec.device} is served by {spec.backend} "
+        f"({spec.personality})\" >&2\n"
+        for spec in backends)
     if not lines:
         return ""
+    cleanup = 'kill $PIDS 2>/dev/null' + ('; rm -rf "$VU_DIR"' if backends else "")
     return ('HERE=$(cd "$(dirname "$0")" && pwd)\nPIDS=\n' + lines
-            + "trap 'kill $PIDS 2>/dev/null' EXIT INT TERM\n")
+            + f"trap '{cleanup}' EXIT INT TERM\n")
 
 
 def _script_lines(argv: list[str | ShellWord]) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocolab.qemu.argv import spdm_placeholder
+from cocolab.qemu.argv import VHOST_USER, BackendSpec, sidecar_placeholder, spdm_placeholder
 from cocolab.topology import ExpectedView, Machine
 from cocolab.topology.models import Kind
 
@@ -29,6 +29,8 @@ def _props(view: ExpectedView, ident: str) -> list[str]:
         elif key == "spdm":
             if value:  # the responder's port is known only at launch (see spdm_placeholder)
                 out.append(f"spdm_port={spdm_placeholder(ident)}")
+        elif key in ("backend", "personality"):
+            continue  # the back-end's, not QEMU's (see backend_specs)
         elif key == "acs":
             out.append(f"disable-acs={_onoff(not value)}")
         elif isinstance(value, bool):
@@ -44,7 +46,8 @@ def topology_args(view: ExpectedView) -> list[str]:
     backends: list[str] = []
     devices: list[str] = []
     for index, dev in enumerate(view.topology.devices):
-        opts = [dev.model.name, f"id={dev.id}"]
+        backend = dev.prop("backend")
+        opts = [dev.model.qemu_device(backend), f"id={dev.id}"]
         if dev.model.kind is Kind.USB_DEVICE:
             opts.append(f"bus={dev.bus}.0")
         else:
@@ -53,13 +56,24 @@ def topology_args(view: ExpectedView) -> list[str]:
             if dev.multifunction:
                 opts.append("multifunction=on")
         opts += _props(view, dev.id)
-        if dev.model.nic:
+        if backend:
+            # QEMU connects to the back-end's socket at start-up (client mode, no reconnect)
+            backends += ["-chardev", f"socket,id={dev.id}-vu,"
+                                     f"path={sidecar_placeholder(VHOST_USER, dev.id)}"]
+            opts.append(f"chardev={dev.id}-vu")
+        elif dev.model.nic:
             backends += ["-netdev", f"user,id={dev.id}-net,restrict=on"]
             opts += [f"netdev={dev.id}-net", f"mac=52:54:00:cc:00:{index + 1:02x}"]
-        if dev.model.drive:
+        if dev.model.drive and not backend:
             backends += ["-blockdev", f"driver=null-co,node-name={dev.id}-blk,size=67108864"]
             opts.append(f"drive={dev.id}-blk")
             if dev.model.name == "nvme":
                 opts.append(f"serial=cocolab-{dev.id}")
         devices += ["-device", ",".join(opts)]
     return backends + devices
+
+
+def backend_specs(view: ExpectedView) -> tuple[BackendSpec, ...]:
+    """The topology's devices served by a cocolab back-end, in declaration order."""
+    return tuple(BackendSpec(dev.id, dev.prop("backend"), dev.prop("personality", "good"))
+                 for dev in view.topology.devices if dev.prop("backend"))

@@ -47,7 +47,8 @@ class Placed:
         device = m.device
         if m.modern_device:
             # virtio-pci: legacy is off by default below a PCIe port (virtio_pci_realize)
-            legacy = not under_port
+            legacy = not under_port and not (m.vhost_user_modern_only
+                                             and self.device.prop("backend"))
             if self.device.prop("disable-legacy") is not None:
                 legacy = not self.device.prop("disable-legacy")
             if not legacy:

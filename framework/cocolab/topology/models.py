@@ -53,9 +53,19 @@ class Model:
     """virtio: the device ID when the legacy interface is off (1040 + type)."""
     express: bool = False
     """Has a PCIe capability: on q35's root bus it is a root-complex integrated endpoint."""
+    vhost_user: str = ""
+    """virtio: the `backend` it may have instead of QEMU's own device model: a cocolab
+    back-end (cocolab.devices) behind QEMU's vhost-user-NAME-pci."""
+    vhost_user_modern_only: bool = False
+    """That vhost-user-NAME-pci has no legacy interface (no disable-legacy property)."""
+
+    def qemu_device(self, backend: str | None) -> str:
+        """The -device QEMU gets for this model with `backend` (None: QEMU's own model)."""
+        return f"{backend}-pci" if backend else self.name
 
 
 _VIRTIO_PROPS = frozenset({"iommu_platform", "disable-legacy", "disable-modern"})
+_BACKEND_PROPS = frozenset({"backend", "personality"})
 
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("pci-bridge", Kind.PCI_BRIDGE, 0x1B36, 0x0001, 0x060400,
@@ -76,7 +86,11 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("virtio-net-pci", Kind.ENDPOINT, 0x1AF4, 0x1000, 0x020000, nic=True,
           props=_VIRTIO_PROPS, modern_device=0x1041),
     Model("virtio-blk-pci", Kind.ENDPOINT, 0x1AF4, 0x1001, 0x010000, drive=True,
-          props=_VIRTIO_PROPS, modern_device=0x1042),
+          props=_VIRTIO_PROPS | _BACKEND_PROPS, modern_device=0x1042,
+          vhost_user="vhost-user-blk"),
+    Model("virtio-rng-pci", Kind.ENDPOINT, 0x1AF4, 0x1005, 0x00FF00,
+          props=_VIRTIO_PROPS | _BACKEND_PROPS, modern_device=0x1044,
+          vhost_user="vhost-user-rng", vhost_user_modern_only=True),
     Model("qemu-xhci", Kind.USB_HOST, 0x1B36, 0x000D, 0x0C0330),
     Model("usb-kbd", Kind.USB_DEVICE),
     Model("usb-tablet", Kind.USB_DEVICE),

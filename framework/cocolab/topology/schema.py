@@ -153,6 +153,8 @@ _DEVICE_KEYS: dict[str, type | tuple[type, ...]] = {
     "chassis": int, "slot": int, "shpc": bool, "acs": bool,
     "iommu_platform": bool, "disable-legacy": bool, "disable-modern": bool,
     "spdm": bool,  # nvme: its DOE mailbox's SPDM traffic goes to a cocolab.spdm responder
+    "backend": str,  # virtio: served by a cocolab.devices back-end over vhost-user
+    "personality": str,  # ...starting in this personality (cocolab.devices.Personality)
 }
 _PROP_TYPES = {k: v for k, v in _DEVICE_KEYS.items()
                if k not in ("id", "model", "bus", "addr", "multifunction")}
@@ -183,6 +185,7 @@ def _parse_device(raw: object, where: str, source: str, seen: set[str]) -> Devic
             valid = ", ".join(sorted(model.props)) or "none"
             raise ConfigError(f"{where}: key {key!r} does not apply to {model.name}; its "
                               f"properties: {valid}")
+    _check_backend(props, model, where)
     slot, function = _address(raw.get("addr"), where)
     if model.kind is Kind.PCI_BRIDGE and "chassis" not in props:
         raise ConfigError(f"{where}: a pci-bridge needs key 'chassis' (a number unique "
@@ -192,6 +195,24 @@ def _parse_device(raw: object, where: str, source: str, seen: set[str]) -> Devic
                           "unique among ports)")
     return Device(ident, model, raw.get("bus"), slot, function,
                   raw.get("multifunction", False), tuple(sorted(props.items())))
+
+
+def _check_backend(props: dict[str, object], model: Model, where: str) -> None:
+    """`backend` names the model's vhost-user back-end; `personality` needs one. Whether a
+    personality exists is the rig's to say (cocolab.devices sits above this layer)."""
+    backend = props.get("backend")
+    if backend is None:
+        if "personality" in props:
+            raise ConfigError(f"{where}: key 'personality' needs key 'backend' "
+                              f"(backend = {model.vhost_user!r})")
+        return
+    if backend != model.vhost_user:
+        raise ConfigError(f"{where}: key 'backend' is {backend!r}; a {model.name} may have "
+                          f"backend = {model.vhost_user!r}")
+    legacy = sorted(k for k in ("disable-legacy", "disable-modern") if k in props)
+    if model.vhost_user_modern_only and legacy:
+        raise ConfigError(f"{where}: key {legacy[0]!r}: QEMU's {backend}-pci is modern-only "
+                          "(it has no legacy interface to switch); drop the key")
 
 
 def _model(name: object, where: str) -> Model:

@@ -203,8 +203,8 @@ class VM:
         # Unix socket paths are limited to 108 bytes: keep them in a short private dir.
         sockdir = Path(self._stack.enter_context(
             tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")))
-        ports = self._start_sidecars()
-        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", boot.token, ports)
+        endpoints = self._start_sidecars(sockdir)
+        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", boot.token, endpoints)
         self.token = boot.token
         self.argv = build_argv(self.config, runtime) + boot.qemu_args()
         boot.before_qemu(self)
@@ -223,17 +223,17 @@ class VM:
         self.check_alive()
         self.ssh_port = self._forwarded_port()
 
-    def _start_sidecars(self) -> dict[str, int]:
+    def _start_sidecars(self, sockdir: Path) -> dict[str, str]:
         """Start every sidecar (on the exit stack, so stopped after QEMU) and name them in
-        sidecars.txt; their ports, by device, for the argv."""
-        ports = {}
+        sidecars.txt; where each listens, by device, for the argv."""
+        endpoints = {}
         for sidecar in self.sidecars.values():
             self._stack.callback(sidecar.close)
-            ports[sidecar.device] = sidecar.start(self.workdir)
+            endpoints[sidecar.device] = sidecar.start(self.workdir, sockdir)
         if self.sidecars:
             (self.workdir / "sidecars.txt").write_text(
                 "".join(f"{s.describe()}\n" for s in self.sidecars.values()))
-        return ports
+        return endpoints
 
     def _start_monitor(self, listener: socket.socket, deadline: Deadline) -> Monitor:
         monitor = Monitor(self._accept(listener, "its QMP monitor", deadline), self.name,

@@ -3,8 +3,8 @@
 A sidecar is started before QEMU (QEMU refuses to start with nothing listening where a
 device's backend should be), stopped after QEMU, on the VM's exit stack like every other
 resource, and named in the VM's directory (`sidecars.txt`, then its failure bundle). What it
-serves is not this package's business: the rig makes the SPDM responders sidecars today, a
-test's own device backends tomorrow.
+serves is not this package's business: the rig makes sidecars of the SPDM responders and of
+the vhost-user device back-ends a topology declares.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ class Sidecar(abc.ABC):
         self.device = device
 
     @abc.abstractmethod
-    def start(self, workdir: Path) -> int:
-        """Listen (on 127.0.0.1 only), logging into `workdir`; return the TCP port QEMU is
-        to connect to. Called once, before QEMU starts."""
+    def start(self, workdir: Path, sockdir: Path) -> str:
+        """Listen, logging into `workdir`; return where QEMU is to connect, as its argument
+        names it: a TCP port on 127.0.0.1, or a unix socket made in `sockdir` (a short
+        private directory: socket paths are limited to 108 bytes). Called once, before QEMU
+        starts."""
 
     @abc.abstractmethod
     def close(self) -> None:

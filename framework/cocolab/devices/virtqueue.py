@@ -1,0 +1,171 @@
+"""Guest memory as the front-end shares it, and the split virtqueue a device serves from it.
+
+Layouts are those of the virtio 1.2 specification, §2.7 (split virtqueues), little-endian as
+a VIRTIO_F_VERSION_1 device uses them:
+
+    descriptor table  num x {addr u64, len u32, flags u16, next u16}
+    available ring    flags u16, idx u16, ring[num] u16, used_event u16
+    used ring         flags u16, idx u16, ring[num] {id u32, len u32}, avail_event u16
+
+The device reads the available ring and descriptors and writes the used ring; `put_used`
+writes whatever it is given, which is how a hostile personality hands the driver an id or a
+length no genuine device would.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cocolab.devices.protocol import MemoryRegion, ProtocolError
+
+DESC = struct.Struct("<QIHH")
+USED_ELEM = struct.Struct("<II")
+U16 = struct.Struct("<H")
+
+DESC_F_NEXT = 1
+DESC_F_WRITE = 2
+DESC_F_INDIRECT = 4
+
+
+class GuestMemory:
+    """The regions of a SET_MEM_TABLE, each mapped shared from its fd."""
+
+    def __init__(self, regions: Iterable[MemoryRegion], fds: Iterable[int]) -> None:
+        self._maps: list[tuple[MemoryRegion, mmap.mmap]] = []
+        for region, fd in zip(regions, fds, strict=True):
+            try:
+                mapped = mmap.mmap(fd, region.size + region.mmap_offset, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(fd)
+            self._maps.append((region, mapped))
+
+    @classmethod
+    def from_buffers(cls, regions: Iterable[tuple[MemoryRegion, mmap.mmap]]) -> GuestMemory:
+        """Memory over maps already made (the unit tests' anonymous maps)."""
+        memory = cls((), ())
+        memory._maps = list(regions)
+        return memory
+
+    def close(self) -> None:
+        for _, mapped in self._maps:
+            mapped.close()
+        self._maps = []
+
+    def gpa_from_uva(self, uva: int) -> int:
+        """A front-end (QEMU) virtual address, as the ring addresses are given, in guest
+        physical terms."""
+        for region, _ in self._maps:
+            if region.user_addr <= uva < region.user_addr + region.size:
+                return region.guest_addr + (uva - region.user_addr)
+        raise ProtocolError(f"front-end address {uva:#x} is in no memory region")
+
+    def _locate(self, gpa: int, length: int) -> tuple[mmap.mmap, int]:
+        for region, mapped in self._maps:
+            if region.guest_addr <= gpa and gpa + length <= region.guest_addr + region.size:
+                return mapped, region.mmap_offset + (gpa - region.guest_addr)
+        raise ProtocolError(f"guest address {gpa:#x}+{length:#x} is in no memory region")
+
+    def read(self, gpa: int, length: int) -> bytes:
+        mapped, offset = self._locate(gpa, length)
+        return mapped[offset:offset + length]
+
+    def write(self, gpa: int, data: bytes) -> None:
+        mapped, offset = self._locate(gpa, len(data))
+        mapped[offset:offset + len(data)] = data
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    addr: int
+    length: int
+    writable: bool
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One buffer the driver made available: its head's index and its descriptors."""
+
+    head: int
+    descriptors: tuple[Descriptor, ...]
+
+    @property
+    def readable(self) -> tuple[Descriptor, ...]:
+        return tuple(d for d in self.descriptors if not d.writable)
+
+    @property
+    def writable(self) -> tuple[Descriptor, ...]:
+        return tuple(d for d in self.descriptors if d.writable)
+
+    @property
+    def writable_bytes(self) -> int:
+        return sum(d.length for d in self.writable)
+
+
+class SplitQueue:
+    """One split virtqueue: `num` entries at guest addresses `desc`, `avail` and `used`."""
+
+    def __init__(self, memory: GuestMemory, num: int, desc: int, avail: int, used: int,
+                 last_avail: int = 0) -> None:
+        if num == 0 or num & (num - 1) or num > 32768:
+            raise ProtocolError(f"queue size {num} is not a power of 2 up to 32768")
+        self.memory, self.num = memory, num
+        self.desc, self.avail, self.used = desc, avail, used
+        self.last_avail = last_avail
+        """The next available-ring entry this device will take (free-running, 16 bits)."""
+        self.used_idx = last_avail
+        """The next used-ring entry this device will fill (free-running, 16 bits)."""
+
+    def avail_idx(self) -> int:
+        return int(U16.unpack(self.memory.read(self.avail + 2, 2))[0])
+
+    def pop(self) -> Chain | None:
+        """The next chain the driver made available, or None when there is none."""
+        if self.last_avail == self.avail_idx():
+            return None
+        slot = self.avail + 4 + 2 * (self.last_avail % self.num)
+        head = int(U16.unpack(self.memory.read(slot, 2))[0])
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        return Chain(head, tuple(self._walk(head)))
+
+    def _walk(self, head: int) -> Iterable[Descriptor]:
+        index, seen = head, 0
+        while True:
+            if index >= self.num:
+                raise ProtocolError(f"descriptor {index} is beyond the queue ({self.num})")
+            addr, length, flags, nxt = DESC.unpack(
+                self.memory.read(self.desc + DESC.size * index, DESC.size))
+            if flags & DESC_F_INDIRECT:
+                raise ProtocolError("an indirect descriptor, but INDIRECT_DESC was not offered")
+            yield Descriptor(addr, length, bool(flags & DESC_F_WRITE))
+            seen += 1
+            if not flags & DESC_F_NEXT:
+                return
+            if seen >= self.num:
+                raise ProtocolError(f"descriptor chain from {head} loops")
+            index = nxt
+
+    def put_used(self, ident: int, length: int) -> None:
+        """Append {id, len} to the used ring and publish it (the idx after the entry)."""
+        slot = self.used + 4 + USED_ELEM.size * (self.used_idx % self.num)
+        self.memory.write(slot, USED_ELEM.pack(ident & 0xFFFFFFFF, length & 0xFFFFFFFF))
+        self.used_idx = (self.used_idx + 1) & 0xFFFF
+        self.memory.write(self.used + 2, U16.pack(self.used_idx))
+
+    def write_into(self, chain: Chain, data: bytes) -> int:
+        """Fill the chain's writable descriptors with `data`, in order; bytes written."""
+        done = 0
+        for d in chain.writable:
+            if done >= len(data):
+                break
+            part = data[done:done + d.length]
+            self.memory.write(d.addr, part)
+            done += len(part)
+        return done
+
+    def read_from(self, descriptors: Iterable[Descriptor]) -> bytes:
+        return b"".join(self.memory.read(d.addr, d.length) for d in descriptors)

@@ -1,0 +1,100 @@
+"""Virtio devices a test serves itself (cocolab.devices), seen from both sides: the back-end
+beside the VM (a sidecar), and the guest's virtio device and driver for it."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cocolab.devices import BACKENDS, Backend
+from cocolab.errors import RigBug
+from cocolab.vm.sidecar import Sidecar
+
+if TYPE_CHECKING:
+    from cocolab.guest import Guest
+
+DRIVERS = {"vhost-user-rng": "virtio_rng", "vhost-user-blk": "virtio_blk"}
+"""The guest driver of each back-end's device type (its module and its driver name)."""
+
+
+class BackendSidecar(Sidecar):
+    """The back-end of one device: a socket in the VM's socket directory, its events logged
+    to vhost-user-DEVICE.log in the VM's directory."""
+
+    def __init__(self, device: str, backend: str, personality: str = "good") -> None:
+        super().__init__(device)
+        if backend not in BACKENDS:
+            raise RigBug(f"cocolab bug: no back-end {backend!r} (have {', '.join(BACKENDS)})")
+        self.backend_name, self.personality = backend, personality
+        self._backend: Backend | None = None
+
+    def start(self, workdir: Path, sockdir: Path) -> str:
+        path = sockdir / f"vu-{self.device}.sock"
+        self._backend = BACKENDS[self.backend_name](
+            path, workdir / f"vhost-user-{self.device}.log", self.personality)
+        return str(path)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise RigBug(f"cocolab bug: the back-end of {self.device} is not started")
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+    def describe(self) -> str:
+        return (f"{self.device}: {self.backend_name} back-end (cocolab.devices, started "
+                f"{self.personality}), events in vhost-user-{self.device}.log")
+
+
+class ServedDevice:
+    """A device a cocolab back-end serves, from both sides: `backend` (what the device saw,
+    how it behaves) and the guest's virtio device on the device's PCI function, whose driver
+    the test binds when it is ready (none is bound at boot: /init loads no such driver)."""
+
+    def __init__(self, vm: Guest, ident: str) -> None:
+        sidecar = vm.sidecars.get(ident)
+        if not isinstance(sidecar, BackendSidecar):
+            raise RigBug(f"cocolab bug: device {ident!r} has no vhost-user back-end")
+        self.vm, self.ident = vm, ident
+        self.backend = sidecar.backend
+        self.driver = DRIVERS[sidecar.backend_name]
+        self.bdf = vm.topology.bdf(ident)
+
+    def virtio_name(self) -> str:
+        """The virtio bus device ('virtio3') the PCI function carries."""
+        found = self.vm.run(f"cd /sys/bus/pci/devices/{self.bdf} && ls -d virtio*", check=True)
+        return found.stdout.split()[0]
+
+    def bound(self) -> str | None:
+        link = self.vm.run(f"readlink /sys/bus/virtio/devices/{self.virtio_name()}/driver")
+        return posixpath.basename(link.stdout.strip()) if link.ok and link.stdout.strip() \
+            else None
+
+    def load_driver(self) -> None:
+        """Load the driver with automatic probing off on the virtio bus: it binds nothing
+        until bind() names a device."""
+        self.vm.run("echo 0 > /sys/bus/virtio/drivers_autoprobe", check=True)
+        self.vm.modprobe(self.driver)
+
+    def bind(self) -> tuple[bool, str]:
+        """Bind the driver to this device alone (loading it first). Whether it bound, and
+        the shell's error when it did not."""
+        self.load_driver()
+        result = self.vm.run(f"echo {shlex.quote(self.virtio_name())} > "
+                             f"/sys/bus/virtio/drivers/{self.driver}/bind")
+        return result.ok, result.stderr.strip()
+
+    def unbind(self) -> None:
+        if self.bound():
+            self.vm.run(f"echo {shlex.quote(self.virtio_name())} > "
+                        f"/sys/bus/virtio/drivers/{self.driver}/unbind", check=True)
+
+    def block_device(self) -> str:
+        """virtio-blk: the disk's name in /dev ('vda'), once bound."""
+        found = self.vm.run(f"ls /sys/bus/virtio/devices/{self.virtio_name()}/block", check=True)
+        return found.stdout.split()[0]

@@ -1,0 +1,83 @@
+"""Fixtures of the hostile-device suite: one VM per kernel (topology virtio-backends) whose
+virtio-rng and virtio-blk devices a cocolab back-end serves; each test binds the driver it
+needs, with the back-end in the personality it sets, and leaves the device unbound and good.
+
+A test after which the guest cannot be trusted for the next one (a task stuck on a request
+the device will never complete) retires the VM: the next test boots a fresh one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from cocolab.devices import Personality
+from cocolab.guest import Guest
+from cocolab.guest.virtio import ServedDevice
+
+HUNG_TASK_TIMEOUT_S = 2
+"""Set in the guest while a test may leave a task waiting on the device: khungtaskd reports a
+task blocked uninterruptibly for this long (two checks apart), so "no hung task" is asserted
+within the test, not 120 s (Debian's default) after it."""
+
+
+def served(vm: Guest, ident: str) -> Iterator[ServedDevice]:
+    device = vm.served(ident)
+    device.unbind()
+    device.backend.personality = Personality.GOOD
+    device.backend.forget()
+    yield device
+    if vm.retired is None:
+        device.backend.personality = Personality.GOOD
+        device.unbind()
+
+
+@pytest.fixture
+def rng(vm: Guest) -> Iterator[ServedDevice]:
+    """The virtio-rng device, unbound; its entropy is what the test feeds the back-end.
+    khwrngd's own reads are stopped (rng_quality 0), so every byte asked of /dev/hwrng
+    is the test's."""
+    yield from served(vm, "rng")
+
+
+@pytest.fixture
+def disk(vm: Guest) -> Iterator[ServedDevice]:
+    """The virtio-blk device, unbound, its medium 16 MiB of zeros."""
+    vm.served("disk").backend.load(b"")
+    yield from served(vm, "disk")
+
+
+def read_hwrng(vm: Guest, count: int, kill_after: float = 5.0) -> tuple[bytes, str]:
+    """`count` bytes from /dev/hwrng (SIGKILL after `kill_after` s), and what the shell said."""
+    vm.run("echo 0 > /sys/class/misc/hw_random/rng_quality", check=True)
+    r = vm.run(f"timeout -s KILL {kill_after:g} head -c {count} /dev/hwrng > /tmp/hwrng; "
+               "echo status=$?; od -An -tx1 -v /tmp/hwrng", timeout=kill_after + 30)
+    status, _, dump = r.stdout.partition("\n")
+    return bytes.fromhex(dump.replace("\n", " ").replace(" ", "")), status
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A guest command started in the background and looked at `after` seconds later."""
+
+    state: str
+    """Its process state letter (D: uninterruptible; '' once it has ended)."""
+    output: str
+    """What it printed, and 'status=N' once it ended."""
+
+
+def run_in_background(vm: Guest, command: str, after: float) -> Blocked:
+    """Start `command` detached (a task the device never answers must not hold the SSH
+    session), SIGKILL it after `after` seconds, and report its state a second later."""
+    vm.run(f"echo {HUNG_TASK_TIMEOUT_S} > /proc/sys/kernel/hung_task_timeout_secs", check=True)
+    vm.run(f"( {command} > /tmp/bg.out 2>&1; echo status=$? >> /tmp/bg.out ) "
+           "</dev/null >/dev/null 2>&1 & echo $! > /tmp/bg.pid", check=True)
+    time.sleep(after)
+    vm.run("kill -KILL $(cat /tmp/bg.pid) $(pgrep -P $(cat /tmp/bg.pid)) 2>/dev/null; sleep 1")
+    state = vm.run("for p in $(cat /tmp/bg.pid) $(pgrep -P $(cat /tmp/bg.pid)); do "
+                   "sed -n 's/^State:\\s*\\(.\\).*/\\1/p' /proc/$p/status; done").stdout
+    output = vm.run("cat /tmp/bg.out").stdout
+    return Blocked("D" if "D" in state.split() else state.strip()[:1], output)

@@ -1,0 +1,83 @@
+"""A virtio-rng device the test serves (vhost-user-rng-pci), good and hostile.
+
+Sources (6.12 and 7.3 alike):
+- drivers/virtio/virtio_ring.c virtqueue_get_buf_ctx_split(): a used id >= the queue size is
+  BAD_RING "id %u out of range", a used id with no buffer "id %u is not a head!"; BAD_RING
+  (without DEBUG) logs and marks the queue broken, after which get_buf returns nothing.
+- drivers/char/hw_random/virtio-rng.c copy_data(): the device's used len is clamped to the
+  driver's buffer ("A malicious or buggy virtio-rng backend can drive either past
+  sizeof(vi->data)"); virtio_read() waits with wait_for_completion_killable().
+- kernel/hung_task.c: a TASK_KILLABLE wait is never reported as hung.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cocolab.devices import Personality
+from cocolab.guest import Guest
+from cocolab.guest.virtio import ServedDevice
+from conftest import read_hwrng, run_in_background
+
+pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("plain_guest")]
+
+PATTERN = bytes(range(256))
+
+
+def test_the_guest_reads_the_bytes_the_device_served(vm: Guest, rng: ServedDevice) -> None:
+    assert rng.bind() == (True, "")
+    assert rng.backend.started and rng.backend.kicks > 0
+    rng.backend.feed(PATTERN)
+    data, status = read_hwrng(vm, 512)
+    assert status == "status=0" and len(data) == 512
+    assert PATTERN in data, "the fed bytes never reached /dev/hwrng"
+    assert data in bytes(rng.backend.served), "the guest read bytes the device never served"
+
+
+def test_a_used_len_beyond_the_buffer_hands_out_only_what_the_device_wrote(
+        vm: Guest, rng: ServedDevice) -> None:
+    """copy_data() clamps to sizeof(vi->data): without the clamp the reader would get the
+    kernel memory after the buffer, which the device never served."""
+    rng.backend.personality = Personality.USED_LEN_TOO_LARGE
+    assert rng.bind() == (True, "")
+    rng.backend.feed(PATTERN)
+    data, status = read_hwrng(vm, 512)
+    assert status == "status=0" and len(data) == 512
+    assert all(len_ > served.writable for served in rng.backend.requests
+               for _, len_ in served.used), "the personality did not apply"
+    assert data in bytes(rng.backend.served), "the guest read bytes the device never served"
+
+
+def test_a_used_id_returned_twice_goes_unnoticed(vm: Guest, rng: ServedDevice) -> None:
+    """What 6.12 and 7.2 do: the driver takes one used element per interrupt and has put its
+    one buffer back (same head) before the stale copy is read, so the copy passes as the
+    next completion; the device writes before it publishes, so the bytes are still ones it
+    served. Neither kernel notices; asserted so, as a finding (see the issue 25 note)."""
+    rng.backend.personality = Personality.USED_ID_TWICE
+    assert rng.bind() == (True, "")
+    data, status = read_hwrng(vm, 512)
+    assert status == "status=0" and len(data) == 512
+    assert data in bytes(rng.backend.served)
+    assert not vm.dmesg.read().grep(r"virtio_rng .*(out of range|is not a head)")
+
+
+def test_a_used_id_out_of_range_breaks_the_queue_and_the_reader_can_be_killed(
+        vm: Guest, rng: ServedDevice) -> None:
+    rng.backend.personality = Personality.USED_ID_OUT_OF_RANGE
+    vm.dmesg.mark()
+    assert rng.bind() == (True, "")
+    assert rng.backend.requests, "the device was never asked"
+    num = rng.backend.requests[0].used[0][0]
+    assert vm.dmesg.since_mark().grep(rf"virtio_rng virtio\d+: input:id {num} out of range")
+    blocked = run_in_background(vm, "head -c 64 /dev/hwrng", after=3 * 2 + 1)
+    assert blocked.state == "", f"the reader is still there ({blocked.state}) after SIGKILL"
+    assert "status=" not in blocked.output or "status=0" not in blocked.output
+
+
+def test_a_request_never_completed_leaves_a_killable_reader(vm: Guest,
+                                                             rng: ServedDevice) -> None:
+    rng.backend.personality = Personality.NEVER_COMPLETE
+    assert rng.bind() == (True, "")
+    blocked = run_in_background(vm, "head -c 64 /dev/hwrng", after=7)
+    assert blocked.state == "", f"the reader is still there ({blocked.state}) after SIGKILL"
+    assert any(r.used == [] for r in rng.backend.requests), "no request was held back"
