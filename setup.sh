@@ -9,6 +9,8 @@ PACKAGES="gcc libc6-dev libssl-dev cpio kmod zstd xz-utils python3-venv ca-certi
 PACKAGES="$PACKAGES make flex bison bc libelf-dev ccache git"
 # the unit tests run the SSH session against the guest's own shell, busybox's ash
 PACKAGES="$PACKAGES busybox-static"
+# tests/virtio_hostile makes the filesystem image its vhost-user disk serves (mke2fs -d)
+PACKAGES="$PACKAGES e2fsprogs"
 QEMU=qemu-system-x86
 
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

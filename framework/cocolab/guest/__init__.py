@@ -28,7 +28,7 @@ from cocolab.guest.sysfs import SysfsWrite, write_sysfs
 from cocolab.guest.topology import GuestTopology
 from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
-from cocolab.kernel.modules import module_closure
+from cocolab.kernel.modules import module_closure, module_index
 from cocolab.spdm import Responder
 from cocolab.vm import VM
 
@@ -100,6 +100,15 @@ class Guest(VM):
         self._copy_in_modules(names)
         loads = " && ".join(f"modprobe {shlex.quote(name)}" for name in names)
         self.run(f"[ ! -e /proc/modules ] || {{ {loads}; }}", check=True)
+
+    def has_module(self, name: str) -> bool:
+        """Whether modprobe(name) has a module file to load: the kernel built `name` as a
+        module and guests/modules.txt (or a `modules` marker) names it."""
+        store = self._module_store
+        if store is None:
+            return False
+        by_name, _ = module_index(store.root / "lib/modules" / self.kernel.release)
+        return name.replace("-", "_") in by_name
 
     def _copy_in_modules(self, names: tuple[str, ...]) -> None:
         store = self._module_store
