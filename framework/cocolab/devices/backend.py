@@ -10,7 +10,7 @@ the connection.
 Everything it sees is kept, for the test and for the failure bundle:
 
     events          one Event per message, kick, answered request and call, in order
-    acked_features  what the driver accepted (SET_FEATURES), None before it did
+    acked_features  what the driver accepted as QEMU passes it on (SET_FEATURES), None before
     started         a ring is running now: QEMU sent its kick descriptor (the driver set
                     DRIVER_OK) and has not stopped it (GET_VRING_BASE, on reset or unbind)
     kicks           how many kicks arrived
@@ -223,9 +223,10 @@ class Backend:
         return True
 
     def forget(self) -> None:
-        """Start the test-visible record afresh (events, requests, kicks; the log file keeps
-        everything): each test on a shared VM reads only what happened during it."""
-        self.events, self.requests, self.kicks = [], [], 0
+        """Start the test-visible record afresh (events, requests, kicks, acked features;
+        the log file keeps everything): each test on a shared VM reads only what happened
+        during it."""
+        self.events, self.requests, self.kicks, self.acked_features = [], [], 0, None
 
     def close(self) -> None:
         """Stop serving, join the thread, release every descriptor and the socket file."""

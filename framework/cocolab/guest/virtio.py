@@ -77,14 +77,19 @@ class ServedDevice:
 
     def load_driver(self) -> None:
         """Load the driver with automatic probing off on the virtio bus: it binds nothing
-        until bind() names a device."""
+        until bind() names a device. A built-in driver (a kernel built without it as a
+        module) is there already, and probed every device at boot."""
         self.vm.run("echo 0 > /sys/bus/virtio/drivers_autoprobe", check=True)
+        if self.vm.run(f"test -d /sys/bus/virtio/drivers/{self.driver}").ok:
+            return
         self.vm.modprobe(self.driver)
 
     def bind(self) -> tuple[bool, str]:
-        """Bind the driver to this device alone (loading it first). Whether it bound, and
-        the shell's error when it did not."""
+        """Bind the driver to this device alone (loading it first). Whether it bound (or
+        was bound already), and the shell's error when it did not."""
         self.load_driver()
+        if self.bound() == self.driver:
+            return True, ""
         result = self.vm.run(f"echo {shlex.quote(self.virtio_name())} > "
                              f"/sys/bus/virtio/drivers/{self.driver}/bind")
         return result.ok, result.stderr.strip()

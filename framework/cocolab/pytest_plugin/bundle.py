@@ -21,8 +21,10 @@ cocolab failure bundle for {nodeid}
   dropbear.log  the guest's SSH server's own log (/run/dropbear.log: why it refused a channel
                 or a command), read over SSH, else over the serial console
   kernel-warnings.txt  the kernel's warning reports during the test, if it printed any
-  sidecars.txt  what ran beside QEMU (an SPDM responder per device that has one), and its log
-                (spdm-DEVICE.log: every SPDM message, decoded)
+  sidecars.txt  what ran beside QEMU, each with its log: an SPDM responder per device that
+                has one (spdm-DEVICE.log: every SPDM message, decoded), a vhost-user
+                back-end per device that has one (vhost-user-DEVICE.log: every message,
+                kick, request and answer, decoded)
   relaunch.sh   boots the same VM (kernel, initrd, cmdline, devices) with its console on your
                 terminal: ./relaunch.sh [SSH_PORT]; SSH command inside
 """
@@ -55,8 +57,8 @@ def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path,
     for name in ("console.log", "qemu.log", "argv.txt", "relaunch.sh", "sidecars.txt"):
         if (workdir / name).exists():
             shutil.copy2(workdir / name, dest / name)
-    for log in sorted(workdir.glob("spdm-*.log")):  # each SPDM responder's decoded messages
-        shutil.copy2(log, dest / log.name)
+    for log in sorted([*workdir.glob("spdm-*.log"), *workdir.glob("vhost-user-*.log")]):
+        shutil.copy2(log, dest / log.name)  # what each sidecar saw, decoded
     note = "guest was not running"
     if vm is not None and vm.state is VMState.RUNNING:
         try:
