@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 from cocolab.qemu import Runtime, VMConfig, build_argv, kernel_cmdline, relaunch_script
+from cocolab.qemu.argv import BackendSpec
 
 CONFIG = VMConfig(qemu="/usr/bin/qemu-system-x86_64", kernel=Path("/KERNEL"),
                   initrd=Path("/INITRD"), accel="tcg",
@@ -58,3 +59,28 @@ def test_config_key_ignores_labels_but_not_cmdline() -> None:
     c = VMConfig(qemu="q", kernel=Path("/k"), initrd=Path("/i"), cmdline=("iomem=relaxed",))
     assert a.key() == b.key()
     assert a.key() != c.key()
+
+
+BACKENDS = VMConfig(qemu="/usr/bin/qemu-system-x86_64", kernel=Path("/KERNEL"),
+                    initrd=Path("/INITRD"), memory_mib=512,
+                    qemu_args=("-chardev", "socket,id=d-vu,path=@vhost-user:d@",
+                               "-device", "vhost-user-blk-pci,id=d,chardev=d-vu"),
+                    backends=(BackendSpec("d", "vhost-user-blk", "bad-status"),))
+
+
+def test_a_vm_with_back_ends_has_shared_memfd_ram_and_their_sockets() -> None:
+    argv = build_argv(BACKENDS, Runtime(Path("/RUN/qmp.sock"), Path("/RUN/con.sock"), "T",
+                                        {"d": "/RUN/vu-d.sock"}))
+    assert argv[argv.index("-machine") + 1] == "q35,memory-backend=cocolab-ram"
+    assert "memory-backend-memfd,id=cocolab-ram,size=512M,share=on" in argv
+    assert "socket,id=d-vu,path=/RUN/vu-d.sock" in argv
+    assert "-object" not in build_argv(CONFIG, RUNTIME)
+
+
+def test_relaunch_starts_each_back_end_before_qemu_and_stops_it_after(golden, tmp_path) -> None:
+    script = relaunch_script(BACKENDS, Path("/KEY"), python="/VENV/python")
+    golden("relaunch-backends.sh", script)
+    path = tmp_path / "r.sh"
+    path.write_text(script)
+    subprocess.run(["sh", "-n", str(path)], check=True)
+    assert "path=\"$VU_DIR/d.sock\"" in script.replace("'", "")

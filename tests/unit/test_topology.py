@@ -4,7 +4,8 @@ import pytest
 
 from cocolab.errors import ConfigError
 from cocolab.guest.topology import GuestPCI, compare
-from cocolab.qemu.topology import topology_args, viommu_args
+from cocolab.qemu.argv import BackendSpec
+from cocolab.qemu.topology import backend_specs, topology_args, viommu_args
 from cocolab.topology import expected_view, load_machine, load_topology, topology_names
 from cocolab.topology.schema import parse_machine, parse_topology
 
@@ -140,6 +141,12 @@ EXPECTED = {
     "virtio-restricted": ({"vnet-legacy": "0000:00:08.0", "vnet-noplat": "0000:00:09.0",
                            "vnet-plat": "0000:00:0a.0"}, None),
     "nvme-spdm": ({"spdm-disk": "0000:00:08.0", "plain-disk": "0000:00:09.0"}, None),
+    "virtio-backends": ({"rng": "0000:00:08.0", "disk": "0000:00:09.0",
+                         "disk-huge": "0000:00:0a.0", "disk-bs1000": "0000:00:0b.0",
+                         "disk-seg0": "0000:00:0c.0", "disk-nq0": "0000:00:0d.0",
+                         "disk-nq65535": "0000:00:0e.0"}, None),
+    "virtio-backends-platform": ({"disk-plat": "0000:00:08.0", "disk-noplat": "0000:00:09.0"},
+                                 None),
 }
 
 
@@ -219,3 +226,19 @@ def test_a_slot_the_machine_fills_itself_is_refused(machine: str, addr: str,
     topo = parse_topology("t", {"device": [dev(id="nic", model="e1000", addr=addr)]}, SRC)
     with pytest.raises(ConfigError, match=rf"device 'nic': key 'addr' {addr} is taken: {owner}"):
         expected_view(topo, load_machine(machine))
+
+
+def test_a_served_device_is_qemus_vhost_user_model_on_a_chardev_placeholder() -> None:
+    topo = load_topology("virtio-backends")
+    view = expected_view(topo, load_machine("q35"))
+    args = topology_args(view)
+    assert args[:2] == ["-chardev", "socket,id=rng-vu,path=@vhost-user:rng@"]
+    device = next(a for a in args if a.startswith("vhost-user-rng-pci,"))
+    assert device.split(",")[-1] == "chardev=rng-vu" and "drive=" not in ",".join(args)
+    assert backend_specs(view)[:3] == (
+        BackendSpec("rng", "vhost-user-rng"), BackendSpec("disk", "vhost-user-blk"),
+        BackendSpec("disk-huge", "vhost-user-blk", "capacity-huge"))
+    # what the guest enumerates: vhost-user-rng-pci is modern-only (0x1044), the blk
+    # transitional on the root bus (0x1001), as QEMU's own models
+    assert view.expected_ids("rng") == (0x1AF4, 0x1044, 0x00FF00)
+    assert view.expected_ids("disk") == (0x1AF4, 0x1001, 0x010000)

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Boots the VM this test used, its console on this terminal (Ctrl-a x quits).
+# Usage: relaunch.sh [SSH_PORT]; the SSH command to use from another terminal is
+# printed first.
+PORT=${1:-10022}
+KEY=/KEY
+printf 'ssh: ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1\n' "$KEY" "$PORT" >&2
+HERE=$(cd "$(dirname "$0")" && pwd)
+PIDS=
+VU_DIR=$(mktemp -d /tmp/cocolab-vu.XXXXXX) || exit 1
+PIDS="$PIDS $(/VENV/python -m cocolab.devices --socket "$VU_DIR/d.sock" --backend vhost-user-blk --personality bad-status --log "$HERE/vhost-user-d-manual.log" --background)" || exit 1
+echo "vhost-user: device d is served by vhost-user-blk (bad-status)" >&2
+trap 'kill $PIDS 2>/dev/null; rm -rf "$VU_DIR"' EXIT INT TERM
+/usr/bin/qemu-system-x86_64 \
+    -nodefaults \
+    -no-user-config \
+    -display none \
+    -no-reboot \
+    -machine q35,memory-backend=cocolab-ram \
+    -accel tcg,thread=single \
+    -cpu max \
+    -m 512M \
+    -object memory-backend-memfd,id=cocolab-ram,size=512M,share=on \
+    -smp 2 \
+    -kernel /KERNEL \
+    -initrd /INITRD \
+    -append 'console=ttyS0 panic=-1 cocolab.token=manual cocolab.mac=52:54:00:12:34:56 cocolab.modules=virtio_pci,virtio_net' \
+    -serial mon:stdio \
+    -netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:"$PORT"-:22 \
+    -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile= \
+    -chardev socket,id=d-vu,path="$VU_DIR/d.sock" \
+    -device vhost-user-blk-pci,id=d,chardev=d-vu

@@ -1,0 +1,369 @@
+"""cocolab.devices without QEMU: the vhost-user messages and the split virtqueue against byte
+layouts written here from docs/interop/vhost-user.rst and the virtio 1.2 specification
+(§2.7), and the back-ends driven end to end by a front-end played by the test: a memfd for
+guest memory, eventfds for kick and call, a ring laid out by hand."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import select
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cocolab.devices import BlkBackend, Personality, RngBackend
+from cocolab.devices.backend import Backend
+from cocolab.devices.protocol import (
+    F_PROTOCOL_FEATURES,
+    F_VERSION_1,
+    FLAG_NEED_REPLY,
+    MemoryRegion,
+    Message,
+    ProtocolError,
+    ProtocolFeature,
+    Request,
+    describe,
+    unpack_header,
+)
+from cocolab.devices.virtqueue import GuestMemory, SplitQueue
+
+# --- byte layouts, written from the specifications ----------------------------------------
+
+NUM = 8
+DESC, AVAIL, USED = 0x0, 0x100, 0x1000  # guest physical addresses of the ring's parts
+GPA_BASE, UVA_BASE, SIZE = 0x0, 0x7F0000000000, 1 << 20
+BUFFERS = 0x10000
+
+
+def header(request: int, size: int, flags: int = 0x1) -> bytes:
+    return struct.pack("<III", request, flags, size)  # request, flags (version 1), size
+
+
+def test_a_header_is_three_native_u32() -> None:
+    assert unpack_header(bytes.fromhex("05000000" "01000000" "28000000")) == (5, 1, 40)
+
+
+@pytest.mark.parametrize("raw, error", [
+    (header(1, 0, flags=0x2), "message version 2, not 1"),
+    (header(5, 4097), "payload of 4097 bytes (at most 4096)"),
+], ids=["version", "size"])
+def test_a_broken_header_is_a_protocol_error(raw: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=re.escape(error)):
+        unpack_header(raw)
+
+
+def test_a_vring_address_is_index_flags_then_four_u64() -> None:
+    payload = struct.pack("<IIQQQQ", 1, 0, 0xA000, 0xC000, 0xB000, 0)  # desc, used, avail, log
+    addr = Message(Request.SET_VRING_ADDR, 1, payload).vring_addr()
+    assert (addr.index, addr.desc, addr.used, addr.avail) == (1, 0xA000, 0xC000, 0xB000)
+
+
+def test_a_memory_table_wants_one_fd_per_region() -> None:
+    payload = struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, SIZE, UVA_BASE, 0)
+    assert Message(Request.SET_MEM_TABLE, 1, payload, (7,)).memory_regions() == [
+        MemoryRegion(0, SIZE, UVA_BASE, 0)]
+    with pytest.raises(ProtocolError, match="1 regions but 0 fds"):
+        Message(Request.SET_MEM_TABLE, 1, payload).memory_regions()
+    with pytest.raises(ProtocolError, match="9 regions"):
+        Message(Request.SET_MEM_TABLE, 1, struct.pack("<II", 9, 0)).memory_regions()
+
+
+def test_describe_is_one_decoded_line() -> None:
+    features = Message(Request.SET_FEATURES, 1, struct.pack("<Q", 1 << 32 | 1 << 30))
+    assert describe(features, {32: "VERSION_1", 30: "PROTOCOL_FEATURES"}) == \
+        "SET_FEATURES 0x140000000 (PROTOCOL_FEATURES|VERSION_1)"
+    kick = Message(Request.SET_VRING_KICK, 1, struct.pack("<Q", 1 | 1 << 8))
+    assert describe(kick, {}) == "SET_VRING_KICK queue=1 nofd"
+    assert describe(Message(Request.SET_VRING_NUM, 1, b"\0"), {}) == \
+        "SET_VRING_NUM malformed: SET_VRING_NUM: payload of 1 bytes, 8 needed"
+    assert describe(Message(99, 1, b""), {}) == "REQUEST_99"
+
+
+# --- the split virtqueue ---------------------------------------------------------------------
+
+def anonymous_memory() -> tuple[GuestMemory, mmap.mmap]:
+    mapped = mmap.mmap(-1, SIZE)
+    return GuestMemory.from_buffers([(MemoryRegion(GPA_BASE, SIZE, UVA_BASE, 0), mapped)]), mapped
+
+
+def put_desc(mem: mmap.mmap, index: int, addr: int, length: int, flags: int, nxt: int = 0) -> None:
+    struct.pack_into("<QIHH", mem, DESC + 16 * index, addr, length, flags, nxt)
+
+
+def make_available(mem: mmap.mmap, *heads: int) -> None:
+    """The driver's side: ring[idx % num] = head, then idx += 1 (virtio 1.2 §2.7.13)."""
+    idx = struct.unpack_from("<H", mem, AVAIL + 2)[0]
+    for head in heads:
+        struct.pack_into("<H", mem, AVAIL + 4 + 2 * (idx % NUM), head)
+        idx = (idx + 1) & 0xFFFF
+    struct.pack_into("<H", mem, AVAIL + 2, idx)
+
+
+def used(mem: mmap.mmap) -> tuple[int, list[tuple[int, int]]]:
+    """The used ring: its idx, and its elements {id, len} up to idx."""
+    idx = struct.unpack_from("<H", mem, USED + 2)[0]
+    return idx, [struct.unpack_from("<II", mem, USED + 4 + 8 * (i % NUM)) for i in range(idx)]
+
+
+def test_a_chain_is_walked_through_next_with_its_directions() -> None:
+    memory, mem = anonymous_memory()
+    put_desc(mem, 3, BUFFERS, 16, flags=1, nxt=5)          # readable, NEXT
+    put_desc(mem, 5, BUFFERS + 16, 512, flags=1 | 2, nxt=6)  # writable, NEXT
+    put_desc(mem, 6, BUFFERS + 528, 1, flags=2)              # writable, last
+    make_available(mem, 3)
+    queue = SplitQueue(memory, NUM, DESC, AVAIL, USED)
+    chain = queue.pop()
+    assert chain is not None and chain.head == 3
+    assert [(d.addr, d.length, d.writable) for d in chain.descriptors] == [
+        (BUFFERS, 16, False), (BUFFERS + 16, 512, True), (BUFFERS + 528, 1, True)]
+    assert chain.writable_bytes == 513 and queue.pop() is None
+
+
+def test_put_used_writes_the_element_then_publishes_idx() -> None:
+    memory, mem = anonymous_memory()
+    queue = SplitQueue(memory, NUM, DESC, AVAIL, USED)
+    queue.put_used(2, 64)
+    queue.put_used(NUM, 9999)  # anything a hostile device likes
+    assert used(mem) == (2, [(2, 64), (NUM, 9999)])
+
+
+@pytest.mark.parametrize("flags, nxt, error", [
+    (4, 0, "an indirect descriptor"),
+    (1, 0, "descriptor chain from 0 loops"),
+    (1, 9, "descriptor 9 is beyond the queue"),
+])
+def test_a_malformed_chain_is_a_protocol_error(flags: int, nxt: int, error: str) -> None:
+    memory, mem = anonymous_memory()
+    put_desc(mem, 0, BUFFERS, 8, flags=flags, nxt=nxt)
+    make_available(mem, 0)
+    with pytest.raises(ProtocolError, match=error):
+        SplitQueue(memory, NUM, DESC, AVAIL, USED).pop()
+
+
+def test_addresses_outside_guest_memory_are_refused() -> None:
+    memory, _ = anonymous_memory()
+    with pytest.raises(ProtocolError, match="guest address 0xfffff000"):
+        memory.read(0xFFFFF000, 0x2000)
+    with pytest.raises(ProtocolError, match="front-end address 0x10 is in no memory region"):
+        memory.gpa_from_uva(0x10)
+    with pytest.raises(ProtocolError, match="queue size 3"):
+        SplitQueue(memory, 3, DESC, AVAIL, USED)
+
+
+# --- a back-end, driven by a front-end the test plays ----------------------------------------
+
+class FrontEnd:
+    """What QEMU does to a vhost-user back-end, by hand: one memfd of guest memory, one ring
+    (queue 0) at DESC/AVAIL/USED, an eventfd each for kick and call."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+        self.sock.settimeout(5)
+        fd = os.memfd_create("guest")
+        os.ftruncate(fd, SIZE)
+        self.mem = mmap.mmap(fd, SIZE)
+        self.memfd = fd
+        self.kick = os.eventfd(0, os.EFD_NONBLOCK)
+        self.call = os.eventfd(0, os.EFD_NONBLOCK)
+
+    def send(self, request: Request, payload: bytes = b"", fds: tuple[int, ...] = (),
+             flags: int = 0x1) -> None:
+        socket.send_fds(self.sock, [header(request, len(payload), flags) + payload], list(fds))
+
+    def ask(self, request: Request, payload: bytes = b"") -> bytes:
+        self.send(request, payload)
+        _, _, size = struct.unpack("<III", self.recv(12))
+        return self.recv(size)
+
+    def recv(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            data += self.sock.recv(size - len(data))
+        return data
+
+    def start(self, protocol: int = 0) -> None:
+        """QEMU's order (vhost_dev_start): features, memory table, ring 0, kick, enable."""
+        offered = struct.unpack("<Q", self.ask(Request.GET_FEATURES))[0]
+        assert offered >> F_PROTOCOL_FEATURES & 1
+        self.send(Request.SET_PROTOCOL_FEATURES, struct.pack("<Q", protocol))
+        self.send(Request.SET_FEATURES, struct.pack("<Q", 1 << F_VERSION_1
+                                                    | 1 << F_PROTOCOL_FEATURES))
+        self.send(Request.SET_MEM_TABLE, struct.pack("<II", 1, 0)
+                  + struct.pack("<QQQQ", GPA_BASE, SIZE, UVA_BASE, 0), (self.memfd,))
+        self.send(Request.SET_VRING_NUM, struct.pack("<II", 0, NUM))
+        self.send(Request.SET_VRING_BASE, struct.pack("<II", 0, 0))
+        self.send(Request.SET_VRING_ADDR, struct.pack("<IIQQQQ", 0, 0, UVA_BASE + DESC,
+                                                      UVA_BASE + USED, UVA_BASE + AVAIL, 0))
+        self.send(Request.SET_VRING_CALL, struct.pack("<Q", 0), (self.call,))
+        self.send(Request.SET_VRING_KICK, struct.pack("<Q", 0), (self.kick,))
+        self.send(Request.SET_VRING_ENABLE, struct.pack("<II", 0, 1))
+
+    def submit(self, *heads: int) -> None:
+        make_available(self.mem, *heads)
+        os.eventfd_write(self.kick, 1)
+
+    def wait_call(self) -> None:
+        ready, _, _ = select.select([self.call], [], [], 5)
+        assert ready, "the back-end never signalled the call eventfd"
+        os.eventfd_read(self.call)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.mem.close()
+        for fd in (self.memfd, self.kick, self.call):
+            os.close(fd)
+
+
+@pytest.fixture
+def rng(tmp_path: Path) -> Iterator[tuple[RngBackend, FrontEnd]]:
+    backend = RngBackend(tmp_path / "rng.sock", tmp_path / "rng.log")
+    front = FrontEnd(tmp_path / "rng.sock")
+    yield backend, front
+    front.close()
+    backend.close()
+
+
+def request_64(front: FrontEnd, head: int = 0) -> None:
+    put_desc(front.mem, head, BUFFERS + 64 * head, 64, flags=2)  # one writable buffer
+
+
+def test_the_rng_fills_the_buffer_with_what_it_was_fed(rng: tuple[RngBackend, FrontEnd]) -> None:
+    backend, front = rng
+    backend.feed(b"cocolab!" * 8)
+    front.start()
+    request_64(front)
+    front.submit(0)
+    front.wait_call()
+    assert used(front.mem) == (1, [(0, 64)])
+    assert front.mem[BUFFERS:BUFFERS + 64] == b"cocolab!" * 8
+    assert backend.started and backend.kicks == 1
+    assert backend.acked(F_VERSION_1) and backend.messages()[:3] == [
+        "GET_FEATURES", "SET_PROTOCOL_FEATURES", "SET_FEATURES"]
+    assert (backend.log_path is not None
+            and "64 bytes (fed) -> used id=0 len=64" in backend.log_path.read_text())
+
+
+@pytest.mark.parametrize("personality, expected", [
+    (Personality.USED_LEN_TOO_LARGE, (1, [(0, 64 + 4096)])),
+    (Personality.USED_ID_OUT_OF_RANGE, (1, [(NUM, 64)])),
+    (Personality.USED_ID_TWICE, (2, [(0, 64), (0, 64)])),
+    (Personality.NEVER_COMPLETE, (0, [])),
+])
+def test_a_personality_changes_only_what_is_published(
+        rng: tuple[RngBackend, FrontEnd], personality: Personality,
+        expected: tuple[int, list[tuple[int, int]]]) -> None:
+    backend, front = rng
+    backend.personality = personality
+    front.start()
+    request_64(front)
+    front.submit(0)
+    if personality is Personality.NEVER_COMPLETE:
+        assert backend.wait(lambda: bool(backend.requests), 5)
+    else:
+        front.wait_call()
+    assert used(front.mem) == expected
+    assert backend.requests[0].used == expected[1]
+
+
+def test_reply_ack_answers_a_need_reply_with_zero(rng: tuple[RngBackend, FrontEnd]) -> None:
+    _, front = rng
+    front.send(Request.SET_PROTOCOL_FEATURES, struct.pack("<Q", 1 << ProtocolFeature.REPLY_ACK))
+    front.send(Request.SET_OWNER, flags=0x1 | FLAG_NEED_REPLY)
+    request, flags, size = struct.unpack("<III", front.recv(12))
+    assert (request, flags & 0x4, size) == (Request.SET_OWNER, 0x4, 8)
+    assert front.recv(8) == struct.pack("<Q", 0)
+
+
+def test_a_personality_a_device_lacks_is_refused(rng: tuple[RngBackend, FrontEnd]) -> None:
+    backend, _ = rng
+    with pytest.raises(ValueError, match="a rng device has no personality 'bad-status'"):
+        backend.personality = "bad-status"
+    with pytest.raises(ValueError, match="no personality 'evil'; choose one of good, "):
+        backend.personality = "evil"
+
+
+def test_a_broken_stream_drops_the_connection_not_the_back_end(
+        rng: tuple[RngBackend, FrontEnd], tmp_path: Path) -> None:
+    backend, front = rng
+    front.sock.sendall(header(1, 0, flags=0x3))  # version 3
+    assert backend.wait(lambda: bool(backend.errors), 5)
+    assert backend.errors == ["message version 3, not 1"]
+    again = FrontEnd(tmp_path / "rng.sock")  # QEMU may reconnect: a new session
+    try:
+        assert struct.unpack("<Q", again.ask(Request.GET_FEATURES))[0] == backend.offered_features
+    finally:
+        again.close()
+
+
+def test_close_leaves_no_thread_socket_or_descriptor(tmp_path: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    backend: Backend = RngBackend(tmp_path / "x.sock")
+    front = FrontEnd(tmp_path / "x.sock")
+    front.start()
+    front.close()
+    backend.close()
+    backend.close()  # twice is fine
+    assert not (tmp_path / "x.sock").exists()
+    assert not backend._thread.is_alive()
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+# --- virtio-blk --------------------------------------------------------------------------------
+
+def config_space(front: FrontEnd, size: int = 60) -> bytes:
+    reply = front.ask(Request.GET_CONFIG, struct.pack("<III", 0, size, 0) + bytes(size))
+    offset, got, _ = struct.unpack_from("<III", reply)
+    assert (offset, got, len(reply)) == (0, size, 12 + size)
+    return reply[12:]
+
+
+@pytest.mark.parametrize("personality, field, offset, fmt, value", [
+    (Personality.GOOD, "capacity", 0, "<Q", (16 << 20) // 512),
+    (Personality.CAPACITY_HUGE, "capacity", 0, "<Q", 2**64 - 1),
+    (Personality.SEG_MAX_0, "seg_max", 12, "<I", 0),
+    (Personality.BLK_SIZE_ODD, "blk_size", 20, "<I", 1000),
+    (Personality.NUM_QUEUES_0, "num_queues", 34, "<H", 0),
+    (Personality.NUM_QUEUES_65535, "num_queues", 34, "<H", 65535),
+])
+def test_blk_config_space_is_laid_out_as_virtio_1_2_says(
+        tmp_path: Path, personality: Personality, field: str, offset: int, fmt: str,
+        value: int) -> None:
+    """struct virtio_blk_config (virtio 1.2 §5.2.4): capacity le64 @0, size_max @8, seg_max
+    @12, geometry @16, blk_size @20, topology @24, writeback @32, num_queues le16 @34."""
+    backend = BlkBackend(tmp_path / "blk.sock", personality=personality)
+    front = FrontEnd(tmp_path / "blk.sock")
+    try:
+        assert struct.unpack_from(fmt, config_space(front), offset)[0] == value, field
+    finally:
+        front.close()
+        backend.close()
+
+
+@pytest.mark.parametrize("personality, status", [(Personality.GOOD, 0),
+                                                 (Personality.BAD_STATUS, 0x7F)])
+def test_a_blk_read_returns_the_medium_and_a_status(tmp_path: Path, personality: Personality,
+                                                    status: int) -> None:
+    backend = BlkBackend(tmp_path / "blk.sock", image=b"\0" * 512 + b"sector one" * 10,
+                         personality=personality)
+    front = FrontEnd(tmp_path / "blk.sock")
+    try:
+        front.start()
+        struct.pack_into("<IIQ", front.mem, BUFFERS, 0, 0, 1)  # IN, reserved, sector 1
+        put_desc(front.mem, 0, BUFFERS, 16, flags=1, nxt=1)
+        put_desc(front.mem, 1, BUFFERS + 16, 512, flags=1 | 2, nxt=2)
+        put_desc(front.mem, 2, BUFFERS + 528, 1, flags=2)
+        front.submit(0)
+        front.wait_call()
+        assert used(front.mem) == (1, [(0, 513)])
+        assert front.mem[BUFFERS + 16:BUFFERS + 116] == b"sector one" * 10
+        assert front.mem[BUFFERS + 528] == status
+        assert backend.requests[0].what == f"read 512 at sector 1, status {status:#x}"
+    finally:
+        front.close()
+        backend.close()
