@@ -23,17 +23,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import HUNG_TASK_TIMEOUT_S, run_in_background
 
 from cocolab.devices import Personality
 from cocolab.guest import Guest
 from cocolab.guest.cma import kernel_version
 from cocolab.guest.virtio import ServedDevice
-from conftest import HUNG_TASK_TIMEOUT_S, run_in_background
 
 pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("plain_guest")]
 
 BLK_DEV_MAX_SECTORS = (2**63 - 1) >> 9
 """block/blk.h (7.3): LLONG_MAX >> 9."""
+WAIT_S = 3 * HUNG_TASK_TIMEOUT_S + 2
+"""Long enough for khungtaskd to have reported a task hung uninterruptibly (were it to)."""
 NOTE = b"written by the test on the host, read in the guest through a Python virtio-blk\n"
 
 
@@ -109,7 +111,7 @@ def test_a_used_id_out_of_range_fails_the_request(vm: Guest, disk: ServedDevice)
     disk.backend.personality = Personality.USED_ID_OUT_OF_RANGE
     vm.dmesg.mark()
     blocked = run_in_background(vm, f"dd if=/dev/{disk.block_device()} of=/dev/null bs=4096 "
-                                     "count=1 skip=100 iflag=direct", after=3 * HUNG_TASK_TIMEOUT_S + 2)
+                                     "count=1 skip=100 iflag=direct", after=WAIT_S)
     vm.retire("a task waits on its disk for ever", planned=True)
     assert vm.dmesg.since_mark().grep(r"virtio_blk virtio\d+: req\.\d+:id 128 out of range")
     assert blocked.state != "D", "the reader is stuck in D state on a request never failed"
@@ -123,7 +125,7 @@ def test_a_request_never_completed_is_failed_in_time(vm: Guest, disk: ServedDevi
     assert disk.bind() == (True, "")
     disk.backend.personality = Personality.NEVER_COMPLETE
     blocked = run_in_background(vm, f"dd if=/dev/{disk.block_device()} of=/dev/null bs=4096 "
-                                     "count=1 skip=100 iflag=direct", after=3 * HUNG_TASK_TIMEOUT_S + 2)
+                                     "count=1 skip=100 iflag=direct", after=WAIT_S)
     vm.retire("a task waits on its disk for ever", planned=True)
     assert any(r.used == [] for r in disk.backend.requests), "no request was held back"
     assert blocked.state != "D", "the reader is stuck in D state on a request never completed"

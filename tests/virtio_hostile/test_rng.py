@@ -13,11 +13,11 @@ Sources (6.12 and 7.3 alike):
 from __future__ import annotations
 
 import pytest
+from conftest import read_hwrng, run_in_background
 
 from cocolab.devices import Personality
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
-from conftest import read_hwrng, run_in_background
 
 pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("plain_guest")]
 
@@ -26,7 +26,7 @@ PATTERN = bytes(range(256))
 
 def test_the_guest_reads_the_bytes_the_device_served(vm: Guest, rng: ServedDevice) -> None:
     assert rng.bind() == (True, "")
-    assert rng.backend.started and rng.backend.kicks > 0
+    assert rng.backend.started and rng.backend.wait(lambda: rng.backend.kicks > 0, 5)
     rng.backend.feed(PATTERN)
     data, status = read_hwrng(vm, 512)
     assert status == "status=0" and len(data) == 512
