@@ -79,6 +79,29 @@ def test_without_autoprobe_a_loaded_driver_leaves_the_device_unstarted(
     assert started(device)
 
 
+def test_a_function_kept_from_virtio_pci_never_reaches_a_virtio_driver(
+        plain_guest: None, vm: Guest) -> None:
+    """driver_override (drivers/pci/pci-driver.c pci_match_device) as device filtering: the
+    PCI function goes to pci-stub, no virtio device exists for virtio_blk to take, and the
+    device is never started. The counterpart is test_a_plain_guest_starts_both."""
+    device = vm.served("disk-noplat")
+    device.unbind()
+    vm.modprobe("pci_stub")
+    assert vm.pci.unbind(device.bdf).ok  # virtio_pci lets go (and resets the device)
+    try:
+        assert vm.pci.driver_override(device.bdf, "pci-stub").ok
+        device.backend.forget()
+        assert vm.pci.bind(device.bdf, "pci-stub").ok
+        device.load_driver()
+        assert vm.pci.driver_of(device.bdf) == "pci-stub"
+        assert not vm.run(f"ls -d /sys/bus/pci/devices/{device.bdf}/virtio*").ok
+        assert never_started(device) == []
+    finally:
+        vm.pci.unbind(device.bdf)
+        vm.pci.driver_override(device.bdf, None)
+        assert vm.pci.bind(device.bdf, "virtio-pci").ok
+
+
 def since_the_kernel(messages: list[str]) -> list[str]:
     """The messages after the guest kernel took the device over. Firmware may drive a
     virtio-blk before the kernel (SeaBIOS does: its boot disk support starts every one),
