@@ -27,6 +27,16 @@ def make(args: argparse.Namespace) -> Backend:
     return cls(args.socket, args.log, args.personality)
 
 
+def _why(exc: OSError | ValueError, args: argparse.Namespace) -> str:
+    """One line: the image that would not read, the socket that would not listen, or the
+    personality the device type lacks."""
+    if not isinstance(exc, OSError):
+        return str(exc)
+    if exc.filename is not None:  # read_bytes() of --image names its file
+        return f"{exc.filename}: {exc.strerror}"
+    return f"cannot listen on {args.socket}: {exc.strerror}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cocolab.devices",
                                      description="a virtio device back-end over vhost-user")
@@ -60,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backend = make(args)
     except (OSError, ValueError) as exc:
+        why = _why(exc, args)
         if args.background:
-            os.write(ready_w, str(exc).encode())
+            os.write(ready_w, why.encode())
             os._exit(1)
-        print(f"cocolab.devices: {exc}", file=sys.stderr)
+        print(f"cocolab.devices: {why}", file=sys.stderr)
         return 1
     if args.background:
         os.write(ready_w, b"ready")

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TextIO
 
 from cocolab.devices.protocol import (
     COMMON_FEATURE_NAMES,
@@ -153,8 +153,6 @@ class Backend:
                  personality: Personality | str = Personality.GOOD) -> None:
         self.path = path
         self.log_path = log_path
-        self._personality = Personality.GOOD
-        self.personality = personality  # type: ignore[assignment]  # checked by the setter
         self.events: list[Event] = []
         self.requests: list[Served] = []
         self.acked_features: int | None = None
@@ -162,18 +160,25 @@ class Backend:
         self.kicks = 0
         self.errors: list[str] = []
         self._t0 = time.monotonic()
-        self._log = log_path.open("a", buffering=1) if log_path else None
+        self._log: TextIO | None = None
+        self._personality = Personality.GOOD
+        self.personality = personality  # type: ignore[assignment]  # checked by the setter
         self._memory: GuestMemory | None = None
         self._backend_channel: int | None = None
         self._rings = [_Ring() for _ in range(self.num_queues)]
         self._conn: socket.socket | None = None
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._listener.bind(str(path))
+            os.chmod(path, 0o600)
+            self._listener.listen(1)
+        except OSError:
+            self._listener.close()
+            raise
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         self._closing = threading.Event()
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
-        os.chmod(path, 0o600)
-        self._listener.listen(1)
+        self._log = log_path.open("a", buffering=1) if log_path else None
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._loop, daemon=True,
@@ -194,8 +199,7 @@ class Backend:
             raise ValueError(f"a {self.device_type} device has no personality "
                              f"{chosen.value!r}; its personalities: {names}")
         self._personality = chosen
-        if hasattr(self, "events"):
-            self._event("note", f"personality {chosen.value}")
+        self._event("note", f"personality {chosen.value}")
 
     @property
     def offered_features(self) -> int:
@@ -253,6 +257,11 @@ class Backend:
     def config(self) -> bytes | None:
         """The device's config space (virtio 1.2 §5), or None for a type without one."""
         return None
+
+    def set_config(self, offset: int, data: bytes, flags: int) -> bool:
+        """Take a driver's write to config space; False refuses it (vhost-user.rst: a
+        back-end must not accept writes to read-only fields). None is writable here."""
+        return False
 
     def serve(self, queue: SplitQueue, index: int, chain: Chain) -> tuple[int, str]:
         """Answer one request: write into the chain, and return the used length and a
@@ -487,6 +496,12 @@ class Backend:
         ring behind one is not served (the addresses would be IOVAs)."""
         self._reply(msg, U64.pack(0))
 
+    def _on_set_config(self, msg: Message) -> None:
+        offset, size, flags, data = msg.config()
+        if len(data) < size or not self.set_config(offset, data[:size], flags):
+            raise ProtocolError(f"SET_CONFIG of {size} bytes at {offset} refused: not a "
+                                "writable field of this device")
+
     def _on_set_owner(self, msg: Message) -> None:
         pass
 
@@ -549,14 +564,6 @@ class Backend:
         if self._backend_channel is not None:
             os.close(self._backend_channel)
             self._backend_channel = None
-
-    def summary(self) -> str:
-        acked = ("none yet" if self.acked_features is None
-                 else feature_names(self.acked_features,
-                                    {**COMMON_FEATURE_NAMES, **self.feature_table}))
-        return (f"{self.device_type} at {self.path.name}: personality "
-                f"{self.personality.value}, acked {acked}, started={self.started}, "
-                f"kicks={self.kicks}, requests={len(self.requests)}")
 
 
 _ANSWERED = frozenset({Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES,

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
-from cocolab.devices.backend import Backend
+from cocolab.devices.backend import Backend, Personality
 from cocolab.devices.virtqueue import Chain, SplitQueue
 
 
 class RngBackend(Backend):
     device_type = "rng"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, path: Path, log_path: Path | None = None,
+                 personality: Personality | str = Personality.GOOD) -> None:
         self._fed = bytearray()
         self._fed_lock = threading.Lock()
         self.served = bytearray()
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(path, log_path, personality)
 
     def feed(self, data: bytes) -> None:
         """Serve `data` before any random byte, across as many requests as it takes."""
