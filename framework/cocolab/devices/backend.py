@@ -49,7 +49,6 @@ from cocolab.devices.protocol import (
     ProtocolFeature,
     Request,
     describe,
-    feature_names,
     pack_reply,
     unpack_header,
 )
