@@ -38,9 +38,8 @@ def served(vm: Guest, ident: str) -> Iterator[ServedDevice]:
 
 @pytest.fixture
 def rng(vm: Guest) -> Iterator[ServedDevice]:
-    """The virtio-rng device, unbound; its entropy is what the test feeds the back-end.
-    khwrngd's own reads are stopped (rng_quality 0), so every byte asked of /dev/hwrng
-    is the test's."""
+    """The virtio-rng device, unbound; its entropy is what the test feeds the back-end
+    (after quiet_khwrngd, or the kernel's own reader may take it first)."""
     yield from served(vm, "rng")
 
 
@@ -51,9 +50,15 @@ def disk(vm: Guest) -> Iterator[ServedDevice]:
     yield from served(vm, "disk")
 
 
+def quiet_khwrngd(vm: Guest) -> None:
+    """Stop the kernel's own reader of the hwrng (khwrngd runs while rng_quality is above 0,
+    drivers/char/hw_random/core.c): from here on only the test's reads take bytes."""
+    vm.run("echo 0 > /sys/class/misc/hw_random/rng_quality", check=True)
+
+
 def read_hwrng(vm: Guest, count: int, kill_after: float = 5.0) -> tuple[bytes, str]:
     """`count` bytes from /dev/hwrng (SIGKILL after `kill_after` s), and what the shell said."""
-    vm.run("echo 0 > /sys/class/misc/hw_random/rng_quality", check=True)
+    quiet_khwrngd(vm)
     r = vm.run(f"timeout -s KILL {kill_after:g} head -c {count} /dev/hwrng > /tmp/hwrng; "
                "echo status=$?; od -An -tx1 -v /tmp/hwrng", timeout=kill_after + 30)
     status, _, dump = r.stdout.partition("\n")

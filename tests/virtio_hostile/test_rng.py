@@ -13,7 +13,7 @@ Sources (6.12 and 7.3 alike):
 from __future__ import annotations
 
 import pytest
-from conftest import read_hwrng, run_in_background
+from conftest import quiet_khwrngd, read_hwrng, run_in_background
 
 from cocolab.devices import Personality
 from cocolab.guest import Guest
@@ -27,6 +27,7 @@ PATTERN = bytes(range(256))
 def test_the_guest_reads_the_bytes_the_device_served(vm: Guest, rng: ServedDevice) -> None:
     assert rng.bind() == (True, "")
     assert rng.backend.started and rng.backend.wait(lambda: rng.backend.kicks > 0, 5)
+    quiet_khwrngd(vm)
     rng.backend.feed(PATTERN)
     data, status = read_hwrng(vm, 512)
     assert status == "status=0" and len(data) == 512
@@ -40,6 +41,7 @@ def test_a_used_len_beyond_the_buffer_hands_out_only_what_the_device_wrote(
     kernel memory after the buffer, which the device never served."""
     rng.backend.personality = Personality.USED_LEN_TOO_LARGE
     assert rng.bind() == (True, "")
+    quiet_khwrngd(vm)
     rng.backend.feed(PATTERN)
     data, status = read_hwrng(vm, 512)
     assert status == "status=0" and len(data) == 512
@@ -66,9 +68,12 @@ def test_a_used_id_out_of_range_breaks_the_queue_and_the_reader_can_be_killed(
     rng.backend.personality = Personality.USED_ID_OUT_OF_RANGE
     vm.dmesg.mark()
     assert rng.bind() == (True, "")
-    assert rng.backend.requests, "the device was never asked"
+    # the driver asks for entropy as it registers, and bind does not wait for the answer
+    assert rng.backend.wait(lambda: bool(rng.backend.requests), 5), "the device was not asked"
     num = rng.backend.requests[0].used[0][0]
-    assert vm.dmesg.since_mark().grep(rf"virtio_rng virtio\d+: input:id {num} out of range")
+    line = rf"virtio_rng virtio\d+: input:id {num} out of range"
+    assert rng.backend.wait(lambda: bool(vm.dmesg.since_mark().grep(line)), 5), \
+        vm.dmesg.since_mark()
     blocked = run_in_background(vm, "head -c 64 /dev/hwrng", after=3 * 2 + 1)
     assert blocked.state == "", f"the reader is still there ({blocked.state}) after SIGKILL"
     assert "status=" not in blocked.output or "status=0" not in blocked.output
