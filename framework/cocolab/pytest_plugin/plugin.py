@@ -39,7 +39,7 @@ from cocolab.pytest_plugin.markers import (
     kconfig_requirements,
     vm_request,
 )
-from cocolab.pytest_plugin.pool import VMPool
+from cocolab.pytest_plugin.pool import VMPool, default_boot_ahead
 from cocolab.rig import Rig, RigOptions
 
 RIG = pytest.StashKey[Rig]()
@@ -72,6 +72,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "a skip (the default on confidential lanes and lanes with strict = true)")
     group.addoption("--no-strict-lane", dest="cocolab_strict_lane", action="store_const",
                     const=False, help="skip instead, even on such lanes (exploring a host)")
+    group.addoption("--boot-ahead", dest="cocolab_boot_ahead", type=int, default=None,
+                    metavar="N",
+                    help="in a serial run, boot up to N of the VMs the next tests want while "
+                         "the current ones run (default: 1 with two or more CPUs and the "
+                         "memory for a second guest, else 0; 0 turns it off)")
     group.addoption("--results", dest="cocolab_results", default="results",
                     help="where VM logs and failure bundles go (default: ./results)")
 
@@ -127,7 +132,14 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "failure bundles")
     config.stash[RIG] = rig
     config.stash[RESULTS] = results
-    config.stash[POOL] = VMPool(rig, results / "vms")
+    ahead = config.getoption("cocolab_boot_ahead")
+    if ahead is not None and ahead < 0:
+        raise pytest.UsageError(f"--boot-ahead {ahead}: give 0 (off) or more VMs")
+    if hasattr(config, "workerinput"):
+        ahead = 0  # an xdist worker runs a share of the tests: it would boot others' VMs
+    elif ahead is None:
+        ahead = default_boot_ahead(rig.lane.memory_mib)
+    config.stash[POOL] = VMPool(rig, results / "vms", boot_ahead=ahead)
     _progress_to_terminal(config)
 
 
@@ -242,8 +254,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if pool.retired:
         terminalreporter.write_line(f"cocolab accelerator: {pool.retired}", yellow=True)
     if pool.cold_boots or pool.restores:
+        ahead = f", {pool.booted_ahead} booted ahead of their tests" if pool.booted_ahead else ""
         terminalreporter.write_line(f"cocolab VMs: {pool.cold_boots} cold boot(s), "
-                                    f"{pool.restores} restore(s) from snapshots")
+                                    f"{pool.restores} restore(s) from snapshots{ahead}")
     for problem in pool.snapshot_problems:
         terminalreporter.write_line(f"cocolab snapshot dropped (its VM booted cold): {problem}",
                                     yellow=True)
@@ -282,11 +295,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     xdist a worker counts every selected test, not only its own: its VMs live until it ends.)
     """
     pool = session.config.stash[POOL]
+    shared = []
     for item in session.items:
         request = item.stash.get(ITEM_REQUEST, None)
         if request is not None and not request.fresh:
             pool.wanted[request.key()] += 1
             item.stash[ITEM_SHARE] = True
+            shared.append((request, item.nodeid))
+    pool.plan(shared)
     _build_before_tests(session)
 
 
@@ -411,7 +427,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
             booted.shutdown()
         return
     failure = pool.failures.get(vm_req.key())
-    if failure is not None:
+    if failure is not None and failure.nodeid != item.nodeid:  # else: booted ahead for it
         _give_back(item, pool, vm_req)
         item.stash[ITEM_BUNDLE] = failure.bundle or failure.workdir  # the first test's bundle
         first = failure.error.message.splitlines()[0]

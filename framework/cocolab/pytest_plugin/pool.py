@@ -7,6 +7,15 @@ error at once with a line naming it, instead of each waiting out a boot timeout.
 
 Under `--accel auto`, a boot that KVM stops (an internal error its proof boot did not show)
 retires KVM for the run and boots the same VM again under TCG.
+
+Boot-ahead: in a serial run the pool knows, from the collection, the order in which the tests
+will want their VMs. When a test takes its VM, the next VM(s) the run will want start booting
+(cold, or restoring) on a boot-ahead thread while this one's tests run: on two cores one boot
+no longer leaves the other core idle. A VM booted ahead is taken by the first test that wants
+it (waiting for the boot if it is still under way); a boot that fails fails that test, as if
+it had booted the VM itself; one nobody took (a -x stop) is shut down at the end. The
+boot-ahead threads live as long as the pool, because QEMU's parent-death signal follows the
+thread that started it (host/process.py).
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +39,27 @@ from cocolab.vm.snapshot import SnapshotStore, snapshot_key
 LOG = logging.getLogger(__name__)
 
 
+def default_boot_ahead(memory_mib: int, meminfo: Path = Path("/proc/meminfo")) -> int:
+    """One VM ahead when the host has a second CPU for it and the memory for a second guest
+    (its RAM, and as much again for QEMU and the page cache), else none."""
+    if (os.cpu_count() or 1) < 2:
+        return 0
+    try:
+        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines())
+        available_mib = int(fields["MemAvailable"].split()[0]) // 1024
+    except (OSError, KeyError, ValueError):
+        return 0
+    return 1 if available_mib >= 2 * memory_mib else 0
+
+
+def _shut_down_unused(future: Future[Guest]) -> None:
+    """A VM booted ahead that no test took: shut it down, once its boot is over."""
+    try:
+        future.result().shutdown()
+    except Exception as exc:
+        LOG.info("a VM booted ahead and never used failed: %s", exc)
+
+
 @dataclass
 class BootFailure:
     nodeid: str
@@ -38,9 +70,16 @@ class BootFailure:
 
 
 class VMPool:
-    def __init__(self, rig: Rig, workdir: Path):
+    def __init__(self, rig: Rig, workdir: Path, boot_ahead: int = 0):
         self.rig = rig
         self.workdir = workdir
+        self.boot_ahead = boot_ahead
+        """How many VMs may boot ahead of the tests that want them (0: none)."""
+        self.order: list[tuple[VMRequest, str]] = []
+        """Each shared VM the run wants, with the first test that wants it, in run order."""
+        self._ahead: dict[str, Future[Guest]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self.booted_ahead = 0
         self.wanted: Counter[str] = Counter()
         self.vms: dict[str, Guest] = {}
         self.failures: dict[str, BootFailure] = {}
@@ -147,32 +186,83 @@ class VMPool:
             raise
         return vm
 
+    def plan(self, wants: Iterable[tuple[VMRequest, str]]) -> None:
+        """The shared VMs the run will want, as (request, first test's nodeid) in run order."""
+        seen: set[str] = set()
+        for request, nodeid in wants:
+            if request.key() not in seen:
+                seen.add(request.key())
+                self.order.append((request, nodeid))
+
+    def _look_ahead(self, key: str) -> None:
+        """Start booting the VMs wanted next after `key`'s, up to `boot_ahead` at a time."""
+        if not self.boot_ahead:
+            return
+        keys = [r.key() for r, _ in self.order]
+        if key not in keys:
+            return
+        pending = sum(1 for f in self._ahead.values() if not f.done())
+        for request, nodeid in self.order[keys.index(key) + 1:]:
+            if pending >= self.boot_ahead:
+                return
+            k = request.key()
+            if k in self.vms or k in self._ahead or k in self.failures or self.wanted[k] <= 0:
+                continue
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.boot_ahead,
+                                                    thread_name_prefix="cocolab-boot-ahead")
+            LOG.info("booting ahead: %s, for %s", request.describe(), nodeid)
+            self._ahead[k] = self._executor.submit(self.boot, request, nodeid)
+            pending += 1
+
     def acquire(self, request: VMRequest, nodeid: str) -> Guest:
         key = request.key()
-        vm = self.vms.get(key)
-        if vm is not None:
+        ahead = self._ahead.pop(key, None)
+        if ahead is not None:
+            booted = ahead.result()  # a failed boot raises here, recorded as if booted now
+            self.booted_ahead += 1
+            self.vms[key] = booted
+            self._look_ahead(key)
+            return booted
+        shared = self.vms.get(key)
+        if shared is not None:
             try:
-                vm.check_alive()
-                if vm.retired is None:
-                    return vm
-                LOG.info("shared VM %s was retired (%s); booting a new one", vm.name,
-                         vm.retired)
+                shared.check_alive()
+                if shared.retired is None:
+                    return shared
+                LOG.info("shared VM %s was retired (%s); booting a new one", shared.name,
+                         shared.retired)
             except VMError as exc:
                 # An earlier test on this VM killed the guest; that test reported it.
-                LOG.info("shared VM %s is dead (%s); booting a new one", vm.name, exc)
-            vm.shutdown()
+                LOG.info("shared VM %s is dead (%s); booting a new one", shared.name, exc)
+            shared.shutdown()
             del self.vms[key]
-        vm = self.boot(request, nodeid)
-        self.vms[key] = vm
-        return vm
+        self._look_ahead(key)  # before this boot: the two overlap
+        booted = self.boot(request, nodeid)
+        self.vms[key] = booted
+        return booted
 
     def release(self, request: VMRequest) -> None:
         key = request.key()
         self.wanted[key] -= 1
-        if self.wanted[key] <= 0 and key in self.vms:
+        if self.wanted[key] > 0:
+            return
+        if key in self.vms:
             self.vms.pop(key).shutdown()
+        ahead = self._ahead.pop(key, None)
+        if ahead is not None:  # booted ahead for tests that all skipped before taking it
+            ahead.add_done_callback(_shut_down_unused)
 
     def close(self) -> None:
+        for future in self._ahead.values():  # booted ahead, never taken (a -x stop)
+            try:
+                future.result().shutdown()
+            except Exception as exc:
+                LOG.info("a VM booted ahead and never used failed: %s", exc)
+        self._ahead.clear()
         for vm in self.vms.values():
             vm.shutdown()
         self.vms.clear()
+        if self._executor is not None:  # last: its threads are the parents of those QEMUs
+            self._executor.shutdown(wait=True)
+            self._executor = None
