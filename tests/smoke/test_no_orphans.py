@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cocolab.deadline import Deadline
 
 
@@ -36,20 +38,36 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_sigkill_of_pytest_mid_boot_takes_qemu_down(tmp_path: Path) -> None:
-    (tmp_path / "test_inner.py").write_text("def test_boot(vm): pass\n")
+TWO_VMS = """
+import pytest
+
+def test_first(vm): pass
+
+@pytest.mark.cmdline("cocolab.second=1")
+def test_second(vm): pass
+"""
+
+
+@pytest.mark.parametrize("source, qemus", [("def test_boot(vm): pass\n", 1), (TWO_VMS, 2)],
+                         ids=["one-vm", "one-booting-ahead"])
+def test_sigkill_of_pytest_mid_boot_takes_qemu_down(tmp_path: Path, source: str,
+                                                   qemus: int) -> None:
+    """With two VMs, the second boots ahead (pool.py) on another thread while the first
+    boots: both QEMUs must die with the pytest that started them."""
+    (tmp_path / "test_inner.py").write_text(source)
     inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "--results", str(tmp_path / "results"), str(tmp_path / "test_inner.py")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-snapshots",
+         "--boot-ahead", "1", "--results", str(tmp_path / "results"),
+         str(tmp_path / "test_inner.py")],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = Deadline(60)
         qemu: list[int] = []
-        while not qemu and not deadline.expired() and inner.poll() is None:
+        while len(qemu) < qemus and not deadline.expired() and inner.poll() is None:
             qemu = [p for p in children(inner.pid)
                     if Path(f"/proc/{p}/comm").read_text().startswith("qemu-system")]
             time.sleep(0.05)  # poll interval
-        assert qemu, "the inner pytest never started QEMU"
+        assert len(qemu) == qemus, f"the inner pytest started {len(qemu)} QEMU, not {qemus}"
         os.kill(inner.pid, signal.SIGKILL)
         inner.wait()
         deadline = Deadline(10)
