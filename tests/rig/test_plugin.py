@@ -97,6 +97,7 @@ def test_qemu_and_accelerator_are_said_once_a_selected_test_boots_a_vm(
     (("--results", "{file}/sub"), "*--results {file}/sub: {file} is a file, not a directory*"),
     (("--boot-timeout", "nan"), "*--boot-timeout nan: give seconds above 0*"),
     (("--append", 'x="a'), "*--append 'x=\"a': No closing quotation*"),
+    (("--boot-ahead", "-1"), "*--boot-ahead -1: give 0 (off) or more VMs*"),
 ])
 def test_bad_options_are_one_usage_error(pytester: pytest.Pytester, args: tuple[str, ...],
                                          line: str) -> None:
