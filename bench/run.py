@@ -6,9 +6,10 @@
 Per round, in this order (interleaved, so that the noise of a shared machine falls on all
 alike): the bare-kernel floor (the same kernel, machine, RAM and CPUs, with the accelerator
 proof's one-program initramfs that says so on the console and powers off), a cocolab cold boot
-to its first SSH command, and a restore of that VM's snapshot to its first SSH command. Then
-the median round trip of 200 `true` commands on one VM, and `pytest tests/devmem/` three ways:
-`--no-snapshots`, with warm snapshots (after one untimed run that makes them), and
+to its first SSH command (with the guest time of each /init step, from its stamps), and a
+restore of that VM's snapshot to its first SSH command. Then the median round trip of 200
+`true` commands on one VM, and `pytest tests/devmem/` four ways: `--no-snapshots` serial
+without and with boot-ahead, with warm snapshots (after one untimed run that makes them), and
 `--no-snapshots -n 2`. virtme-ng's `vng --exec` on the same kernel, when `vng` is on PATH.
 Ratios are what to read: this machine is shared, and an absolute second means little.
 """
@@ -75,6 +76,23 @@ def round_trip_ms(vm: Guest, count: int = 200) -> float:
         vm.run("true", timeout=30)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+INIT_STEPS = ("mounts", "modules", "network", "sshd")
+"""guests/init's stamps after its first ("init"), in order (/run/cocolab-init-times)."""
+
+
+def init_steps(vm: Guest) -> dict[str, float]:
+    """Guest seconds: the kernel until /init runs, then each /init step, from the stamps."""
+    stamps = dict(line.split() for line in
+                  vm.run("cat /run/cocolab-init-times", check=True).stdout.splitlines())
+    at = {name: float(value) for name, value in stamps.items()}
+    steps = {"kernel": at["init"]}
+    previous = at["init"]
+    for name in INIT_STEPS:
+        steps[name] = at[name] - previous
+        previous = at[name]
+    return steps
 
 
 def suite(*args: str) -> float:
@@ -151,10 +169,12 @@ def main() -> int:
         store = SnapshotStore(Path(tmp))
         snap = snapshot(rig, store)
         floors, colds, restores = [], [], []
+        inits: list[dict[str, float]] = []
         for _ in range(args.rounds):
             floors.append(floor(rig))
             vm = boot(rig)
             colds.append(vm.boot_seconds or 0.0)
+            inits.append(init_steps(vm))
             stop(vm)
             vm = boot(rig, Restore(snap))
             restores.append(vm.boot_seconds or 0.0)
@@ -170,12 +190,15 @@ def main() -> int:
         "restore_to_ssh_median_s": statistics.median(restores),
         "restore_to_ssh_max_s": max(restores),
         "command_rtt_median_ms": rtt,
-        "runs": {"floor": floors, "cold": colds, "restore": restores},
+        "init_steps_median_s": {step: statistics.median(i[step] for i in inits)
+                                for step in inits[0]},
+        "runs": {"floor": floors, "cold": colds, "restore": restores, "init": inits},
     }
     if not args.no_suites:
-        result["devmem_suite_cold_s"] = suite("--no-snapshots")
+        result["devmem_suite_cold_s"] = suite("--no-snapshots", "--boot-ahead", "0")
+        result["devmem_suite_cold_ahead_s"] = suite("--no-snapshots", "--boot-ahead", "1")
         suite()  # makes the suite's snapshots, untimed
-        result["devmem_suite_warm_s"] = suite()
+        result["devmem_suite_warm_s"] = suite("--boot-ahead", "0")
         result["devmem_suite_n2_s"] = suite("--no-snapshots", "-n", "2", "--dist", "loadgroup")
     result["virtme_ng_median_s"], result["virtme_ng_command"] = vng(rig, args.rounds)
     report(result)
@@ -197,7 +220,9 @@ def report(r: dict[str, object]) -> None:
          ratio("restore_to_ssh_median_s", "cold_boot_to_ssh_median_s") + " of a cold boot"),
         ("restore, slowest", "restore_to_ssh_max_s", "s", ""),
         ("command round trip (median of 200)", "command_rtt_median_ms", "ms", ""),
-        ("pytest tests/devmem/ --no-snapshots", "devmem_suite_cold_s", "s", ""),
+        ("pytest tests/devmem/ --no-snapshots", "devmem_suite_cold_s", "s", "--boot-ahead 0"),
+        ("... with --boot-ahead 1", "devmem_suite_cold_ahead_s", "s",
+         ratio("devmem_suite_cold_ahead_s", "devmem_suite_cold_s") + " of --boot-ahead 0"),
         ("pytest tests/devmem/ (warm snapshots)", "devmem_suite_warm_s", "s",
          ratio("devmem_suite_warm_s", "devmem_suite_cold_s") + " of --no-snapshots"),
         ("pytest tests/devmem/ --no-snapshots -n 2", "devmem_suite_n2_s", "s",
@@ -210,6 +235,10 @@ def report(r: dict[str, object]) -> None:
         value = r.get(key)
         shown = f"{value:8.2f} {unit}" if isinstance(value, float) else "     n/a"
         print(f"  {label:<42} {shown}  {note}")
+    steps = r.get("init_steps_median_s")
+    if isinstance(steps, dict):
+        print("  guest time of a cold boot: " + ", ".join(f"{k} {v:.2f} s"
+                                                      for k, v in steps.items()))
     if r.get("virtme_ng_median_s") is None:
         print(f"  virtme-ng: {r['virtme_ng_command']}")
 
