@@ -17,12 +17,26 @@ import pytest
 from cocolab.devices import Personality
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
+from cocolab.rig import Rig
 
 HUNG_TASK_TIMEOUT_S = 2
 """Set in the guest while a test may leave a task waiting on the device: khungtaskd reports a
 task blocked uninterruptibly for this long (two checks apart), so "no hung task" holds within
 the test, not 120 s (Debian's default) after it. (A block reader is never reported:
 blk_io_schedule() wakes it every timeout / 2 on purpose; test_blk.py asserts its state.)"""
+
+
+@pytest.fixture
+def hostile_lane(cocolab_rig: Rig) -> None:
+    """The hostile devices lack VIRTIO_F_ACCESS_PLATFORM, which a confidential guest (a
+    simulated one included) refuses before it starts them: there is nothing to test there.
+    Skips, before booting, on such a lane."""
+    lane = cocolab_rig.lane
+    if lane.cc:
+        pytest.skip(f"lane {lane.name} boots {lane.cc_words} guests, which refuse these virtio "
+                    "devices (no VIRTIO_F_ACCESS_PLATFORM) before starting them, as "
+                    "test_device_side.py shows; run the hostile-device tests on a "
+                    "non-confidential lane (--lane default)")
 
 
 def served(vm: Guest, ident: str) -> Iterator[ServedDevice]:

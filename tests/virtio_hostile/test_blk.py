@@ -30,7 +30,7 @@ from cocolab.guest import Guest
 from cocolab.guest.cma import kernel_version
 from cocolab.guest.virtio import ServedDevice
 
-pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("plain_guest")]
+pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane")]
 
 BLK_DEV_MAX_SECTORS = (2**63 - 1) >> 9
 """block/blk.h (7.3): LLONG_MAX >> 9."""

@@ -19,7 +19,7 @@ from cocolab.devices import Personality
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
 
-pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("plain_guest")]
+pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane")]
 
 PATTERN = bytes(range(256))
 
