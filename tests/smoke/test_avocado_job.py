@@ -179,8 +179,11 @@ def test_avocado_s_timeout_leaves_no_qemu_behind(
             time.sleep(3600)
     """)
     jobs = tmp_path / "jobs"
+    # 20 s: the VM is up in under 10 (a restore, or a cold boot); should the timeout fall
+    # earlier on a slow host, it interrupts a boot instead of a hung test, and the QEMU being
+    # booted must not outlive avocado either.
     run = subprocess.Popen([str(AVOCADO), "run", "--job-results-dir", str(jobs),
-                            "--disable-sysinfo", "--job-timeout", "60", str(sample)],
+                            "--disable-sysinfo", "--job-timeout", "20", str(sample)],
                            cwd=pytester.path, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)  # its words, if it fails
     seen: set[int] = set()  # QEMUs started under avocado (its runner, pytest, then QEMU)
