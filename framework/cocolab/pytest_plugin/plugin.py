@@ -39,7 +39,7 @@ from cocolab.pytest_plugin.markers import (
     kconfig_requirements,
     vm_request,
 )
-from cocolab.pytest_plugin.pool import VMPool, default_boot_ahead
+from cocolab.pytest_plugin.pool import VMPool, default_boot_ahead, spare_guests
 from cocolab.rig import Rig, RigOptions
 
 RIG = pytest.StashKey[Rig]()
@@ -74,9 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     const=False, help="skip instead, even on such lanes (exploring a host)")
     group.addoption("--boot-ahead", dest="cocolab_boot_ahead", type=int, default=None,
                     metavar="N",
-                    help="in a serial run, boot up to N of the VMs the next tests want while "
-                         "the current ones run (default: 1 with two or more CPUs and the "
-                         "memory for a second guest, else 0; 0 turns it off)")
+                    help="in a serial run, boot up to N of the VMs the next tests want at a "
+                         "time while the current ones run (default: one per CPU, as many "
+                         "as the memory holds, 0 on one CPU; 0 turns it off)")
     group.addoption("--results", dest="cocolab_results", default="results",
                     help="where VM logs and failure bundles go (default: ./results)")
 
@@ -139,7 +139,8 @@ def pytest_configure(config: pytest.Config) -> None:
         ahead = 0  # an xdist worker runs a share of the tests: it would boot others' VMs
     elif ahead is None:
         ahead = default_boot_ahead(rig.lane.memory_mib)
-    config.stash[POOL] = VMPool(rig, results / "vms", boot_ahead=ahead)
+    config.stash[POOL] = VMPool(rig, results / "vms", boot_ahead=ahead,
+                                hold=spare_guests(rig.lane.memory_mib))
     _progress_to_terminal(config)
 
 

@@ -9,19 +9,22 @@ Under `--accel auto`, a boot that KVM stops (an internal error its proof boot di
 retires KVM for the run and boots the same VM again under TCG.
 
 Boot-ahead: in a serial run the pool knows, from the collection, the order in which the tests
-will want their VMs. When a test takes its VM, the next VM(s) the run will want start booting
-(cold, or restoring) on a boot-ahead thread while this one's tests run: on two cores one boot
-no longer leaves the other core idle. A VM booted ahead is taken by the first test that wants
-it (waiting for the boot if it is still under way); a boot that fails fails that test, as if
-it had booted the VM itself; one nobody took (a -x stop) is shut down at the end. The
-boot-ahead threads live as long as the pool, because QEMU's parent-death signal follows the
-thread that started it (host/process.py).
+will want their VMs. From the VM the run is at, the next VMs it will want boot (cold, or
+restoring) on boot-ahead threads while the current VM's tests run: `boot_ahead` of them at a
+time (the cores), and at most `hold` booted ahead at once, booting or waiting for their tests
+(the memory). A boot that ends starts the next one, so the spare cores stay busy however long
+the current tests take. A VM booted ahead is taken by the first test that wants it (waiting
+for the boot if it is still under way); a boot that fails fails that test, as if it had booted
+the VM itself; one nobody took (a -x stop) is shut down at the end. The boot-ahead threads
+live as long as the pool, because QEMU's parent-death signal follows the thread that started
+it (host/process.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,17 +42,31 @@ from cocolab.vm.snapshot import SnapshotStore, snapshot_key
 LOG = logging.getLogger(__name__)
 
 
-def default_boot_ahead(memory_mib: int, meminfo: Path = Path("/proc/meminfo")) -> int:
-    """One VM ahead when the host has a second CPU for it and the memory for a second guest
-    (its RAM, and as much again for QEMU and the page cache), else none."""
-    if (os.cpu_count() or 1) < 2:
-        return 0
+HOLD_MAX = 4
+"""VMs booted ahead at once, whatever the memory: a run's VMs are few, and boots too far
+ahead are wasted by a -x stop."""
+
+
+def spare_guests(memory_mib: int, meminfo: Path = Path("/proc/meminfo")) -> int:
+    """How many guests of `memory_mib` fit beside the one running now, each counted twice
+    (its RAM, and as much again for QEMU and the page cache), at most HOLD_MAX."""
     try:
         fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines())
         available_mib = int(fields["MemAvailable"].split()[0]) // 1024
     except (OSError, KeyError, ValueError):
         return 0
-    return 1 if available_mib >= 2 * memory_mib else 0
+    return max(0, min(HOLD_MAX, available_mib // (2 * memory_mib) - 1))
+
+
+def default_boot_ahead(memory_mib: int, meminfo: Path = Path("/proc/meminfo")) -> int:
+    """VMs booting ahead at a time: one per CPU, as many as the memory holds beside the
+    current guest, none on one CPU. One per CPU, not one fewer: a guest whose tests run idles
+    between their commands, and the boots are what keeps the cores busy (tests/devmem/ cold
+    on 2 CPUs: 0.56 to 0.80 of a serial run with 2 ahead, 0.70 to 0.82 with 1)."""
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        return 0
+    return min(cpus, spare_guests(memory_mib, meminfo))
 
 
 def _shut_down_unused(future: Future[Guest]) -> None:
@@ -70,15 +87,24 @@ class BootFailure:
 
 
 class VMPool:
-    def __init__(self, rig: Rig, workdir: Path, boot_ahead: int = 0):
+    def __init__(self, rig: Rig, workdir: Path, boot_ahead: int = 0, hold: int | None = None):
         self.rig = rig
         self.workdir = workdir
         self.boot_ahead = boot_ahead
-        """How many VMs may boot ahead of the tests that want them (0: none)."""
+        """How many VMs may boot ahead of the tests that want them at a time (0: none)."""
+        self.hold = boot_ahead if hold is None else max(hold, boot_ahead)
+        """How many VMs booted ahead may be alive at once, booting or waiting for a test."""
         self.order: list[tuple[VMRequest, str]] = []
         """Each shared VM the run wants, with the first test that wants it, in run order."""
+        self._position = -1
+        """Where the run is in `order`: the VM taken last."""
         self._ahead: dict[str, Future[Guest]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.RLock()
+        """Guards `_ahead`, `_closed` and the boot counter: boots end on the boot-ahead
+        threads, and each end looks further ahead. Reentrant: a future that is already
+        done runs its callback at once, in the thread adding it."""
+        self._closed = False
         self.booted_ahead = 0
         self.wanted: Counter[str] = Counter()
         self.vms: dict[str, Guest] = {}
@@ -98,11 +124,13 @@ class VMPool:
         return SnapshotStore() if self.rig.snapshots_off is None else None
 
     def _new_vm(self, request: VMRequest) -> Guest:
-        self._boots += 1
+        with self._lock:
+            self._boots += 1
+            number = self._boots
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         config, view = self.rig.plan(request.cmdline, request.qemu_args, request.modules,
                                      request.machine, request.topology)
-        name = f"{worker}-{self._boots:03d}-{request.key()}"
+        name = f"{worker}-{number:03d}-{request.key()}"
         return self.rig.guest(config, self.workdir / name, name, view)
 
     def boot(self, request: VMRequest, nodeid: str) -> Guest:
@@ -194,35 +222,46 @@ class VMPool:
                 seen.add(request.key())
                 self.order.append((request, nodeid))
 
-    def _look_ahead(self, key: str) -> None:
-        """Start booting the VMs wanted next after `key`'s, up to `boot_ahead` at a time."""
-        if not self.boot_ahead:
-            return
-        keys = [r.key() for r, _ in self.order]
-        if key not in keys:
-            return
-        pending = sum(1 for f in self._ahead.values() if not f.done())
-        for request, nodeid in self.order[keys.index(key) + 1:]:
-            if pending >= self.boot_ahead:
+    def _look_ahead(self) -> None:
+        """Start booting the VMs wanted after the current one, in run order, while fewer than
+        `boot_ahead` boot and fewer than `hold` are booted ahead."""
+        with self._lock:
+            if not self.boot_ahead or self._closed:
                 return
-            k = request.key()
-            if k in self.vms or k in self._ahead or k in self.failures or self.wanted[k] <= 0:
-                continue
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.boot_ahead,
-                                                    thread_name_prefix="cocolab-boot-ahead")
-            LOG.info("booting ahead: %s, for %s", request.describe(), nodeid)
-            self._ahead[k] = self._executor.submit(self.boot, request, nodeid)
-            pending += 1
+            booting = sum(1 for f in self._ahead.values() if not f.done())
+            for request, nodeid in self.order[self._position + 1:]:
+                if booting >= self.boot_ahead or len(self._ahead) >= self.hold:
+                    return
+                k = request.key()
+                if k in self.vms or k in self._ahead or k in self.failures \
+                        or self.wanted[k] <= 0:
+                    continue
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(self.boot_ahead,
+                                                        thread_name_prefix="cocolab-boot-ahead")
+                LOG.info("booting ahead: %s, for %s", request.describe(), nodeid)
+                future = self._executor.submit(self.boot, request, nodeid)
+                self._ahead[k] = future
+                booting += 1
+                future.add_done_callback(lambda _: self._look_ahead())
+
+    def _take_ahead(self, key: str) -> Future[Guest] | None:
+        """The run is at `key`'s VM now: later looks ahead start after it (so a boot that
+        ends while this one's is awaited never boots it again); its boot ahead, if any."""
+        keys = [r.key() for r, _ in self.order]
+        with self._lock:
+            if key in keys:
+                self._position = max(self._position, keys.index(key))
+            return self._ahead.pop(key, None)
 
     def acquire(self, request: VMRequest, nodeid: str) -> Guest:
         key = request.key()
-        ahead = self._ahead.pop(key, None)
+        ahead = self._take_ahead(key)
         if ahead is not None:
+            self._look_ahead()  # its place is free
             booted = ahead.result()  # a failed boot raises here, recorded as if booted now
             self.booted_ahead += 1
             self.vms[key] = booted
-            self._look_ahead(key)
             return booted
         shared = self.vms.get(key)
         if shared is not None:
@@ -237,7 +276,7 @@ class VMPool:
                 LOG.info("shared VM %s is dead (%s); booting a new one", shared.name, exc)
             shared.shutdown()
             del self.vms[key]
-        self._look_ahead(key)  # before this boot: the two overlap
+        self._look_ahead()  # before this boot: the two overlap
         booted = self.boot(request, nodeid)
         self.vms[key] = booted
         return booted
@@ -249,17 +288,22 @@ class VMPool:
             return
         if key in self.vms:
             self.vms.pop(key).shutdown()
-        ahead = self._ahead.pop(key, None)
+        with self._lock:
+            ahead = self._ahead.pop(key, None)
         if ahead is not None:  # booted ahead for tests that all skipped before taking it
             ahead.add_done_callback(_shut_down_unused)
+            self._look_ahead()  # its place is free
 
     def close(self) -> None:
-        for future in self._ahead.values():  # booted ahead, never taken (a -x stop)
+        with self._lock:  # no boot starts after this
+            self._closed = True
+            unused = list(self._ahead.values())
+            self._ahead.clear()
+        for future in unused:  # booted ahead, never taken (a -x stop)
             try:
                 future.result().shutdown()
             except Exception as exc:
                 LOG.info("a VM booted ahead and never used failed: %s", exc)
-        self._ahead.clear()
         for vm in self.vms.values():
             vm.shutdown()
         self.vms.clear()
