@@ -342,7 +342,8 @@ def _build_base(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         s = Path(tmp)
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root/.ssh", "proc", "sys",
-                  "dev", "tmp", "run", "lib", "lib64", "var/log", "usr/share/cocolab"):
+                  "dev", "tmp", "run", "lib", "lib64", "var/log", "usr/share/cocolab",
+                  "etc/modprobe.d"):
             (s / d).mkdir(parents=True, exist_ok=True)
         _unpack_packages(s, _read_list(GUESTS_DIR / "packages.txt"))
         _compile_helpers(s)
