@@ -140,6 +140,16 @@ def test_a_restore_that_is_not_the_saved_guest_fails_and_kills_qemu(world: World
     assert vm.pid is not None and not Path(f"/proc/{vm.pid}").exists()
 
 
+def test_a_restored_guest_running_another_kernel_fails_the_boot(world: World) -> None:
+    # a restore asks the release in its one round trip (with the reseed and the PCI dump)
+    snapshot = _saved(world)
+    (world.tmp / "guest-bin/uname").write_text("#!/bin/sh\necho 0.0.1-other\n")
+    vm = world.vm("other-kernel")
+    with pytest.raises(BootError, match=r"booted kernel reports '0\.0\.1-other', expected"):
+        vm.launch(timeout=30, boot=Restore(snapshot))
+    assert vm.states == [C, L, R, F]
+
+
 def test_a_restore_of_a_stream_qemu_cannot_read_fails_the_boot(world: World) -> None:
     snapshot = _saved(world)
     snapshot.state.write_bytes(b"garbage")

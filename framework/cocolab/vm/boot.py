@@ -48,6 +48,8 @@ class ColdBoot:
 
     def __init__(self) -> None:
         self.token = secrets.token_hex(8)
+        self.release: str | None = None
+        """The kernel release the guest reported, when the boot asked it on its way."""
 
     def qemu_args(self) -> list[str]:
         return []
@@ -116,6 +118,8 @@ class Restore:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.token = snapshot.token
+        self.release: str | None = None
+        """The kernel release the guest reported, asked in the same round trip as the rest."""
 
     def qemu_args(self) -> list[str]:
         return ["-incoming", "defer"]
@@ -176,16 +180,17 @@ class Restore:
         """A restored guest resumes the clock and CRNG of the moment it was saved: set its
         clock to the host's and reseed its CRNG from the host's randomness; then every PCI
         function must be as it was saved (see vm/snapshot.py), else SnapshotUnfaithful. The
-        reseed and the PCI dump share one round trip."""
+        reseed, the kernel release and the PCI dump share one round trip: the first command
+        after a restore is the slowest (TCG translates the guest's code again)."""
         now = time.time_ns()
         seed = secrets.token_hex(RESEED_BYTES)
-        result = vm.run(f"cocolab-restored {now // 10**9} {now % 10**9} {seed} && "
+        result = vm.run(f"uname -r && cocolab-restored {now // 10**9} {now % 10**9} {seed} && "
                         f"{PCI_DUMP}", timeout=max(deadline.remaining(), 5.0))
         if result.returncode != 0:
             raise BootError(f"the restored guest could not set its clock or reseed: "
                             f"{(result.stdout + result.stderr).strip()}", argv=vm.argv)
-        differ = pci_differences(parse_pci_dump(self.snapshot.pci_dump),
-                                 parse_pci_dump(result.stdout))
+        self.release, _, dump = result.stdout.partition("\n")  # uname's line first
+        differ = pci_differences(parse_pci_dump(self.snapshot.pci_dump), parse_pci_dump(dump))
         if differ:
             raise SnapshotUnfaithful(
                 "the restored guest is not the saved one: PCI config space differs for "

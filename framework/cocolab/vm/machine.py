@@ -173,7 +173,7 @@ class VM:
             boot.until_ssh(self, deadline)
             self._connect_ssh(deadline)
             boot.after_ssh(self, deadline)
-            self._check_release(deadline)
+            self._check_release(boot.release, deadline)
         except BaseException as exc:
             self.enter(VMState.FAILED)
             if isinstance(exc, VMError):
@@ -266,8 +266,10 @@ class VM:
         self._stack.callback(self._ssh.close)
         self._ssh.connect(deadline, alive=self.check_alive)
 
-    def _check_release(self, deadline: Deadline) -> None:
-        release = self.run("uname -r", timeout=deadline.remaining() + 5).stdout.strip()
+    def _check_release(self, said: str | None, deadline: Deadline) -> None:
+        """The guest runs the kernel asked for: `said` if the boot asked already, else ask."""
+        release = said.strip() if said is not None else \
+            self.run("uname -r", timeout=deadline.remaining() + 5).stdout.strip()
         if release != self.kernel.release:
             raise BootError(f"booted kernel reports {release!r}, expected "
                             f"{self.kernel.release!r} ({self.kernel.image})")
