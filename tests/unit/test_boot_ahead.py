@@ -54,9 +54,11 @@ class Pool(VMPool):
         self.seconds, self.failing, self.slow = seconds, failing, slow or {}
         self.booted: dict[str, FakeGuest] = {}
         self.boots: list[str] = []
+        self.started: dict[str, float] = {}
 
     def boot(self, request: Any, nodeid: str) -> Any:
         self.boots.append(request.name)
+        self.started[request.name] = time.monotonic()
         time.sleep(self.slow.get(request.name, self.seconds))
         if request.name in self.failing:
             raise BootError(f"{request.name} would not boot")
@@ -133,11 +135,13 @@ def test_close_shuts_down_what_is_still_booting_ahead() -> None:
     assert pool.booted["b"].shut and pool.booted["a"].shut
 
 
-def test_at_most_n_boot_ahead_at_a_time() -> None:
-    pool = planned(Pool(ahead=2, seconds=0.2), (A, 1), (B, 1), (C, 1), (Request("d"), 1))
-    pool.acquire(A, "test_a")
-    time.sleep(0.05)
+def test_at_most_n_boot_ahead_at_a_time_one_fewer_while_the_run_boots_its_own() -> None:
+    pool = planned(Pool(ahead=2, hold=4, seconds=0.3, slow={"a": 0.15}), (A, 1), (B, 1),
+                   (C, 1), (Request("d"), 1))
+    pool.acquire(A, "test_a")  # while A booted here, B alone booted ahead; then C joined
     assert sorted(pool._ahead) == ["b", "c"]
+    assert pool.started["c"] >= pool.started["a"] + 0.15, "C slowed the boot the test awaited"
+    assert sorted(n for n, f in pool._ahead.items() if not f.done()) == ["b", "c"]
     pool.close()
 
 

@@ -11,8 +11,8 @@ retires KVM for the run and boots the same VM again under TCG.
 Boot-ahead: in a serial run the pool knows, from the collection, the order in which the tests
 will want their VMs. From the VM the run is at, the next VMs it will want boot (cold, or
 restoring) on boot-ahead threads while the current VM's tests run: `boot_ahead` of them at a
-time (the cores), and at most `hold` booted ahead at once, booting or waiting for their tests
-(the memory). A boot that ends starts the next one, so the spare cores stay busy however long
+time (the cores; one fewer, but at least one, while a test waits for a boot of the run's own),
+and at most `hold` booted ahead at once, booting or waiting for their tests (the memory). A boot that ends starts the next one, so the spare cores stay busy however long
 the current tests take. A VM booted ahead is taken by the first test that wants it (waiting
 for the boot if it is still under way); a boot that fails fails that test, as if it had booted
 the VM itself; one nobody took (a -x stop) is shut down at the end. The boot-ahead threads
@@ -105,6 +105,9 @@ class VMPool:
         threads, and each end looks further ahead. Reentrant: a future that is already
         done runs its callback at once, in the thread adding it."""
         self._closed = False
+        self._booting_here = False
+        """A test waits for a boot on the run's own thread: one boot ahead fewer meanwhile
+        (a boot ahead must not slow the boot a test waits for)."""
         self.booted_ahead = 0
         self.wanted: Counter[str] = Counter()
         self.vms: dict[str, Guest] = {}
@@ -229,8 +232,9 @@ class VMPool:
             if not self.boot_ahead or self._closed:
                 return
             booting = sum(1 for f in self._ahead.values() if not f.done())
+            limit = max(1, self.boot_ahead - self._booting_here)
             for request, nodeid in self.order[self._position + 1:]:
-                if booting >= self.boot_ahead or len(self._ahead) >= self.hold:
+                if booting >= limit or len(self._ahead) >= self.hold:
                     return
                 k = request.key()
                 if k in self.vms or k in self._ahead or k in self.failures \
@@ -276,8 +280,15 @@ class VMPool:
                 LOG.info("shared VM %s is dead (%s); booting a new one", shared.name, exc)
             shared.shutdown()
             del self.vms[key]
-        self._look_ahead()  # before this boot: the two overlap
-        booted = self.boot(request, nodeid)
+        with self._lock:
+            self._booting_here = True
+        self._look_ahead()  # before this boot: they overlap
+        try:
+            booted = self.boot(request, nodeid)
+        finally:
+            with self._lock:
+                self._booting_here = False
+            self._look_ahead()
         self.vms[key] = booted
         return booted
 
