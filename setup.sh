@@ -70,5 +70,5 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev,avocado]'
+.venv/bin/pip install -q -e '.[dev,avocado,kcidb]'
 echo "setup: done. Run: .venv/bin/pytest tests/devmem/"

@@ -11,12 +11,18 @@
   cocolab build    a kernel from source (debian:X.Y or a tree), --patch FILE applied, a
                    minimal config plus that fragment, ccache'd; prints what to pass to
                    --kernel. --list: the Debian sources there are
+  cocolab results merge RESULTS... -o OUT
+                   join the results of the shards of one --shard I/N run (each a
+                   cocolab-results.json or the --results directory holding it)
+  cocolab kcidb RESULTS... --origin NAME -o FILE
+                   a KCIDB v5.3 report of those results, validated; prints how to submit it
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import select
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import termios
 import tty
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +55,11 @@ from cocolab.kernel.needs import rig_lacks
 from cocolab.options import OPTIONS
 from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
+from cocolab.results import load as load_results
+from cocolab.results import merge as merge_results
+from cocolab.results.kcidb import SUBMIT as KCIDB_SUBMIT
+from cocolab.results.kcidb import counts as kcidb_counts
+from cocolab.results.kcidb import report as kcidb_report
 from cocolab.rig import Rig, RigOptions
 
 
@@ -204,7 +216,8 @@ def build_command(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocolab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig", "build"))
+    parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig", "build",
+                                            "results", "kcidb"))
     parser.add_argument("suites", nargs="*", metavar="ARG",
                         help="kconfig: the suites to cover (default: all), e.g. devmem; "
                              "build: the SOURCE, debian:X.Y or a kernel tree (default: the "
@@ -245,8 +258,44 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pin-guest", action="store_true",
                         help="setup: pin the guest's Debian packages (guests/packages.lock) to "
                              "what the mirror serves now")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="results merge, kcidb: where to write")
+    parser.add_argument("--origin", metavar="NAME",
+                        help="kcidb: your CI system's KCIDB origin (lowercase, digits, _)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+def results_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`results merge` and `kcidb`: read results files, write one file."""
+    words = list(args.suites)
+    if args.command == "results":
+        if not words or words[0] != "merge":
+            parser.error("results: say `results merge RESULTS... -o OUT`")
+        words = words[1:]
+    if not words:
+        parser.error(f"{args.command}: name the results (files or --results directories)")
+    if not args.output:
+        parser.error(f"{args.command}: -o FILE: where to write")
+    sources = [Path(w) for w in words]
+    runs = [load_results(p) for p in sources]
+    out = Path(args.output)
+    if args.command == "results":
+        merged = merge_results(runs, [str(p) for p in sources])
+        merged.write(out)
+        outcomes = Counter(t.outcome for t in merged.tests)
+        print(f"{out}: {len(merged.tests)} tests from shards {', '.join(merged.shards)}: "
+              + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
+        return 0
+    if not args.origin:
+        parser.error("kcidb: --origin NAME: your CI system's name in KCIDB")
+    document = kcidb_report(runs, args.origin)
+    out.write_text(json.dumps(document, indent=1) + "\n")
+    said = ", ".join(f"{n} {kind}" for kind, n in kcidb_counts(document).items())
+    print(f"{out}: KCIDB v{document['version']['major']}.{document['version']['minor']}, "
+          f"valid: {said}")
+    print("submit it with: " + KCIDB_SUBMIT.format(file=out))
+    return 0
 
 
 def pin_guest() -> int:
@@ -272,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             return build_command(args)
         if args.command == "setup" and args.pin_guest:
             return pin_guest()
+        if args.command in ("results", "kcidb"):
+            return results_command(args, parser)
         if args.suites:
             parser.error(f"{args.command} takes no SUITE arguments")
         rig = _rig(args)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import hashlib
 import os
 import warnings
 from collections.abc import Callable, Generator, Iterator
@@ -40,6 +42,9 @@ from cocolab.pytest_plugin.markers import (
     vm_request,
 )
 from cocolab.pytest_plugin.pool import VMPool, default_boot_ahead, spare_guests
+from cocolab.pytest_plugin.record import BUNDLE, ResultsPlugin
+from cocolab.pytest_plugin.shard import ShardPlugin, ShardSpec
+from cocolab.results import RunFacts
 from cocolab.rig import Rig, RigOptions
 
 RIG = pytest.StashKey[Rig]()
@@ -51,6 +56,10 @@ ITEM_BUNDLE = pytest.StashKey[Path]()
 ITEM_CALL = pytest.StashKey[pytest.TestReport]()
 ITEM_WARNINGS = pytest.StashKey[list[KernelWarning]]()
 ITEM_SHARE = pytest.StashKey[bool]()
+SHARD = pytest.StashKey["ShardPlugin"]()
+STARTED = pytest.StashKey[str]()
+SELECTED = pytest.StashKey[list[str]]()
+"""The nodeids the run selected (after -k, -m and this shard's deselection)."""
 WORKER_RIG = pytest.StashKey[list[str]]()
 """Under xdist: what the first worker that booted a VM booted it with (_rig_lines)."""
 """The test still holds its share of a shared VM (counted at collection, not yet released)."""
@@ -78,7 +87,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "time while the current ones run (default: one per CPU, as many "
                          "as the memory holds, 0 on one CPU; 0 turns it off)")
     group.addoption("--results", dest="cocolab_results", default="results",
-                    help="where VM logs and failure bundles go (default: ./results)")
+                    help="where VM logs, failure bundles and cocolab-results.json go "
+                         "(default: ./results)")
+    group.addoption("--shard", dest="cocolab_shard", metavar="I/N",
+                    help="run the I-th of N shards of the selected tests; tests that share a "
+                         "VM stay in one shard, shards are balanced by --durations-file")
+    group.addoption("--durations-file", dest="cocolab_durations", metavar="FILE",
+                    help="balance --shard by the durations in an earlier run's "
+                         "cocolab-results.json (or merged shards'); give every shard the same "
+                         "file (default: estimated from VMs and tests)")
 
 
 def backstop_timeout(boot_timeout: float) -> float:
@@ -132,6 +149,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "failure bundles")
     config.stash[RIG] = rig
     config.stash[RESULTS] = results
+    config.stash[STARTED] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     ahead = config.getoption("cocolab_boot_ahead")
     if ahead is not None and ahead < 0:
         raise pytest.UsageError(f"--boot-ahead {ahead}: give 0 (off) or more VMs")
@@ -141,7 +159,50 @@ def pytest_configure(config: pytest.Config) -> None:
         ahead = default_boot_ahead(rig.lane.memory_mib)
     config.stash[POOL] = VMPool(rig, results / "vms", boot_ahead=ahead,
                                 hold=spare_guests(rig.lane.memory_mib))
+    _register_shard_and_results(config, rig, results)
     _progress_to_terminal(config)
+
+
+def _register_shard_and_results(config: pytest.Config, rig: Rig, results: Path) -> None:
+    """--shard on the controller and on every xdist worker (each deselects alike); the
+    results file on the controller, which sees every report."""
+    durations = config.getoption("cocolab_durations")
+    shard = None
+    if config.getoption("cocolab_shard"):
+        try:
+            spec = ShardSpec.parse(config.getoption("cocolab_shard"))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        shard = ShardPlugin(spec, Path(durations) if durations else None, _vm_key)
+        config.pluginmanager.register(shard, "cocolab-shard")
+        config.stash[SHARD] = shard
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(
+            ResultsPlugin(results, lambda: run_facts(config, rig, shard)),
+            "cocolab-results")
+
+
+def _vm_key(item: pytest.Item) -> str | None:
+    """The shared VM a test runs on (its group when sharding), None for one that shares none."""
+    request = item.stash.get(ITEM_REQUEST, None)
+    return request.key() if request is not None and not request.fresh else None
+
+
+def run_facts(config: pytest.Config, rig: Rig, shard: ShardPlugin | None) -> RunFacts:
+    """The results file's facts: lane_properties', as fields."""
+    props = lane_properties(rig)
+    config_sha = "unavailable"
+    with contextlib.suppress(CocolabError, OSError):
+        config_sha = hashlib.sha256(rig.kernel.config_path.read_bytes()).hexdigest()
+    return RunFacts(
+        lane=rig.lane.name, kernel=props["cocolab.kernel"],
+        kernel_release=props["cocolab.kernel_release"], kernel_config_sha256=config_sha,
+        qemu=props["cocolab.qemu"], accel=props["cocolab.accel"], cc=props["cocolab.cc"],
+        host_cpu=props["cocolab.host_cpu"], started=config.stash[STARTED],
+        selected=shard.selected if shard is not None else len(
+            config.stash.get(SELECTED, [])),
+        shard=str(shard.spec) if shard is not None else None,
+        partition=shard.partition.digest if shard is not None and shard.partition else None)
 
 
 def _progress_to_terminal(config: pytest.Config) -> None:
@@ -190,10 +251,13 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     says some will boot (the accelerator's verdict may be a proof boot of the lane's kernel);
     a --collect-only run boots nothing and is told nothing of them. (Under xdist the workers
     collect: the lines come at the end, from the workers that booted, see below.)"""
-    if hasattr(config, "workerinput") or config.option.collectonly \
-            or not any(ITEM_REQUEST in i.stash for i in items):
-        return []  # nothing will boot: nothing to prove or probe
-    return _rig_lines(config)
+    if hasattr(config, "workerinput"):
+        return []
+    shard = config.stash.get(SHARD, None)
+    lines = [shard.header()] if shard is not None else []
+    if config.option.collectonly or not any(ITEM_REQUEST in i.stash for i in items):
+        return lines  # nothing will boot: nothing to prove or probe
+    return lines + _rig_lines(config)
 
 
 def _rig_lines(config: pytest.Config) -> list[str]:
@@ -296,6 +360,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     xdist a worker counts every selected test, not only its own: its VMs live until it ends.)
     """
     pool = session.config.stash[POOL]
+    session.config.stash[SELECTED] = [item.nodeid for item in session.items]
     shared = []
     for item in session.items:
         request = item.stash.get(ITEM_REQUEST, None)
@@ -606,6 +671,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         path = write_bundle(item.config.stash[RESULTS] / "failures", item.nodeid, vm, workdir,
                             extra)
         item.stash[ITEM_BUNDLE] = path
+        report.user_properties.append((BUNDLE, str(path)))
         failure = pool.failures.get(item.stash[ITEM_REQUEST].key())
         if failure is not None and failure.nodeid == item.nodeid:
             failure.bundle = path

@@ -12,12 +12,13 @@ Boot-ahead: in a serial run the pool knows, from the collection, the order in wh
 will want their VMs. From the VM the run is at, the next VMs it will want boot (cold, or
 restoring) on boot-ahead threads while the current VM's tests run: `boot_ahead` of them at a
 time (the cores; one fewer, but at least one, while a test waits for a boot of the run's own),
-and at most `hold` booted ahead at once, booting or waiting for their tests (the memory). A boot that ends starts the next one, so the spare cores stay busy however long
-the current tests take. A VM booted ahead is taken by the first test that wants it (waiting
-for the boot if it is still under way); a boot that fails fails that test, as if it had booted
-the VM itself; one nobody took (a -x stop) is shut down at the end. The boot-ahead threads
-live as long as the pool, because QEMU's parent-death signal follows the thread that started
-it (host/process.py).
+and at most `hold` booted ahead at once, booting or waiting for their tests (the memory). A
+boot that ends starts the next one, so the spare cores stay busy however long the current
+tests take. A VM booted ahead is taken by the first test that wants it (waiting for the boot
+if it is still under way); a boot that fails fails that test, as if it had booted the VM
+itself; one nobody took (a -x stop) is shut down at the end. The boot-ahead threads live as
+long as the pool, because QEMU's parent-death signal follows the thread that started it
+(host/process.py).
 """
 
 from __future__ import annotations
