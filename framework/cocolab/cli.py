@@ -16,6 +16,8 @@
                    cocolab-results.json or the --results directory holding it)
   cocolab kcidb RESULTS... --origin NAME -o FILE
                    a KCIDB v5.3 report of those results, validated; prints how to submit it
+  cocolab report RESULTS... -o report.html [--since EARLIER ...]
+                   one self-contained page: runs across, tests down, what changed since
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from cocolab.results import merge as merge_results
 from cocolab.results.kcidb import SUBMIT as KCIDB_SUBMIT
 from cocolab.results.kcidb import counts as kcidb_counts
 from cocolab.results.kcidb import report as kcidb_report
+from cocolab.results.report import render as render_report
 from cocolab.rig import Rig, RigOptions
 
 
@@ -217,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocolab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig", "build",
-                                            "results", "kcidb"))
+                                            "results", "kcidb", "report"))
     parser.add_argument("suites", nargs="*", metavar="ARG",
                         help="kconfig: the suites to cover (default: all), e.g. devmem; "
                              "build: the SOURCE, debian:X.Y or a kernel tree (default: the "
@@ -260,6 +263,8 @@ def _parser() -> argparse.ArgumentParser:
                              "what the mirror serves now")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="results merge, kcidb: where to write")
+    parser.add_argument("--since", action="append", default=[], metavar="RESULTS",
+                        help="report: earlier results to mark changes against (repeatable)")
     parser.add_argument("--origin", metavar="NAME",
                         help="kcidb: your CI system's KCIDB origin (lowercase, digits, _)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -267,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def results_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """`results merge` and `kcidb`: read results files, write one file."""
+    """`results merge`, `kcidb` and `report`: read results files, write one file."""
     words = list(args.suites)
     if args.command == "results":
         if not words or words[0] != "merge":
@@ -286,6 +291,12 @@ def results_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         outcomes = Counter(t.outcome for t in merged.tests)
         print(f"{out}: {len(merged.tests)} tests from shards {', '.join(merged.shards)}: "
               + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
+        return 0
+    if args.command == "report":
+        since = [load_results(Path(p)) for p in args.since]
+        out.write_text(render_report(runs, out, since))
+        print(f"{out}: {len(runs)} run(s)" + (f", changes against {len(since)} earlier"
+                                                if since else ""))
         return 0
     if not args.origin:
         parser.error("kcidb: --origin NAME: your CI system's name in KCIDB")
@@ -321,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             return build_command(args)
         if args.command == "setup" and args.pin_guest:
             return pin_guest()
-        if args.command in ("results", "kcidb"):
+        if args.command in ("results", "kcidb", "report"):
             return results_command(args, parser)
         if args.suites:
             parser.error(f"{args.command} takes no SUITE arguments")

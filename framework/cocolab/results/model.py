@@ -65,7 +65,7 @@ class RunFacts:
 
     def column(self) -> str:
         """How a report names this run's column."""
-        return f"{self.kernel_release} · {self.lane}"
+        return f"{self.kernel_release} on {self.lane}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,156 @@
+"""One self-contained HTML page of results: runs across (a kernel on a lane each), tests down.
+
+Each cell is the test's verdict on that run, coloured, with its reason on hover and a link to
+its failure bundle; a lane baseline (a known kernel issue) has a colour of its own. With
+earlier results (`since`), a cell whose verdict differs from the same test's on the same lane
+there is marked and listed at the top: what changed from one kernel to the next. The page
+loads nothing: its style is inline, and so is the one script, which records what the browser
+rendered (each cell's computed colour) for the browser test to read back.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocolab.results.model import RunResults, TestResult
+
+CLASSES = {"passed": "pass", "xpassed": "pass", "failed": "fail", "error": "error",
+           "skipped": "skip", "xfailed": "xfail"}
+"""A verdict's cell class; an xfailed under a lane baseline is `baseline`."""
+
+COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "error": "#6a1b9a", "skip": "#9e9e9e",
+           "xfail": "#ef6c00", "baseline": "#f9a825", "none": "#ffffff"}
+
+WORDS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "SKIP", "xfail": "XFAIL",
+         "baseline": "KNOWN", "none": "-"}
+
+
+def cell_class(test: TestResult | None) -> str:
+    if test is None:
+        return "none"
+    if test.outcome == "xfailed" and test.baseline:
+        return "baseline"
+    return CLASSES[test.outcome]
+
+
+@dataclass(frozen=True)
+class Change:
+    nodeid: str
+    column: str
+    was: str
+    now: str
+
+
+def changes(runs: Sequence[RunResults], since: Sequence[RunResults]) -> list[Change]:
+    """Tests whose verdict on a run differs from the one on the same lane in `since` (the
+    latest such run there)."""
+    earlier = {run.facts.lane: run for run in sorted(since, key=lambda r: r.facts.started)}
+    found = []
+    for run in runs:
+        old = earlier.get(run.facts.lane)
+        if old is None:
+            continue
+        before = {t.nodeid: cell_class(t) for t in old.tests}
+        for test in run.tests:
+            now, was = cell_class(test), before.get(test.nodeid, "none")
+            if now != was:
+                found.append(Change(test.nodeid, run.facts.column(), was, now))
+    return found
+
+
+def _href(bundle: str, page: Path) -> str:
+    """The bundle relative to the page when it lies under the page's directory (an artifact
+    directory moves as a whole), else its absolute file: URI."""
+    target, base = Path(bundle), page.parent.resolve()
+    if target.is_relative_to(base):
+        return target.relative_to(base).as_posix()
+    return target.as_uri() if target.is_absolute() else bundle
+
+
+def render(runs: Sequence[RunResults], page: Path, since: Sequence[RunResults] = ()) -> str:
+    e = html.escape
+    runs = sorted(runs, key=lambda r: (r.facts.lane, r.facts.kernel_release, r.facts.started))
+    by_run = [{t.nodeid: t for t in run.tests} for run in runs]
+    nodeids = sorted({n for tests in by_run for n in tests})
+    changed = changes(runs, since)
+    marked = {(c.nodeid, c.column): c for c in changed}
+
+    head = ["<tr><th class=test>test</th>"]
+    for run in runs:
+        f = run.facts
+        facts = "\n".join([f"kernel {f.kernel} ({f.kernel_release})",
+                           f"config sha256 {f.kernel_config_sha256[:16]}", f"lane {f.lane}",
+                           f"cc {f.cc}", f"QEMU {f.qemu}", f"accelerator {f.accel}",
+                           f"host {f.host_cpu}", f"started {f.started}",
+                           f"shards {', '.join(run.shards) or 'none'}"])
+        head.append(f'<th class=run title="{e(facts)}" data-lane="{e(f.lane)}">'
+                    f'{e(f.kernel_release)}<br><small>{e(f.lane)}</small></th>')
+    head.append("</tr>")
+
+    rows = []
+    for nodeid in nodeids:
+        cells = [f"<td class=test>{e(nodeid)}</td>"]
+        for run, tests in zip(runs, by_run, strict=True):
+            test = tests.get(nodeid)
+            cls = cell_class(test)
+            title = "not run" if test is None else (
+                f"{test.outcome} in {test.duration:.1f} s" + (f": {test.reason}" if test.reason
+                                                              else "")
+                + (f"\nbaseline: {test.baseline}" if test.baseline else "")
+                + ("\nrig failure (the VM misbehaved, not the kernel)" if test.rig_failure
+                   else ""))
+            change = marked.get((nodeid, run.facts.column()))
+            extra = ""
+            if change is not None:
+                title += f"\nchanged: was {WORDS[change.was]}"
+                extra = " changed"
+            word = WORDS[cls]
+            if test is not None and test.bundle:
+                word = f'<a href="{e(_href(test.bundle, page))}">{word}</a>'
+            cells.append(f'<td class="cell {cls}{extra}" data-outcome="{cls}" '
+                         f'title="{e(title)}">{word}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+
+    summary = []
+    for cls in ("pass", "fail", "error", "baseline", "xfail", "skip"):
+        n = sum(1 for tests in by_run for t in tests.values() if cell_class(t) == cls)
+        summary.append(f'<span class="key {cls}" data-outcome="{cls}">{WORDS[cls]} {n}</span>')
+    changes_html = ""
+    if since:
+        items = "".join(f"<li>{e(c.nodeid)} on {e(c.column)}: {WORDS[c.was]} &rarr; "
+                        f"{WORDS[c.now]}</li>" for c in changed)
+        changes_html = (f'<h2 id=changes>Changed since the earlier results: {len(changed)}</h2>'
+                        f"<ul>{items}</ul>")
+    style = "\n".join(f".{cls} {{ background: {colour}; }}" for cls, colour in COLOURS.items())
+    return f"""<!DOCTYPE html>
+<html lang=en><head><meta charset=utf-8><title>cocolab results</title>
+<style>
+body {{ font: 13px sans-serif; margin: 1em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 2px 6px; }}
+td.test {{ font-family: monospace; white-space: nowrap; }}
+td.cell, .key {{ color: #fff; text-align: center; font-weight: bold; }}
+td.cell a {{ color: #fff; }}
+td.none {{ color: #999; }}
+td.changed {{ outline: 3px solid #000; outline-offset: -3px; }}
+.key {{ padding: 2px 8px; margin-right: 4px; }}
+{style}
+</style></head>
+<body>
+<h1>cocolab results: {len(runs)} run(s), {len(nodeids)} test(s)</h1>
+<p>{"".join(summary)}</p>
+{changes_html}
+<table id=matrix>
+{"".join(head)}
+{"".join(rows)}
+</table>
+<script>
+for (const el of document.querySelectorAll("[data-outcome]"))
+  el.dataset.rendered = getComputedStyle(el).backgroundColor;
+document.body.dataset.rendered = "yes";
+</script>
+</body></html>
+"""
