@@ -18,6 +18,9 @@
                    a KCIDB v5.3 report of those results, validated; prints how to submit it
   cocolab report RESULTS... -o report.html [--since EARLIER ...]
                    one self-contained page: runs across, tests down, what changed since
+  cocolab lab --api URL --runtime NAME [--token-file F] [--once]
+                   a KernelCI pull lab: poll for jobs of this runtime, run them on this
+                   host's lane, post the results back as nodes
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import termios
 import tty
+import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +58,7 @@ from cocolab.kernel.build import (
 from cocolab.kernel.build import build as build_kernel
 from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, Kconfig, parse_requirement
 from cocolab.kernel.needs import rig_lacks
+from cocolab.lab.agent import Api, Lab, read_token
 from cocolab.options import OPTIONS
 from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
@@ -220,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocolab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("doctor", "setup", "shell", "kconfig", "build",
-                                            "results", "kcidb", "report"))
+                                            "results", "kcidb", "report", "lab"))
     parser.add_argument("suites", nargs="*", metavar="ARG",
                         help="kconfig: the suites to cover (default: all), e.g. devmem; "
                              "build: the SOURCE, debian:X.Y or a kernel tree (default: the "
@@ -267,8 +272,30 @@ def _parser() -> argparse.ArgumentParser:
                         help="report: earlier results to mark changes against (repeatable)")
     parser.add_argument("--origin", metavar="NAME",
                         help="kcidb: your CI system's KCIDB origin (lowercase, digits, _)")
+    parser.add_argument("--api", metavar="URL", help="lab: the KernelCI API (its .../latest URL)")
+    parser.add_argument("--runtime", metavar="NAME", help="lab: the runtime whose jobs to take")
+    parser.add_argument("--token-file", type=Path, metavar="FILE",
+                        help="lab: the callback token (default: $COCOLAB_LAB_TOKEN)")
+    parser.add_argument("--once", action="store_true",
+                        help="lab: run at most one job, then exit")
+    parser.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
+                        help="lab: how often to poll when there is no job (default 30)")
+    parser.add_argument("--workdir", type=Path, default=Path("lab"), metavar="DIR",
+                        help="lab: where jobs' artifacts and results go (default ./lab)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+def lab_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not args.api or not args.runtime:
+        parser.error("lab: --api URL and --runtime NAME are both needed")
+    if urllib.parse.urlparse(args.api).scheme not in ("http", "https"):
+        parser.error(f"lab: --api {args.api!r}: give an http(s) URL")
+    logging.getLogger("cocolab.lab").setLevel(logging.INFO)  # a service says what it does
+    lane = args.lane or os.environ.get("COCOLAB_LANE") or "default"
+    lab = Lab(Api(args.api.rstrip("/"), read_token(args.token_file)), args.runtime, lane,
+              args.workdir.resolve(), poll_s=args.poll)
+    return lab.serve(once=args.once)
 
 
 def results_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -332,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             return build_command(args)
         if args.command == "setup" and args.pin_guest:
             return pin_guest()
+        if args.command == "lab":
+            return lab_command(args, parser)
         if args.command in ("results", "kcidb", "report"):
             return results_command(args, parser)
         if args.suites:
