@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from processes import descendants, is_live_qemu
 
 from cocolab.deadline import Deadline
 from cocolab.paths import cache_root
@@ -143,32 +144,6 @@ def test_avocado_gives_every_item_pytest_s_verdict(
     bundle, = (failed / "cocolab/failures").iterdir()
     assert "COCOLAB READY" in (bundle / "console.log").read_text()
     assert (bundle / "relaunch.sh").exists()
-
-
-def descendants(pid: int) -> set[int]:
-    """PIDs below `pid` in the process tree, from /proc."""
-    parent = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent[int(entry.name)] = int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, ppid in parent.items() if ppid in frontier}
-        found |= frontier
-    return found
-
-
-def is_live_qemu(pid: int) -> bool:
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z" and argv0.endswith(b"qemu-system-x86_64")
 
 
 def test_avocado_s_timeout_leaves_no_qemu_behind(

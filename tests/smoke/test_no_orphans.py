@@ -10,33 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import alive, descendants, is_live_qemu
 
 from cocolab.deadline import Deadline
-
-
-def children(pid: int) -> list[int]:
-    """PIDs whose parent is `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # fields after the ')' that ends comm: state ppid ...
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
 
 TWO_VMS = """
 import pytest
@@ -64,8 +40,7 @@ def test_sigkill_of_pytest_mid_boot_takes_qemu_down(tmp_path: Path, source: str,
         deadline = Deadline(60)
         qemu: list[int] = []
         while len(qemu) < qemus and not deadline.expired() and inner.poll() is None:
-            qemu = [p for p in children(inner.pid)
-                    if Path(f"/proc/{p}/comm").read_text().startswith("qemu-system")]
+            qemu = [p for p in descendants(inner.pid) if is_live_qemu(p)]
             time.sleep(0.05)  # poll interval
         assert len(qemu) == qemus, f"the inner pytest started {len(qemu)} QEMU, not {qemus}"
         os.kill(inner.pid, signal.SIGKILL)

@@ -146,7 +146,7 @@ class Lab:
                     if self._stop:
                         break
                     if self._take(event) and once:
-                        return 0
+                        return 130 if self._stop else 0
                 if not events or once:
                     if once and not events:
                         LOG.info("no job for runtime %s", self.runtime)

@@ -1,0 +1,125 @@
+"""`cocolab lab` running real jobs from the stand-in KernelCI API (tests/rig/lab_standin.py):
+tests/devmem on the lane's own kernel, served as a job's artifacts (bzImage, config, a modules
+tarball), passes and comes back as nodes; a kernel that cannot boot comes back as an
+infrastructure error; SIGINT to the lab mid-job leaves no QEMU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from processes import descendants, is_live_qemu
+
+from cocolab.deadline import Deadline
+from cocolab.rig import Rig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rig"))  # the stand-in API
+from lab_standin import TOKEN, StandIn, definition
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME = "cocolab-smoke-lab"
+
+
+@pytest.fixture(scope="module")
+def artifacts(cocolab_rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The lane's kernel as a KernelCI kbuild would publish it."""
+    kernel = cocolab_rig.kernel
+    if cocolab_rig.lane.cc:
+        pytest.skip(f"the lab runs jobs on the default lane here, not {cocolab_rig.lane.name}")
+    out = tmp_path_factory.mktemp("artifacts")
+    files = {"kernel": kernel.image, "config": kernel.config_path}
+    if kernel.modules is not None:
+        files["modules"] = out / "modules.tar"
+        with tarfile.open(files["modules"], "w") as tar:
+            tar.add(kernel.modules, arcname=f"lib/modules/{kernel.release}")
+    return files
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    server = StandIn()
+    yield server
+    server.close()
+
+
+def add_job(standin: StandIn, files: dict[str, Path], node_id: str, selection: str) -> None:
+    served = {name: standin.artifact(f"{node_id}-{name}", path)
+              for name, path in files.items()}
+    standin.add_job(node_id, definition(served["kernel"], served["config"], selection,
+                                        modules=served.get("modules")), RUNTIME)
+
+
+def lab_argv(standin: StandIn, tmp_path: Path) -> list[str]:
+    (tmp_path / "token").write_text(TOKEN)
+    return [sys.executable, "-m", "cocolab.cli", "lab", "--api", standin.api, "--runtime",
+            RUNTIME, "--token-file", str(tmp_path / "token"), "--once", "--lane", "default",
+            "--workdir", str(tmp_path / "lab")]
+
+
+def test_a_devmem_job_runs_in_real_guests_and_posts_its_nodes(
+        standin: StandIn, artifacts: dict[str, Path], tmp_path: Path) -> None:
+    add_job(standin, artifacts, "devmem", "tests/devmem")
+    done = subprocess.run(lab_argv(standin, tmp_path), cwd=REPO, capture_output=True,
+                          text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stderr
+    posted = standin.results["devmem"]
+    node = posted["node"]
+    assert node["result"] == "pass", (node, (tmp_path / "lab/job-devmem/pytest.log")
+                                      .read_text()[-3000:])
+    by_name = {n["name"]: n for n in posted["nodes"]}
+    assert by_name["boot"]["result"] == "pass"
+    assert by_name["devmem"]["result"] in ("pass", "fail")  # a lane baseline is a fail node
+    tests = [n for n in posted["nodes"] if n["path"][0] == "devmem" and len(n["path"]) == 2]
+    assert sum(n["result"] == "pass" for n in tests) >= 30, [n["name"] for n in tests]
+    assert node["data"]["kernel_release"] == artifacts["kernel"].name.removeprefix("vmlinuz-")
+
+
+def test_a_kernel_that_cannot_boot_is_an_infrastructure_error(
+        standin: StandIn, artifacts: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "bzImage"
+    broken.write_bytes(artifacts["kernel"].read_bytes()[:1 << 20])  # its header, and no more
+    add_job(standin, {**artifacts, "kernel": broken}, "broken",
+            "tests/devmem/test_strict_devmem.py")
+    env = {**os.environ, "PYTEST_ADDOPTS": "--boot-timeout 60"}
+    done = subprocess.run(lab_argv(standin, tmp_path), cwd=REPO, capture_output=True,
+                          text=True, timeout=900, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    node = standin.results["broken"]["node"]
+    assert node["result"] == "incomplete", node
+    assert node["data"]["error_code"] == "Infrastructure"
+    assert "lost their VM" in node["data"]["error_msg"], node["data"]["error_msg"]
+
+
+def test_sigint_to_the_lab_mid_job_leaves_no_qemu(
+        standin: StandIn, artifacts: dict[str, Path], tmp_path: Path) -> None:
+    add_job(standin, artifacts, "stopped", "tests/devmem")
+    lab = subprocess.Popen(lab_argv(standin, tmp_path), cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    seen: set[int] = set()
+    try:
+        deadline = Deadline(300)
+        while not seen and not deadline.expired() and lab.poll() is None:
+            seen = {p for p in descendants(lab.pid) if is_live_qemu(p)}
+            time.sleep(0.2)  # poll interval
+        assert seen, "the job never started a QEMU"
+        lab.send_signal(signal.SIGINT)
+        out = lab.communicate(timeout=120)[0]
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+            lab.wait()
+    assert lab.returncode == 130, out
+    deadline = Deadline(10)
+    while any(map(is_live_qemu, seen)) and not deadline.expired():
+        time.sleep(0.1)
+    assert not any(map(is_live_qemu, seen)), f"QEMU {sorted(seen)} outlived the lab's SIGINT"
+    node = standin.results["stopped"]["node"]
+    assert node["result"] == "incomplete"
+    assert "the lab was stopped (SIGINT)" in node["data"]["error_msg"]
