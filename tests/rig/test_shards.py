@@ -6,6 +6,7 @@ run's verdicts; a KCIDB report of it validates and keeps its ids."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,11 @@ def test_two_shards_are_the_whole_run_and_merge_to_its_verdicts(
     assert {t["nodeid"]: t["outcome"] for t in data["tests"]} == whole
     assert data["shards"] == ["1/2", "2/2"]
 
+    facts = data["facts"]
+    assert facts["kernel_release"] == "not resolved: no VM booted in this run"
+    assert not (Path(os.environ["COCOLAB_CACHE"]) / "kernels").exists(), \
+        "writing the results fetched a kernel for a run that booted nothing"
+
     ids = []
     for name in ("k1.json", "k2.json"):
         out = subprocess.run([*cli, "kcidb", str(merged), "--origin", "cocolab_rig", "-o", name],
@@ -83,11 +89,21 @@ def test_two_shards_are_the_whole_run_and_merge_to_its_verdicts(
     assert ids[0] == ids[1] and len(set(ids[0])) == 11
 
 
-def test_workers_inside_a_shard_run_the_same_tests(pytester: pytest.Pytester) -> None:
+def test_workers_inside_a_shard_run_the_same_tests_and_merge(
+        pytester: pytest.Pytester) -> None:
+    """Under -n the controller collects nothing: the workers tell it the selection and the
+    partition, which the merge checks."""
     pytester.makepyfile(test_sample=SAMPLE)
     serial = run(pytester, "serial", "--shard", "2/3")
     workers = run(pytester, "workers", "--shard", "2/3", "-n", "2")
     assert serial == workers and serial
+    run(pytester, "one", "--shard", "1/3", "-n", "2")
+    run(pytester, "three", "--shard", "3/3")
+    out = subprocess.run([sys.executable, "-m", "cocolab.cli", "results", "merge", "one",
+                          "workers", "three", "-o", "m.json"], cwd=pytester.path,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "11 tests from shards 1/3, 2/3, 3/3: 11 skipped" in out.stdout
 
 
 def test_shards_of_different_partitions_do_not_merge(pytester: pytest.Pytester) -> None:

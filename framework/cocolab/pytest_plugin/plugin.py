@@ -56,13 +56,15 @@ ITEM_BUNDLE = pytest.StashKey[Path]()
 ITEM_CALL = pytest.StashKey[pytest.TestReport]()
 ITEM_WARNINGS = pytest.StashKey[list[KernelWarning]]()
 ITEM_SHARE = pytest.StashKey[bool]()
+"""The test still holds its share of a shared VM (counted at collection, not yet released)."""
 SHARD = pytest.StashKey["ShardPlugin"]()
 STARTED = pytest.StashKey[str]()
 SELECTED = pytest.StashKey[list[str]]()
 """The nodeids the run selected (after -k, -m and this shard's deselection)."""
 WORKER_RIG = pytest.StashKey[list[str]]()
 """Under xdist: what the first worker that booted a VM booted it with (_rig_lines)."""
-"""The test still holds its share of a shared VM (counted at collection, not yet released)."""
+WORKER_SELECTION = pytest.StashKey[dict[str, Any]]()
+"""Under xdist: the selection, shard and partition the workers collected (_selection)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -178,7 +180,7 @@ def _register_shard_and_results(config: pytest.Config, rig: Rig, results: Path) 
         config.stash[SHARD] = shard
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(
-            ResultsPlugin(results, lambda: run_facts(config, rig, shard)),
+            ResultsPlugin(results, lambda: run_facts(config, rig)),
             "cocolab-results")
 
 
@@ -188,21 +190,30 @@ def _vm_key(item: pytest.Item) -> str | None:
     return request.key() if request is not None and not request.fresh else None
 
 
-def run_facts(config: pytest.Config, rig: Rig, shard: ShardPlugin | None) -> RunFacts:
-    """The results file's facts: lane_properties', as fields."""
-    props = lane_properties(rig)
-    config_sha = "unavailable"
-    with contextlib.suppress(CocolabError, OSError):
-        config_sha = hashlib.sha256(rig.kernel.config_path.read_bytes()).hexdigest()
+UNRESOLVED = "not resolved: no VM booted in this run"
+
+
+def run_facts(config: pytest.Config, rig: Rig) -> RunFacts:
+    """The results file's facts: lane_properties', as fields. A run that booted nothing
+    (its own pool, or an xdist worker's) fetches no kernel and probes no QEMU to say them."""
+    booted = _booted(config) or WORKER_RIG in config.stash
+    props = lane_properties(rig) if booted else {
+        "cocolab.lane": rig.lane.name, "cocolab.kernel": str(rig.kernel_setting.value),
+        "cocolab.cc": cc_header(rig) if rig.lane.cc else "none", "cocolab.host_cpu": _host_cpu(),
+        **dict.fromkeys(("cocolab.kernel_release", "cocolab.qemu", "cocolab.accel"),
+                        UNRESOLVED)}
+    config_sha = UNRESOLVED if not booted else "unavailable"
+    if booted:
+        with contextlib.suppress(CocolabError, OSError):
+            config_sha = hashlib.sha256(rig.kernel.config_path.read_bytes()).hexdigest()
+    selection = config.stash.get(WORKER_SELECTION, None) or _selection(config)
     return RunFacts(
         lane=rig.lane.name, kernel=props["cocolab.kernel"],
         kernel_release=props["cocolab.kernel_release"], kernel_config_sha256=config_sha,
         qemu=props["cocolab.qemu"], accel=props["cocolab.accel"], cc=props["cocolab.cc"],
         host_cpu=props["cocolab.host_cpu"], started=config.stash[STARTED],
-        selected=shard.selected if shard is not None else len(
-            config.stash.get(SELECTED, [])),
-        shard=str(shard.spec) if shard is not None else None,
-        partition=shard.partition.digest if shard is not None and shard.partition else None)
+        selected=int(selection["selected"]), shard=selection["shard"],
+        partition=selection["partition"])
 
 
 def _progress_to_terminal(config: pytest.Config) -> None:
@@ -280,18 +291,39 @@ def _rig_lines(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """An xdist worker that booted a VM tells the controller what it booted with."""
+    """An xdist worker tells the controller, which collects nothing, what the run selected
+    (and how it was split); one that booted a VM, what it booted with."""
     config = session.config
     output = getattr(config, "workeroutput", None)
-    if output is not None and config.stash[POOL].cold_boots + config.stash[POOL].restores:
+    if output is None:
+        return
+    output["cocolab_selection"] = _selection(config)
+    if _booted(config):
         output["cocolab_rig"] = _rig_lines(config)
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's
 def pytest_testnodedown(node: Any, error: object) -> None:
-    lines = getattr(node, "workeroutput", {}).get("cocolab_rig")
-    if lines:
-        node.config.stash.setdefault(WORKER_RIG, lines)
+    said = getattr(node, "workeroutput", {})
+    if said.get("cocolab_rig"):
+        node.config.stash.setdefault(WORKER_RIG, said["cocolab_rig"])
+    if said.get("cocolab_selection"):  # every worker collected the same selection
+        node.config.stash.setdefault(WORKER_SELECTION, said["cocolab_selection"])
+
+
+def _booted(config: pytest.Config) -> bool:
+    pool = config.stash[POOL]
+    return bool(pool.cold_boots + pool.restores or pool.failures)
+
+
+def _selection(config: pytest.Config) -> dict[str, Any]:
+    """The run's selection before any shard took its share, and the shard and partition."""
+    shard = config.stash.get(SHARD, None)
+    if shard is None:
+        return {"selected": len(config.stash.get(SELECTED, [])), "shard": None,
+                "partition": None}
+    return {"selected": shard.selected, "shard": str(shard.spec),
+            "partition": shard.partition.digest if shard.partition else None}
 
 
 def cc_header(rig: Rig) -> str:
@@ -592,14 +624,16 @@ def lane_properties(rig: Rig) -> dict[str, str]:
     if rig.lane.hardware_cc:
         fw = rig.firmware(rig.lane.cc)
         props["cocolab.firmware"] = str(fw.found) if fw.found else fw.why_not(rig.lane.cc)
-    cpu = "unknown"
+    props["cocolab.host_cpu"] = _host_cpu()
+    return props
+
+
+def _host_cpu() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    props["cocolab.host_cpu"] = cpu
-    return props
+                return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 @pytest.fixture(scope="session", autouse=True)
