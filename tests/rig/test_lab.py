@@ -2,7 +2,7 @@
 claimed, its artifacts fetched and checked, its selection run by pytest and its results
 posted as nodes; a checksum that does not match, a definition that cannot be run, a job
 another lab claimed, another runtime's job, and an API that answers 503 for a while.
-(tests/smoke/test_lab.py runs tests/devmem in a real guest through it.)"""
+(tests/smoke/test_lab_jobs.py runs tests/devmem in a real guest through it.)"""
 
 from __future__ import annotations
 
