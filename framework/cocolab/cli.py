@@ -278,6 +278,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="lab: the callback token (default: $COCOLAB_LAB_TOKEN)")
     parser.add_argument("--once", action="store_true",
                         help="lab: run at most one job, then exit")
+    parser.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
+                        help="lab: the first wait before retrying the API, doubled each time "
+                             "(5 tries; default 1)")
     parser.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
                         help="lab: how often to poll when there is no job (default 30)")
     parser.add_argument("--workdir", type=Path, default=Path("lab"), metavar="DIR",
@@ -293,8 +296,8 @@ def lab_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error(f"lab: --api {args.api!r}: give an http(s) URL")
     logging.getLogger("cocolab.lab").setLevel(logging.INFO)  # a service says what it does
     lane = args.lane or os.environ.get("COCOLAB_LANE") or "default"
-    lab = Lab(Api(args.api.rstrip("/"), read_token(args.token_file)), args.runtime, lane,
-              args.workdir.resolve(), poll_s=args.poll)
+    api = Api(args.api.rstrip("/"), read_token(args.token_file), backoff_s=args.backoff)
+    lab = Lab(api, args.runtime, lane, args.workdir.resolve(), poll_s=args.poll)
     return lab.serve(once=args.once)
 
 

@@ -53,7 +53,8 @@ def workspace(tmp_path: Path) -> Path:
 def lab(workspace: Path, standin: StandIn, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cocolab.cli", "lab", "--api", standin.api,
                            "--runtime", RUNTIME, "--token-file", "token", "--once",
-                           "--poll", "0.1", "--workdir", "labwork", *extra],
+                           "--poll", "0.1", "--backoff", "0.05", "--workdir", "labwork",
+                           *extra],
                           cwd=workspace, capture_output=True, text=True, timeout=300,
                           check=False)
 
@@ -78,7 +79,8 @@ def test_a_job_is_claimed_run_and_its_results_posted_as_nodes(
     by_name = {n["name"]: n["result"] for n in posted["nodes"]}
     assert by_name == {"boot": "pass", "sample": "pass", "test_plain.py::test_one": "pass",
                        "test_plain.py::test_two": "pass", "test_plain.py::test_three": "skip"}
-    assert "again in 1s (1/5)" in done.stderr  # the 503s were retried with backoff
+    assert "again in 0.05s (1/5)" in done.stderr  # the 503s were retried with backoff
+    assert "again in 0.1s (2/5)" in done.stderr  # doubled
     results = workspace / "labwork/job-n1/results/cocolab-results.json"
     assert '"kernel": "' + str(workspace / "labwork/job-n1/artifacts/bzImage") + '"' in \
         results.read_text()  # the job's kernel, as the lab fetched it

@@ -63,9 +63,14 @@ def lab_argv(standin: StandIn, tmp_path: Path) -> list[str]:
             "--workdir", str(tmp_path / "lab")]
 
 
+DEVMEM_SHARE = "tests/devmem/test_strict_devmem.py tests/devmem/test_devport.py"
+"""Two of tests/devmem's VMs: what a job goes through is the same for one test file as for
+the suite (the closing note of issue 27 shows a job running all of tests/devmem)."""
+
+
 def test_a_devmem_job_runs_in_real_guests_and_posts_its_nodes(
         standin: StandIn, artifacts: dict[str, Path], tmp_path: Path) -> None:
-    add_job(standin, artifacts, "devmem", "tests/devmem")
+    add_job(standin, artifacts, "devmem", DEVMEM_SHARE)
     done = subprocess.run(lab_argv(standin, tmp_path), cwd=REPO, capture_output=True,
                           text=True, timeout=1200, check=False)
     assert done.returncode == 0, done.stderr
@@ -77,7 +82,9 @@ def test_a_devmem_job_runs_in_real_guests_and_posts_its_nodes(
     assert by_name["boot"]["result"] == "pass"
     assert by_name["devmem"]["result"] in ("pass", "fail")  # a lane baseline is a fail node
     tests = [n for n in posted["nodes"] if n["path"][0] == "devmem" and len(n["path"]) == 2]
-    assert sum(n["result"] == "pass" for n in tests) >= 30, [n["name"] for n in tests]
+    assert sum(n["result"] == "pass" for n in tests) >= 5, [n["name"] for n in tests]
+    assert {n["name"].split("::")[0] for n in tests} == {"test_strict_devmem.py",
+                                                        "test_devport.py"}
     assert node["data"]["kernel_release"] == artifacts["kernel"].name.removeprefix("vmlinuz-")
 
 
