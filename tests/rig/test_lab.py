@@ -135,3 +135,31 @@ def test_a_wrong_token_is_refused_and_said(standin: StandIn, workspace: Path) ->
     done = lab(workspace, standin)
     assert done.returncode == 1
     assert "claiming job n4: HTTP 401" in done.stderr
+
+
+@pytest.mark.parametrize("member", ["../escape.ko", "/abs.ko", "link->../../../../etc"])
+def test_a_modules_tarball_reaching_outside_its_directory_is_refused(
+        standin: StandIn, workspace: Path, member: str) -> None:
+    import io
+    import tarfile
+
+    archive = workspace / "modules.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("lib/modules/6.12.0-lab/modules.dep")
+        tar.addfile(info, io.BytesIO(b""))
+        if "->" in member:
+            link = tarfile.TarInfo(f"lib/modules/{member.split('->')[0]}")
+            link.type, link.linkname = tarfile.SYMTYPE, member.split("->")[1]
+            tar.addfile(link)
+        else:
+            bad = tarfile.TarInfo(member)
+            tar.addfile(bad, io.BytesIO(b""))
+    definition_ = job(standin, workspace)
+    definition_["artifacts"]["modules"], definition_["integrity"]["sha256"]["modules"] = \
+        standin.artifact("modules.tar", archive)
+    standin.add_job("n5", definition_, RUNTIME)
+    assert lab(workspace, standin).returncode == 0
+    node = standin.results["n5"]["node"]
+    assert node["result"] == "incomplete"
+    assert "would land outside the job's directory" in node["data"]["error_msg"]
+    assert not (workspace / "labwork/escape.ko").exists()
