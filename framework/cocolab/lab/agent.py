@@ -125,7 +125,6 @@ class Lab:
     runtime: str
     lane: str
     workdir: Path
-    pytest_args: tuple[str, ...] = ()
     poll_s: float = 30.0
     _child: subprocess.Popen[bytes] | None = None
     _stop: str = ""
@@ -142,17 +141,18 @@ class Lab:
                 events = self.api.events(since)
                 if events:
                     since = str(events[-1].get("timestamp", since))
+                ran = False
                 for event in events:
-                    if self._stop:
+                    if self._stop or (ran and once):
                         break
-                    if self._take(event) and once:
-                        return 130 if self._stop else 0
-                if not events or once:
-                    if once and not events:
-                        LOG.info("no job for runtime %s", self.runtime)
-                        return 0
+                    ran = self._take(event) or ran
+                if once and (ran or not events):
+                    LOG.info("%s", "one job run" if ran else
+                             f"no job for runtime {self.runtime}")
+                    break
+                if not ran:
                     self._sleep(self.poll_s)
-            return 130
+            return 130 if self._stop else 0
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -204,7 +204,7 @@ class Lab:
         argv = [sys.executable, "-m", "pytest", *job.selection, "--lane", self.lane,
                 "--kernel", str(files["kernel"]), "--kernel-config", str(files["config"]),
                 "--results", str(jobdir / "results"), "-p", "no:cacheprovider", "-rs",
-                *(["--modules", str(modules)] if modules else []), *self.pytest_args]
+                *(["--modules", str(modules)] if modules else [])]
         LOG.info("job %s: %s", job.node_id, " ".join(argv[3:]))
         log = jobdir / "pytest.log"
         timed_out = False
