@@ -4,10 +4,10 @@ infrastructure error, never a kernel failure."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
+from edited import REMOVED, edited
 
 from cocolab.lab.job import INFRA, Job, JobError, outcome
 from cocolab.results import RunFacts, RunResults, TestResult
@@ -32,22 +32,13 @@ def test_a_good_job_reads_as_its_selection_timeout_and_checksums() -> None:
 
 
 def changed(path: str, value: Any) -> dict[str, Any]:
-    data = copy.deepcopy(GOOD)
-    *parents, last = path.split(".")
-    node: Any = data
-    for p in parents:
-        node = node[int(p)] if p.isdigit() else node[p]
-    if value is KeyError:
-        del node[last]
-    else:
-        node[last] = value
-    return data
+    return edited(GOOD, path, value)
 
 
 @pytest.mark.parametrize("data, says", [
     ([], "not a JSON object"),
     (changed("artifacts", "x"), "no artifacts object of URLs"),
-    (changed("artifacts.config", KeyError), "no 'config' artifact"),
+    (changed("artifacts.config", REMOVED), "no 'config' artifact"),
     (changed("environment.arch", "arm64"), "arch 'arm64'; this lab runs x86_64"),
     (changed("tests.0.type", "ltp"), "no test of type 'cocolab' (it has boot, ltp)"),
     (changed("tests.0.parameters", "/etc/passwd"), "must name test paths under tests/"),
@@ -55,7 +46,7 @@ def changed(path: str, value: Any) -> dict[str, Any]:
     (changed("tests.0.parameters", "tests/devmem; rm -rf /"), "must name test paths"),
     (changed("tests.0.parameters", ""), "must name test paths"),
     (changed("tests.0.timeout_s", "soon"), "timeout_s 'soon' is not seconds"),
-    (changed("callback", KeyError), "no callback url"),
+    (changed("callback", REMOVED), "no callback url"),
 ])
 def test_a_bad_job_definition_is_one_line(data: Any, says: str) -> None:
     with pytest.raises(JobError) as info:
