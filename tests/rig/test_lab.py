@@ -6,7 +6,6 @@ another lab claimed, another runtime's job, and an API that answers 503 for a wh
 
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,18 +14,9 @@ from pathlib import Path
 import pytest
 from lab_standin import TOKEN, StandIn, definition
 
+from fake_kernel import fake_bzimage
+
 RUNTIME = "cocolab-test-lab"
-
-
-def fake_bzimage(path: Path, release: str = "6.12.0-lab") -> Path:
-    """Enough of an x86 bzImage for cocolab to read its release (it never boots here)."""
-    head = bytearray(0x1000)
-    head[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", head, 0x20E, 0x400)
-    text = f"{release} (lab@test) #1".encode() + b"\0"
-    head[0x600:0x600 + len(text)] = text
-    path.write_bytes(bytes(head))
-    return path
 
 
 @pytest.fixture
@@ -60,7 +50,7 @@ def lab(workspace: Path, standin: StandIn, *extra: str) -> subprocess.CompletedP
 
 
 def job(standin: StandIn, workspace: Path, **kwargs: object) -> dict[str, object]:
-    kernel = standin.artifact("bzImage", fake_bzimage(workspace / "bzImage"))
+    kernel = standin.artifact("bzImage", fake_bzimage(workspace / "bzImage", "6.12.0-lab"))
     (workspace / "config").write_text("CONFIG_MODULES=y\nCONFIG_DEVMEM=y\n")
     config = standin.artifact("config", workspace / "config")
     return definition(kernel, config, **kwargs)  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from cocolab.errors import ImageError
 from cocolab.kconfig_tool import Gate, check, fragment
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.needs import RIG_NEEDS, rig_lacks
+from fake_kernel import fake_bzimage
 
 pytest_plugins = ["pytester"]
 
@@ -68,13 +68,8 @@ def test_cocolab_kconfig_collects_the_real_suites(capsys: pytest.CaptureFixture[
 
 
 def _fake_kernel(tmp: Path, config: str) -> Path:
-    head = bytearray(0x400)
-    head[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", head, 0x20E, 0x100)
-    head[0x300:0x310] = b"6.99.0-tiny (x)\0"
-    (tmp / "bzImage").write_bytes(bytes(head))
     (tmp / "config").write_text(config)
-    return tmp / "bzImage"
+    return fake_bzimage(tmp / "bzImage", "6.99.0-tiny")
 
 
 def test_a_kernel_the_rig_cannot_use_is_refused_before_any_boot(

@@ -3,12 +3,12 @@ reaches the terminal through the plugin."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
 from cocolab import progress
+from fake_kernel import fake_bzimage
 
 pytest_plugins = ["pytester"]
 
@@ -52,11 +52,7 @@ def test_progress_in_a_captured_setup_reaches_the_terminal(pytester: pytest.Pyte
 
         def test_it(slow): pass
     """)
-    head = bytearray(0x400)  # a bzImage header, enough for --kernel to accept it
-    head[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", head, 0x20E, 0x100)
-    head[0x300:0x310] = b"6.99.0-tiny (x)\0"
-    (pytester.path / "bzImage").write_bytes(bytes(head))
+    fake_bzimage(pytester.path / "bzImage", "6.99.0-tiny")  # enough for --kernel to take it
     (pytester.path / "config").write_text("CONFIG_64BIT=y\n")
     fake_qemu = Path(__file__).with_name("fake_qemu.py")
     result = pytester.runpytest("-p", "no:cacheprovider", f"--kernel={pytester.path}/bzImage",

@@ -15,7 +15,6 @@ case's message before writing it down).
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from cocolab.qemu.policy import ALLOWED, OBJECT_TYPES
 from cocolab.rig import Rig, RigOptions
 from cocolab.topology.models import MODELS
 from cocolab.topology.schema import machine_names, topology_names
+from fake_kernel import fake_bzimage
 
 LANES = ", ".join(lane_names())
 QEMU_OPTS = ", ".join(ALLOWED)
@@ -457,11 +457,7 @@ def _files(tmp: Path) -> None:
     (tmp / "dir.toml").mkdir()
     (tmp / "text").write_text("hello\n")
     (tmp / "binary").write_bytes(bytes(range(256)) * 4)
-    head = bytearray(0x400)
-    head[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", head, 0x20E, 0x100)
-    head[0x300:0x310] = b"6.99.0-fake (x)\0"
-    (tmp / "bzImage").write_bytes(bytes(head))
+    fake_bzimage(tmp / "bzImage", "6.99.0-fake")
     (tmp / "bad.toml").write_text("memory_mib = 0\n")
 
 

@@ -10,6 +10,7 @@ from cocolab.kernel import BuildTreeSpec, DebianSpec, ImageSpec, Kconfig, parse_
 from cocolab.kernel.apt import kernel_closure
 from cocolab.kernel.modules import module_closure
 from cocolab.kernel.resolve import bzimage_release, image_release, resolve_image
+from fake_kernel import fake_bzimage
 
 
 @pytest.mark.parametrize("text, spec", [
@@ -51,16 +52,6 @@ def test_config_and_modules_only_for_an_image(tmp_path: Path) -> None:
     image.write_bytes(b"")
     spec = parse_kernel_spec(str(image), config=str(tmp_path / "cfg"))
     assert spec == ImageSpec(image, tmp_path / "cfg", None)
-
-
-def fake_bzimage(path: Path, version: str) -> Path:
-    head = bytearray(0x4000)
-    head[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", head, 0x20E, 0x1000)
-    text = f"{version} (builder@host) #1 SMP".encode() + b"\0"
-    head[0x1200:0x1200 + len(text)] = text
-    path.write_bytes(bytes(head))
-    return path
 
 
 def test_release_is_read_from_the_boot_header(tmp_path: Path) -> None:
