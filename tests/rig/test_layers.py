@@ -41,7 +41,18 @@ def test_an_import_that_points_up_breaks_the_contract(tmp_path: Path) -> None:
 
 
 def test_no_two_test_modules_share_a_name() -> None:
-    """pytest imports test modules by basename (tests/ has no packages): two test_x.py in two
-    suites make `pytest tests/unit tests/smoke` an import-file-mismatch error."""
-    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    """pytest imports test modules, and the helpers beside them, by basename (tests/ has no
+    packages): two test_x.py in two suites make `pytest tests/unit tests/smoke` an
+    import-file-mismatch error, and two helper.py the wrong one imported."""
+    names = [p.name for p in (REPO / "tests").rglob("*.py") if p.name != "conftest.py"]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_no_module_imports_a_conftest_by_name() -> None:
+    """Every conftest.py is imported as `conftest`, so `from conftest import x` gets whichever
+    one pytest loaded last (and ruff sorts it as first-party once tests/conftest.py exists):
+    helpers that tests import live in a module of their own."""
+    importers = [str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("*.py")
+                 if any(line.startswith(("from conftest ", "import conftest"))
+                        for line in p.read_text().splitlines())]
+    assert importers == []

@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import HUNG_TASK_TIMEOUT_S, run_in_background
+from guest_side import HUNG_TASK_TIMEOUT_S, run_in_background
 
 from cocolab.devices import Personality
 from cocolab.guest import Guest

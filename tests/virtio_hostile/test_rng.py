@@ -13,7 +13,7 @@ Sources (6.12 and 7.3 alike):
 from __future__ import annotations
 
 import pytest
-from conftest import quiet_khwrngd, read_hwrng, run_in_background
+from guest_side import quiet_khwrngd, read_hwrng, run_in_background
 
 from cocolab.devices import Personality
 from cocolab.guest import Guest

@@ -1,0 +1,57 @@
+"""What the hostile-device tests do inside the guest: read the hwrng, and run a command that
+the device may never answer in the background, then look at the task it left.
+
+Beside the tests rather than in conftest.py: more than one conftest.py is imported as
+`conftest`, so `from conftest import` names whichever pytest loaded last.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from cocolab.guest import Guest
+
+HUNG_TASK_TIMEOUT_S = 2
+"""Set in the guest while a test may leave a task waiting on the device: khungtaskd reports a
+task blocked uninterruptibly for this long (two checks apart), so "no hung task" holds within
+the test, not 120 s (Debian's default) after it. (A block reader is never reported:
+blk_io_schedule() wakes it every timeout / 2 on purpose; test_blk.py asserts its state.)"""
+
+
+def quiet_khwrngd(vm: Guest) -> None:
+    """Stop the kernel's own reader of the hwrng (khwrngd runs while rng_quality is above 0,
+    drivers/char/hw_random/core.c): from here on only the test's reads take bytes."""
+    vm.run("echo 0 > /sys/class/misc/hw_random/rng_quality", check=True)
+
+
+def read_hwrng(vm: Guest, count: int, kill_after: float = 5.0) -> tuple[bytes, str]:
+    """`count` bytes from /dev/hwrng (SIGKILL after `kill_after` s), and what the shell said."""
+    quiet_khwrngd(vm)
+    r = vm.run(f"timeout -s KILL {kill_after:g} head -c {count} /dev/hwrng > /tmp/hwrng; "
+               "echo status=$?; od -An -tx1 -v /tmp/hwrng", timeout=kill_after + 30)
+    status, _, dump = r.stdout.partition("\n")
+    return bytes.fromhex(dump.replace("\n", " ").replace(" ", "")), status
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A guest command started in the background and looked at `after` seconds later."""
+
+    state: str
+    """Its process state letter (D: uninterruptible; '' once it has ended)."""
+    output: str
+    """What it printed, and 'status=N' once it ended."""
+
+
+def run_in_background(vm: Guest, command: str, after: float) -> Blocked:
+    """Start `command` (one process) detached, so that a task the device never answers does
+    not hold the SSH session; SIGKILL it after `after` seconds and look at it a second later."""
+    vm.run(f"echo {HUNG_TASK_TIMEOUT_S} > /proc/sys/kernel/hung_task_timeout_secs", check=True)
+    vm.run(f"( {command} & echo $! > /tmp/bg.pid; wait $!; echo status=$? ) "
+           "> /tmp/bg.out 2>&1 </dev/null &", check=True)
+    time.sleep(after)
+    vm.run("kill -KILL $(cat /tmp/bg.pid) 2>/dev/null; sleep 1")
+    state = vm.run("sed -n 's/^State:\\s*\\(.\\).*/\\1/p' /proc/$(cat /tmp/bg.pid)/status "
+                   "2>/dev/null").stdout.strip()
+    return Blocked(state, vm.run("cat /tmp/bg.out").stdout)
