@@ -6,8 +6,10 @@ another lab claimed, another runtime's job, and an API that answers 503 for a wh
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,29 +129,55 @@ def test_a_wrong_token_is_refused_and_said(standin: StandIn, workspace: Path) ->
     assert "claiming job n4: HTTP 401" in done.stderr
 
 
-@pytest.mark.parametrize("member", ["../escape.ko", "/abs.ko", "link->../../../../etc"])
-def test_a_modules_tarball_reaching_outside_its_directory_is_refused(
-        standin: StandIn, workspace: Path, member: str) -> None:
-    import io
-    import tarfile
-
+def modules_job(standin: StandIn, workspace: Path, *extra: tarfile.TarInfo,
+                selection: str = "tests/sample") -> dict[str, object]:
+    """A job whose modules artifact holds a modules.dep and then `extra` (a file's is empty)."""
     archive = workspace / "modules.tar"
     with tarfile.open(archive, "w") as tar:
-        info = tarfile.TarInfo("lib/modules/6.12.0-lab/modules.dep")
-        tar.addfile(info, io.BytesIO(b""))
-        if "->" in member:
-            link = tarfile.TarInfo(f"lib/modules/{member.split('->')[0]}")
-            link.type, link.linkname = tarfile.SYMTYPE, member.split("->")[1]
-            tar.addfile(link)
-        else:
-            bad = tarfile.TarInfo(member)
-            tar.addfile(bad, io.BytesIO(b""))
-    definition_ = job(standin, workspace)
+        for info in (tarfile.TarInfo("lib/modules/6.12.0-lab/modules.dep"), *extra):
+            tar.addfile(info, io.BytesIO(b"") if info.isfile() else None)
+    definition_ = job(standin, workspace, selection=selection)
     definition_["artifacts"]["modules"], definition_["integrity"]["sha256"]["modules"] = \
         standin.artifact("modules.tar", archive)
-    standin.add_job("n5", definition_, RUNTIME)
+    return definition_
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+@pytest.mark.parametrize("bad", [member("../escape.ko"), member("/abs.ko"),
+                                 member("lib/modules/6.12.0-lab/null", tarfile.CHRTYPE)],
+                         ids=["dotdot", "absolute", "device-node"])
+def test_a_modules_tarball_reaching_outside_its_directory_is_refused(
+        standin: StandIn, workspace: Path, bad: tarfile.TarInfo) -> None:
+    standin.add_job("n5", modules_job(standin, workspace, bad), RUNTIME)
     assert lab(workspace, standin).returncode == 0
     node = standin.results["n5"]["node"]
     assert node["result"] == "incomplete"
     assert "would land outside the job's directory" in node["data"]["error_msg"]
     assert not (workspace / "labwork/escape.ko").exists()
+    assert not (workspace / "labwork/job-n5/pytest.log").exists()
+
+
+def test_the_links_of_a_modules_tarball_are_left_out_and_the_job_runs(
+        standin: StandIn, workspace: Path) -> None:
+    """`build` points into the build machine, as `make modules_install` leaves it; a/b and
+    a/b/c each point up one level, so a/b/c/escape.ko would land beside the job's directory
+    were they made before it; left out, they cannot be."""
+    base = "lib/modules/6.12.0-lab"
+    links = [member(f"{base}/build", tarfile.SYMTYPE, "/home/builder/linux"),
+             member(f"{base}/a/b", tarfile.SYMTYPE, ".."),
+             member(f"{base}/a/b/c", tarfile.SYMTYPE, "../../../../../../..")]
+    standin.add_job("n6", modules_job(standin, workspace, *links,
+                                      member(f"{base}/a/b/c/escape.ko")), RUNTIME)
+    done = lab(workspace, standin)
+    assert done.returncode == 0, done.stderr
+    assert standin.results["n6"]["node"]["result"] == "pass", standin.results["n6"]["node"]
+    assert "3 link(s) left out (lib/modules/6.12.0-lab/build, " in done.stderr
+    unpacked = workspace / "labwork/job-n6/modules" / base
+    assert not any(p.is_symlink() for p in unpacked.rglob("*"))
+    assert (unpacked / "a/b/c/escape.ko").is_file()
+    assert [p.name for p in workspace.rglob("escape.ko")] == ["escape.ko"]

@@ -267,9 +267,13 @@ class Lab:
         dest = jobdir / "modules"
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(dest, members=_inside(tar, dest, archive.name))
+                members, links = _files_and_dirs(tar, dest, archive.name)
+                tar.extractall(dest, members=members)
         except (tarfile.TarError, OSError) as exc:
             raise JobError(f"the modules artifact {archive.name}: {exc}") from None
+        if links:
+            LOG.info("modules artifact %s: %d link(s) left out (%s): modprobe needs none",
+                     archive.name, len(links), ", ".join(links[:3]))
         if not any((dest / "lib/modules").glob("*/modules.dep")):
             raise JobError(f"the modules artifact {archive.name} holds no "
                            "lib/modules/RELEASE/modules.dep")
@@ -297,23 +301,25 @@ class Lab:
             LOG.error("job %s: could not report %s: %s", node_id, result.error, exc)
 
 
-def _inside(tar: tarfile.TarFile, dest: Path, name: str) -> list[tarfile.TarInfo]:
-    """The archive's members, refused (JobError) if one would land outside `dest` or is not
-    a file, a directory or a link within it: what tarfile's "data" filter does, which
-    Debian 12's Python 3.11.2 lacks (3.11.4 added it)."""
+def _files_and_dirs(tar: tarfile.TarFile, dest: Path, name: str
+                    ) -> tuple[list[tarfile.TarInfo], list[str]]:
+    """The archive's files and directories, and the names of its links, which are left out:
+    `make modules_install` links `build` to the tree it built in, which is not here, and a
+    tree without links cannot be led outside `dest` by one. A file or directory that would
+    land outside `dest` (an absolute name, `..`), or a device node, refuses the archive
+    (JobError). Checked here because tarfile's "data" filter, which does this, came in
+    Python 3.11.4, after Debian 12's 3.11.2."""
     root = dest.resolve()
-    members = tar.getmembers()
-    for m in members:
-        target = (root / m.name).resolve()
-        if m.issym():
-            target = (target.parent / m.linkname).resolve()
-        elif m.islnk():
-            target = (root / m.linkname).resolve()
-        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()) \
-                or not target.is_relative_to(root):
+    members, links = [], []
+    for m in tar.getmembers():
+        if m.issym() or m.islnk():
+            links.append(m.name)
+        elif (m.isfile() or m.isdir()) and (root / m.name).resolve().is_relative_to(root):
+            members.append(m)
+        else:
             raise JobError(f"the modules artifact {name}: member {m.name!r} would land outside "
-                           "the job's directory, or is not a file, directory or link")
-    return members
+                           "the job's directory, or is not a file or directory")
+    return members, links
 
 
 def read_token(path: Path | None) -> str:
