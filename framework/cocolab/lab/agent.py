@@ -35,7 +35,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cocolab.errors import CocolabError
@@ -304,21 +304,26 @@ class Lab:
 def _files_and_dirs(tar: tarfile.TarFile, dest: Path, name: str
                     ) -> tuple[list[tarfile.TarInfo], list[str]]:
     """The archive's files and directories, and the names of its links, which are left out:
-    `make modules_install` links `build` to the tree it built in, which is not here, and a
-    tree without links cannot be led outside `dest` by one. A file or directory that would
-    land outside `dest` (an absolute name, `..`), or a device node, refuses the archive
-    (JobError). Checked here because tarfile's "data" filter, which does this, came in
-    Python 3.11.4, after Debian 12's 3.11.2."""
+    `make modules_install` links `build` to the tree it built in, which is not here, and
+    with no links made, no name can be led outside `dest` through one. A name that is
+    absolute or climbs (`..`), or a member that is neither file, directory nor link,
+    refuses the archive (JobError). Checked here because tarfile's "data" filter, which does
+    this, came in Python 3.11.4, after Debian 12's 3.11.2."""
     root = dest.resolve()
     members, links = [], []
     for m in tar.getmembers():
+        path = PurePosixPath(m.name)
+        if path.is_absolute() or ".." in path.parts or \
+                not (root / path).resolve().is_relative_to(root):
+            raise JobError(f"the modules artifact {name}: member {m.name!r} would land outside "
+                           "the job's directory")
         if m.issym() or m.islnk():
             links.append(m.name)
-        elif (m.isfile() or m.isdir()) and (root / m.name).resolve().is_relative_to(root):
+        elif m.isfile() or m.isdir():
             members.append(m)
         else:
-            raise JobError(f"the modules artifact {name}: member {m.name!r} would land outside "
-                           "the job's directory, or is not a file or directory")
+            raise JobError(f"the modules artifact {name}: member {m.name!r} is not a file, "
+                           "directory or link")
     return members, links
 
 
