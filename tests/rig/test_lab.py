@@ -74,7 +74,7 @@ def test_a_job_is_claimed_run_and_its_results_posted_as_nodes(
     assert "again in 0.05s (1/5)" in done.stderr  # the 503s were retried with backoff
     assert "again in 0.1s (2/5)" in done.stderr  # doubled
     results = workspace / "labwork/job-n1/results/cocolab-results.json"
-    assert '"kernel": "' + str(workspace / "labwork/job-n1/artifacts/bzImage") + '"' in \
+    assert '"kernel": "' + str(workspace / "labwork/job-n1/artifacts/kernel/bzImage") + '"' in \
         results.read_text()  # the job's kernel, as the lab fetched it
 
 

@@ -14,7 +14,7 @@ from cocolab.results import RunFacts, RunResults, TestResult
 
 GOOD: dict[str, Any] = {
     "artifacts": {"kernel": "http://h/bzImage", "config": "http://h/config",
-                  "modules": "http://h/modules.tar.xz"},
+                  "modules": "http://h/modules.tar.xz", "dtb": "http://h/x.dtb"},
     "tests": [{"id": "t1", "type": "cocolab", "depends": [], "timeout_s": 900,
                "parameters": "tests/devmem tests/cc/test_x.py::test_y[a]"},
               {"id": "boot", "type": "boot", "timeout_s": 60}],
@@ -29,6 +29,7 @@ def test_a_good_job_reads_as_its_selection_timeout_and_checksums() -> None:
     assert job.selection == ("tests/devmem", "tests/cc/test_x.py::test_y[a]")
     assert job.timeout_s == 900 and job.callback_url == "http://h/node/n1"
     assert job.sha256 == {"kernel": "ab" * 32}
+    assert sorted(job.artifacts) == ["config", "kernel", "modules"]  # not the dtb
 
 
 def changed(path: str, value: Any) -> dict[str, Any]:
@@ -39,6 +40,8 @@ def changed(path: str, value: Any) -> dict[str, Any]:
     ([], "not a JSON object"),
     (changed("artifacts", "x"), "no artifacts object of URLs"),
     (changed("artifacts.config", REMOVED), "no 'config' artifact"),
+    (changed("artifacts.kernel", "file:///etc/shadow"), "kernel artifact 'file:///etc/shadow' "
+     "is not an http(s) URL"),
     (changed("environment.arch", "arm64"), "arch 'arm64'; this lab runs x86_64"),
     (changed("tests.0.type", "ltp"), "no test of type 'cocolab' (it has boot, ltp)"),
     (changed("tests.0.parameters", "/etc/passwd"), "must name test paths under tests/"),

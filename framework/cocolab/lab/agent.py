@@ -243,9 +243,10 @@ class Lab:
             return None
 
     def _fetch(self, job: Job, name: str, jobdir: Path) -> Path:
-        url = job.artifacts[name]
-        dest = jobdir / "artifacts" / (Path(urllib.parse.urlparse(url).path).name or name)
-        dest.parent.mkdir(exist_ok=True)
+        url = job.artifacts[name]  # artifacts/kernel/bzImage: two URLs may end alike
+        base = PurePosixPath(urllib.parse.urlparse(url).path).name
+        dest = jobdir / "artifacts" / name / (base if base not in ("", ".", "..") else name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         try:
             with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp, \

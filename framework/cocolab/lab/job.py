@@ -18,6 +18,7 @@ kernel failure.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from cocolab.results import RunResults
 
 TEST_TYPE = "cocolab"
 INFRA = "Infrastructure"
+USED_ARTIFACTS = ("kernel", "config", "modules")
+"""The artifacts the lab fetches; a job's others (a dtb, a ramdisk) are not for QEMU here."""
 
 _SELECTION = re.compile(r"tests/[A-Za-z0-9_./-]*(::[A-Za-z0-9_\[\]/.:=,+-]+)?")
 
@@ -64,6 +67,10 @@ class Job:
             if needed not in artifacts:
                 raise JobError(f"the job gives no {needed!r} artifact (cocolab boots the kernel "
                                "and gates its tests on the config)")
+        used = {name: url for name, url in artifacts.items() if name in USED_ARTIFACTS}
+        for name, url in used.items():
+            if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+                raise JobError(f"the {name} artifact {url!r} is not an http(s) URL")
         env = data.get("environment")
         env = env if isinstance(env, dict) else {}
         if env.get("arch", "x86_64") != "x86_64":
@@ -94,7 +101,7 @@ class Job:
         integrity = data.get("integrity", {})
         sums = integrity.get("sha256", {}) if isinstance(integrity, dict) else {}
         sha256 = {k: v for k, v in sums.items() if isinstance(v, str) and not k.startswith("_")}
-        return cls(node_id, dict(artifacts), sha256, tuple(selection), timeout,
+        return cls(node_id, used, sha256, tuple(selection), timeout,
                    callback["url"], str(callback.get("token_name", "")),
                    str(env.get("platform", "")))
 
