@@ -25,6 +25,13 @@ def quiet_khwrngd(vm: Guest) -> None:
     vm.run("echo 0 > /sys/class/misc/hw_random/rng_quality", check=True)
 
 
+def reads_32_bytes_on_register(vm: Guest) -> bool:
+    """Whether the guest's hwrng core reads 32 bytes, non-blocking, from a device as it
+    registers: add_early_randomness() in 6.1's drivers/char/hw_random/core.c, which 6.12's
+    has no more. Asked of /proc/kallsyms once the core is loaded (6.1 builds it in)."""
+    return vm.run("grep -qw add_early_randomness /proc/kallsyms").returncode == 0
+
+
 def read_hwrng(vm: Guest, count: int, kill_after: float = 5.0) -> tuple[bytes, str]:
     """`count` bytes from /dev/hwrng (SIGKILL after `kill_after` s), and what the shell said."""
     quiet_khwrngd(vm)

@@ -8,12 +8,15 @@ Sources (6.12 and 7.3 alike):
   driver's buffer ("A malicious or buggy virtio-rng backend can drive either past
   sizeof(vi->data)"); virtio_read() waits with wait_for_completion_killable().
 - kernel/hung_task.c: a TASK_KILLABLE wait is never reported as hung.
+- 6.1 (Debian 6.1.192) has the same virtio-rng.c; its hwrng core differs: it reads 32 bytes
+  from a device as it registers (add_early_randomness), which test_a_used_len_beyond_...
+  turns into a reader that never returns.
 """
 
 from __future__ import annotations
 
 import pytest
-from guest_side import quiet_khwrngd, read_hwrng, run_in_background
+from guest_side import quiet_khwrngd, read_hwrng, reads_32_bytes_on_register, run_in_background
 
 from cocolab.devices import Personality
 from cocolab.guest import Guest
@@ -36,11 +39,25 @@ def test_the_guest_reads_the_bytes_the_device_served(vm: Guest, rng: ServedDevic
 
 
 def test_a_used_len_beyond_the_buffer_hands_out_only_what_the_device_wrote(
-        vm: Guest, rng: ServedDevice) -> None:
+        vm: Guest, rng: ServedDevice, request: pytest.FixtureRequest) -> None:
     """copy_data() clamps to sizeof(vi->data): without the clamp the reader would get the
-    kernel memory after the buffer, which the device never served."""
+    kernel memory after the buffer, which the device never served.
+
+    The clamp leaves data_avail above zero once the buffer is used up, so no new request is
+    queued until the next read finds data_idx at the end. A read that asks for more than
+    the rest of the buffer takes the rest, then waits for a completion the last request
+    already gave: virtio_read()'s "either size is 0 or data_avail is 0" no longer holds.
+    /dev/hwrng always reads whole buffers, but 6.1's hwrng core first reads 32 bytes as the
+    device registers, and the reader after it waits for ever (killable)."""
     rng.backend.personality = Personality.USED_LEN_TOO_LARGE
     assert rng.bind() == (True, "")
+    if reads_32_bytes_on_register(vm):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "finding (6.1): with a used len beyond the buffer, the reader of /dev/hwrng "
+            "waits for ever after the hwrng core's 32-byte read at registration "
+            "(add_early_randomness, drivers/char/hw_random/core.c): copy_data() "
+            "(drivers/char/hw_random/virtio-rng.c) clamps the copy but leaves data_avail "
+            "above zero, so virtio_read() waits on a completion no request will bring")))
     quiet_khwrngd(vm)
     rng.backend.feed(PATTERN)
     data, status = read_hwrng(vm, 512)
@@ -51,7 +68,7 @@ def test_a_used_len_beyond_the_buffer_hands_out_only_what_the_device_wrote(
 
 
 def test_a_used_id_returned_twice_goes_unnoticed(vm: Guest, rng: ServedDevice) -> None:
-    """What 6.12 and 7.2 do: the driver takes one used element per interrupt and has put its
+    """What 6.1, 6.12 and 7.2 do: the driver takes one used element per interrupt and has put its
     one buffer back (same head) before the stale copy is read, so the copy passes as the
     next completion; the device writes before it publishes, so the bytes are still ones it
     served. Neither kernel notices; asserted so, as a finding (see the issue 25 note)."""
