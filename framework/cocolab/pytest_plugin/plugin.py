@@ -42,7 +42,7 @@ from cocolab.pytest_plugin.markers import (
     vm_request,
 )
 from cocolab.pytest_plugin.pool import VMPool, default_boot_ahead, spare_guests
-from cocolab.pytest_plugin.record import BUNDLE, ResultsPlugin
+from cocolab.pytest_plugin.record import BASELINE, BUNDLE, ResultsPlugin
 from cocolab.pytest_plugin.shard import ShardPlugin, ShardSpec
 from cocolab.results import RunFacts
 from cocolab.rig import Rig, RigOptions
@@ -59,8 +59,8 @@ ITEM_SHARE = pytest.StashKey[bool]()
 """The test still holds its share of a shared VM (counted at collection, not yet released)."""
 SHARD = pytest.StashKey["ShardPlugin"]()
 STARTED = pytest.StashKey[str]()
-SELECTED = pytest.StashKey[list[str]]()
-"""The nodeids the run selected (after -k, -m and this shard's deselection)."""
+SELECTED = pytest.StashKey[int]()
+"""How many tests the run selected (after -k, -m and this shard's deselection)."""
 WORKER_RIG = pytest.StashKey[list[str]]()
 """Under xdist: what the first worker that booted a VM booted it with (_rig_lines)."""
 WORKER_SELECTION = pytest.StashKey[dict[str, Any]]()
@@ -320,7 +320,7 @@ def _selection(config: pytest.Config) -> dict[str, Any]:
     """The run's selection before any shard took its share, and the shard and partition."""
     shard = config.stash.get(SHARD, None)
     if shard is None:
-        return {"selected": len(config.stash.get(SELECTED, [])), "shard": None,
+        return {"selected": config.stash.get(SELECTED, 0), "shard": None,
                 "partition": None}
     return {"selected": shard.selected, "shard": str(shard.spec),
             "partition": shard.partition.digest if shard.partition else None}
@@ -383,7 +383,7 @@ def _baseline(item: pytest.Item, rig: Rig) -> None:
         return
     item.add_marker(pytest.mark.xfail(reason=f"{rig.lane.name}: {baseline}", strict=True,
                                       raises=AssertionError))
-    item.user_properties.append(("cocolab.baseline", f"{rig.lane.name}: {baseline}"))
+    item.user_properties.append((BASELINE, f"{rig.lane.name}: {baseline}"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -392,7 +392,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     xdist a worker counts every selected test, not only its own: its VMs live until it ends.)
     """
     pool = session.config.stash[POOL]
-    session.config.stash[SELECTED] = [item.nodeid for item in session.items]
+    session.config.stash[SELECTED] = len(session.items)
     shared = []
     for item in session.items:
         request = item.stash.get(ITEM_REQUEST, None)
