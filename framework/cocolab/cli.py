@@ -58,7 +58,8 @@ from cocolab.kernel.build import (
 from cocolab.kernel.build import build as build_kernel
 from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, Kconfig, parse_requirement
 from cocolab.kernel.needs import rig_lacks
-from cocolab.lab.agent import Api, Lab, read_token
+from cocolab.lab.agent import Api, Lab, Limits, read_token, read_tokens
+from cocolab.lab.fetch import DOWNLOAD_CAP, UNPACKED_CAP
 from cocolab.options import OPTIONS
 from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
@@ -275,7 +276,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api", metavar="URL", help="lab: the KernelCI API (its .../latest URL)")
     parser.add_argument("--runtime", metavar="NAME", help="lab: the runtime whose jobs to take")
     parser.add_argument("--token-file", type=Path, metavar="FILE",
-                        help="lab: the callback token (default: $COCOLAB_LAB_TOKEN)")
+                        help="lab: the API token, sent to the API's origin only (default: "
+                             "$COCOLAB_LAB_TOKEN)")
+    parser.add_argument("--callback-token", action="append", default=[], metavar="NAME=FILE",
+                        help="lab: the token for callbacks whose token_name is NAME, read from "
+                             "FILE (repeatable); a job naming no such token is not posted")
+    parser.add_argument("--callback-format", choices=("pull_labs", "lava"), default="pull_labs",
+                        help="lab: the results body: the PULL_LABS protocol's (default), or the "
+                             "LAVA-shaped one kernelci-pipeline's callback service parses today")
+    parser.add_argument("--state", default="available", metavar="STATE",
+                        help="lab: the job node state to poll (default: available, as "
+                             "kernelci-pipeline's scheduler leaves pull-lab jobs)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="lab: run artifacts the job gives no sha256 for")
+    parser.add_argument("--insecure-http", action="store_true",
+                        help="lab: allow plain http beyond loopback (API, artifacts, callback)")
+    parser.add_argument("--max-download", type=int, default=DOWNLOAD_CAP, metavar="BYTES",
+                        help=f"lab: the most bytes one artifact may have (default {DOWNLOAD_CAP})")
+    parser.add_argument("--max-unpacked", type=int, default=UNPACKED_CAP, metavar="BYTES",
+                        help=f"lab: the most bytes a modules tarball may unpack to (default "
+                             f"{UNPACKED_CAP})")
     parser.add_argument("--once", action="store_true",
                         help="lab: run at most one job, then exit")
     parser.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
@@ -296,8 +316,13 @@ def lab_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error(f"lab: --api {args.api!r}: give an http(s) URL")
     logging.getLogger("cocolab.lab").setLevel(logging.INFO)  # a service says what it does
     lane = args.lane or os.environ.get("COCOLAB_LANE") or "default"
-    api = Api(args.api.rstrip("/"), read_token(args.token_file), backoff_s=args.backoff)
-    lab = Lab(api, args.runtime, lane, args.workdir.resolve(), poll_s=args.poll)
+    api = Api(args.api.rstrip("/"), read_token(args.token_file), backoff_s=args.backoff,
+              insecure_http=args.insecure_http)
+    limits = Limits(args.max_download, args.max_unpacked, args.allow_unverified,
+                    args.insecure_http)
+    lab = Lab(api, args.runtime, lane, args.workdir.resolve(),
+              read_tokens(args.callback_token), poll_s=args.poll, state=args.state,
+              callback_format=args.callback_format, limits=limits)
     return lab.serve(once=args.once)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -53,6 +54,21 @@ def check_private(path: Path, what: str) -> None:
         raise HostError(f"{path}: {what} must belong to you with mode 0600 (it is uid "
                         f"{st.st_uid}, mode {st.st_mode & 0o777:04o}); remove it and cocolab "
                         "makes a new one")
+
+
+def private_dir(path: Path, fresh: bool = False) -> Path:
+    """`path` as a directory that is yours with mode 0700 (made, or tightened); `fresh`
+    empties it first. One that belongs to someone else is refused (HostError)."""
+    if fresh and path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
+        raise HostError(f"{path}: must be a directory of yours (it is uid {st.st_uid}"
+                        f"{', a link' if path.is_symlink() else ''}); choose another")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 @contextlib.contextmanager

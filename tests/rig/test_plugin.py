@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -254,3 +255,19 @@ def test_a_qmp_failure_in_a_test_body_is_a_rig_failure(pytester: pytest.Pytester
     result = pytester.runpytest(*NO_QEMU)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*RIG FAILURE: the VM misbehaved*"])
+
+
+def test_a_kernel_the_rig_cannot_use_is_a_rig_failure_in_the_results(
+        pytester: pytest.Pytester) -> None:
+    """A setup problem that is not the kernel's verdict (here: a kernel the rig cannot boot,
+    refused before any boot) and a later test of the same VM are rig failures in the results
+    file, so KCIDB says MISS and a pull lab an infrastructure error, never FAIL."""
+    from fake_kernel import fake_bzimage
+
+    image = fake_bzimage(pytester.path / "bzImage")
+    (pytester.path / "config").write_text("CONFIG_MODULES=y\n")
+    pytester.makepyfile("def test_one(vm): pass\ndef test_two(vm): pass\n")
+    result = pytester.runpytest(*NO_QEMU, "--kernel", str(image), "--results", "out")
+    result.assert_outcomes(errors=2)
+    tests = json.loads((pytester.path / "out/cocolab-results.json").read_text())["tests"]
+    assert [(t["outcome"], t["rig_failure"]) for t in tests] == [("error", True)] * 2

@@ -8,6 +8,8 @@ import dataclasses
 import re
 from pathlib import Path
 
+import pytest
+
 from cocolab.results import RunFacts, RunResults, TestResult
 from cocolab.results.report import changes, render
 
@@ -27,7 +29,8 @@ def runs(tmp: Path) -> tuple[RunResults, RunResults, RunResults]:
                                  bundle=str(bundle)),
                       TestResult("t::c", "xfailed", 0.5, "not in 7.3",
                                  baseline="default: the CC rule is out of tree")])
-    cc = RunResults(dataclasses.replace(FACTS, lane="cc-sim-tdx", cc="simulated TDX guest"),
+    cc = RunResults(dataclasses.replace(FACTS, lane="cc-sim-tdx", cc="simulated TDX guest",
+                                        simulated=True, patches=("ab" * 32 + " /p/cc-sim.patch",)),
                     [TestResult("t::a", "error", 3.0, "BootError: no READY", rig_failure=True)])
     return old, new, cc
 
@@ -42,9 +45,10 @@ def test_a_column_per_run_a_row_per_test_and_each_verdict_coloured(tmp_path: Pat
     old, new, cc = runs(tmp_path)
     page = render([new, old, cc], tmp_path / "results/report.html")
     columns = re.findall(r"<th class=run [^>]*>(.*?)</th>", page, re.S)
-    assert columns == ["6.12.1<br><small>cc-sim-tdx</small>", "6.12.1<br><small>default</small>",
+    assert columns == ["6.12.1 +1 patch(es)<br><small>cc-sim-tdx</small> "
+                       "<b class=simulated>SIMULATED</b>", "6.12.1<br><small>default</small>",
                        "7.3.4<br><small>default</small>"]
-    assert 'data-outcome="error"' in cell(page, "t::a", 0)
+    assert 'data-outcome="rig"' in cell(page, "t::a", 0) and ">RIG<" in cell(page, "t::a", 0)
     assert "rig failure" in cell(page, "t::a", 0)
     assert 'data-outcome="none"' in cell(page, "t::b", 0)  # not run on that lane
     b = cell(page, "t::b", 2)
@@ -73,3 +77,18 @@ def test_a_bundle_elsewhere_is_linked_by_its_absolute_path(tmp_path: Path) -> No
     _, new, _ = runs(tmp_path)
     page = render([new], Path("/srv/pages/report.html"))
     assert f'<a href="file://{tmp_path}/results/failures/t_b">FAIL</a>' in cell(page, "t::b", 0)
+
+
+@pytest.mark.parametrize("bundle", ["javascript:alert(1)", "data:text/html,x", "relative/dir",
+                                    "vbscript:x"])
+def test_a_bundle_that_is_no_file_path_or_http_url_is_no_link(tmp_path: Path,
+                                                              bundle: str) -> None:
+    run = RunResults(FACTS, [TestResult("t::a", "failed", 1.0, "x", bundle=bundle)])
+    page = render([run], tmp_path / "report.html")
+    assert "<a " not in cell(page, "t::a", 0) and "javascript:" not in page.split("<script>")[0]
+
+
+def test_an_http_bundle_is_linked_as_given(tmp_path: Path) -> None:
+    run = RunResults(FACTS, [TestResult("t::a", "failed", 1.0, "x", bundle="https://ci/b/1")])
+    assert '<a href="https://ci/b/1">FAIL</a>' in cell(render([run], tmp_path / "r.html"),
+                                                       "t::a", 0)

@@ -524,7 +524,7 @@ def build(request: BuildRequest) -> Built:
         image = out / "arch/x86/boot/bzImage"
         if source.immutable and stamp.exists() and image.exists():
             info = json.loads(stamp.read_text())
-            if info.get("key") == key:
+            if info.get("key") == key and "patch_digests" in info:
                 return Built(out, info["release"], True, time.monotonic() - start, 0,
                              tuple(info.get("dropped", ())))
         stamp.unlink(missing_ok=True)  # from here on, the O= dir is not what it says
@@ -546,6 +546,7 @@ def build(request: BuildRequest) -> Built:
         release = (out / "include/config/kernel.release").read_text().strip()
         write_atomic(stamp, json.dumps({
             "source": source.identity, "tree": str(tree), "patches": [str(p.path) for p in patches],
+            "patch_digests": [f"{p.digest()} {p.path.resolve()}" for p in patches],
             "base": request.base, "release": release, "dropped": dropped, "key": key,
         }, indent=1))
     return Built(out, release, False, time.monotonic() - start, count, tuple(dropped))

@@ -48,6 +48,8 @@ class Kernel:
     """The argv that signs one module (the module's path follows), as `make modules_install`
     does under CONFIG_MODULE_SIG_ALL: a build tree's modules are unsigned until then, and a
     kernel under lockdown refuses an unsigned module (EPERM)."""
+    patches: tuple[str, ...] = ()
+    """The patches `cocolab build` applied, in order, each "SHA256 PATH" (its stamp says)."""
 
     @property
     def kconfig(self) -> Kconfig:
@@ -256,7 +258,19 @@ def resolve_build_tree(spec: BuildTreeSpec) -> Kernel:
         modules = _stage_tree_modules(tree, release)
     return Kernel(str(spec), image, config, release, modules,
                   strip_modules=not spec.module_debug,
-                  sign_modules=_tree_signer(tree, kconfig) if modules else ())
+                  sign_modules=_tree_signer(tree, kconfig) if modules else (),
+                  patches=built_patches(tree))
+
+
+def built_patches(out: Path) -> tuple[str, ...]:
+    """What `cocolab build` applied to the kernel in O= directory `out` ("SHA256 PATH" each,
+    in order), from its stamp; none for a tree cocolab did not build."""
+    try:
+        stamp = json.loads((out / "cocolab-build.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    found = stamp.get("patch_digests") if isinstance(stamp, dict) else None
+    return tuple(str(p) for p in found) if isinstance(found, list) else ()
 
 
 def _tree_signer(tree: Path, kconfig: Kconfig) -> tuple[str, ...]:

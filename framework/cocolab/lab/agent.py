@@ -1,45 +1,52 @@
-"""`cocolab lab`: a KernelCI pull lab. It polls the API for jobs, claims one addressed to its
-runtime, fetches the kernel it names (checking the sha256 the job gives), runs the selection
-on this host's lane with pytest, and posts the results back as nodes; then polls again.
+"""`cocolab lab`: a KernelCI pull lab, speaking the protocol as KernelCI's own code does.
 
-    events   GET  API/events?kind=job&state=done&recursive=true&limit=N&from=T
-             (as kernelci-pipeline's tools/example_pull_lab*.py read them: each event's node
-             names its job definition in artifacts.job_definition, its runtime in data)
-    claim    PUT  API/node/ID {"state": "running", "data": {"lab": RUNTIME}}
-             (cocolab's step where the published protocol is silent: a 409 means another lab
-             took it; labs that share a runtime never run a job twice)
-    results  POST <the job's callback url> {"node": JOB NODE, "nodes": [CHILD NODES]}
-             with the token the job's callback names, from --token-file
+    events    GET  API/events?kind=job&state=available&recursive=true&limit=N&from=T
+              kernelci-pipeline's scheduler leaves a pull-lab job node `available`
+              (src/scheduler.py, since 2026-05; `--state` for older deployments). Each event's
+              node names its job definition (artifacts.job_definition), its runtime and
+              platform (data), and its parent, the kbuild node.
+    job       GET  <artifacts.job_definition>                    no token: it is storage
+    config    GET  API/node/<parent>, then its artifacts._config   kbuild's .config
+    results   POST <callback.url>  the PULL_LABS body (or --callback-format lava), with the
+              token that callback.token_name names (--callback-token NAME=FILE): the
+              callback service answers 202 and stores the results on the job node.
 
-API calls are retried with backoff (RETRIES, doubling from BACKOFF_S); a job that cannot run
-is reported as an infrastructure error (lab/job.py), never as a kernel failure. The pytest
-run is a child process: on SIGINT or SIGTERM the lab interrupts it (pytest shuts its VMs
-down; QEMU dies with its parent anyway, host/process.py), reports the job as interrupted,
-and exits.
+The lab never writes a node: the API lets only a node's owner update it (kernelci-api), and
+its transition table refuses `available -> running` (kernelci-core api/models.py), so there
+is no claim. A job taken is written in the work directory's ledger first, so a restarted lab
+never runs it twice; labs that share a runtime share nothing else, which is why each lab
+needs a runtime of its own (docs/ci-lanes.md).
+
+A job is input from the network, and treated as hostile: the API token goes to the API's
+origin only (never to an artifact, job definition or callback URL); http is refused but on
+loopback (or with `insecure_http`); node ids must be KernelCI's (24 hex digits) before they
+name a file or URL; every artifact used needs a sha256 (or `allow_unverified`); downloads and
+unpacked archives are bounded; tar members get the lab's owner and lose setuid, setgid and
+sticky bits; the work directory is 0700. Every way a job cannot reach a verdict is an
+infrastructure error (lab/job.py), never a kernel failure.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cocolab.errors import CocolabError
-from cocolab.lab.job import Job, JobError, Outcome, infra, outcome
+from cocolab.errors import CocolabError, ConfigError
+from cocolab.lab import fetch
+from cocolab.lab.job import Job, JobError, Outcome, check_node_id, infra, outcome
+from cocolab.paths import private_dir
 from cocolab.results import ResultsError
 from cocolab.results import load as load_results
 
@@ -50,14 +57,28 @@ BACKOFF_S = 1.0
 HTTP_TIMEOUT_S = 60.0
 INTERRUPT_GRACE_S = 30.0
 """How long pytest gets to shut its VMs down after SIGINT before it is killed."""
+LOG_TAIL = 4 << 20
+"""The most of a pytest log a callback carries (its end)."""
+CONFIG_ARTIFACT = "_config"
+"""kernelci-core kbuild.py uploads `.config`; map_artifact_name turns dots into underscores."""
 
 
 class ApiError(CocolabError):
     """The API did not answer usefully, RETRIES times."""
 
 
-class Claimed(Exception):
-    """Another lab claimed the job first."""
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+def check_transport(url: str, what: str, insecure_http: bool) -> None:
+    """https, or http to a loopback address (or anywhere with --insecure-http)."""
+    scheme, host, _ = origin(url)
+    if scheme == "https" or (scheme == "http" and (insecure_http or fetch.loopback(host))):
+        return
+    raise JobError(f"{what} {url[:200]!r}: only https (http on loopback, or with "
+                   "--insecure-http)")
 
 
 @dataclass
@@ -66,21 +87,36 @@ class Api:
     token: str
     retries: int = RETRIES
     backoff_s: float = BACKOFF_S
+    insecure_http: bool = False
     sleep: Callable[[float], None] = time.sleep
 
-    def request(self, method: str, url: str, body: object = None) -> Any:
+    def __post_init__(self) -> None:
+        try:
+            check_transport(self.base, "--api", self.insecure_http)
+        except JobError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def request(self, method: str, url: str, body: object = None,
+                token: str | None = None) -> Any:
         """JSON in, JSON out, retried with backoff on a lost connection or a 5xx; a 4xx is
-        the answer (raised as HTTPError at once)."""
+        the answer (raised as HTTPError at once). The API token rides only to the API's own
+        origin; `token` overrides it (a callback's)."""
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json", "Authorization": self.token}
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = token
+        elif origin(url) == origin(self.base) and self.token:
+            headers["Authorization"] = self.token
         if data is not None:
             headers["Content-Type"] = "application/json"
         delay, last = self.backoff_s, ""
         for attempt in range(1, self.retries + 1):
             req = urllib.request.Request(url, data=data, method=method, headers=headers)
             try:
-                with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-                    text = resp.read()
+                with fetch.OPENER.open(req, timeout=HTTP_TIMEOUT_S) as resp:
+                    text = resp.read(fetch.JSON_CAP + 1)
+                if len(text) > fetch.JSON_CAP:
+                    raise ApiError(f"{method} {url}: an answer over {fetch.JSON_CAP} bytes")
                 return json.loads(text) if text else None
             except urllib.error.HTTPError as exc:
                 if exc.code < 500:
@@ -95,28 +131,33 @@ class Api:
                 delay *= 2
         raise ApiError(f"{method} {url}: {last}, {self.retries} times")
 
-    def events(self, since: str, limit: int = 100) -> list[dict[str, Any]]:
-        query = urllib.parse.urlencode({"kind": "job", "state": "done", "recursive": "true",
+    def events(self, since: str, state: str, limit: int = 100) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({"kind": "job", "state": state, "recursive": "true",
                                         "limit": limit, "from": since})
         found = self.request("GET", f"{self.base}/events?{query}")
-        return [e for e in found or [] if isinstance(e, dict)]
+        return [e for e in found or [] if isinstance(e, dict)] if isinstance(found, list) \
+            else []
 
-    def claim(self, node_id: str, runtime: str) -> None:
-        try:
-            self.request("PUT", f"{self.base}/node/{urllib.parse.quote(node_id)}",
-                         {"state": "running", "data": {"lab": runtime}})
-        except urllib.error.HTTPError as exc:
-            if exc.code == 409:
-                raise Claimed(node_id) from None
-            raise ApiError(f"claiming job {node_id}: HTTP {exc.code} {exc.reason}") from None
+    def node(self, node_id: str) -> dict[str, Any]:
+        found = self.request("GET", f"{self.base}/node/{check_node_id(node_id)}")
+        return found if isinstance(found, dict) else {}
 
 
-def _runtime(event: dict[str, Any]) -> str:
-    node = event.get("node") or {}
-    for data in (node.get("data"), (event.get("data") or {}).get("data")):
+def _event_data(event: dict[str, Any]) -> dict[str, Any]:
+    node = event.get("node") if isinstance(event.get("node"), dict) else {}
+    for data in (node.get("data"), (event.get("data") or {}).get("data")
+                 if isinstance(event.get("data"), dict) else None):
         if isinstance(data, dict) and data.get("runtime"):
-            return str(data["runtime"])
-    return ""
+            return data
+    return {}
+
+
+@dataclass(frozen=True)
+class Limits:
+    download: int = fetch.DOWNLOAD_CAP
+    unpacked: int = fetch.UNPACKED_CAP
+    allow_unverified: bool = False
+    insecure_http: bool = False
 
 
 @dataclass
@@ -125,9 +166,17 @@ class Lab:
     runtime: str
     lane: str
     workdir: Path
+    callback_tokens: dict[str, str] = field(default_factory=dict)
     poll_s: float = 30.0
+    state: str = "available"
+    callback_format: str = "pull_labs"
+    limits: Limits = Limits()
     _child: subprocess.Popen[bytes] | None = None
     _stop: str = ""
+
+    def __post_init__(self) -> None:
+        private_dir(self.workdir)
+        private_dir(self.workdir / "taken")
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -138,7 +187,7 @@ class Lab:
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while not self._stop:
-                events = self.api.events(since)
+                events = self.api.events(since, self.state)
                 if events:
                     since = str(events[-1].get("timestamp", since))
                 ran = False
@@ -167,46 +216,70 @@ class Lab:
         while not self._stop and time.monotonic() < deadline:
             time.sleep(min(0.5, deadline - time.monotonic()))
 
+    def _mark_taken(self, node_id: str) -> bool:
+        """Record the job in the ledger before anything runs; False if it was already."""
+        try:
+            fd = os.open(self.workdir / "taken" / node_id, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                         0o600)
+        except FileExistsError:
+            return False
+        os.write(fd, f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
+        os.close(fd)
+        return True
+
     def _take(self, event: dict[str, Any]) -> bool:
-        """Claim and run the job of `event` if it is ours; True if it ran."""
-        node = event.get("node") or {}
-        url = (node.get("artifacts") or {}).get("job_definition")
-        node_id = str(node.get("id", ""))
-        if not url or not node_id or _runtime(event) != self.runtime:
+        """Run the job of `event` if it is this runtime's and not yet run; True if it ran."""
+        node = event.get("node") if isinstance(event.get("node"), dict) else {}
+        url = (node.get("artifacts") or {}).get("job_definition") \
+            if isinstance(node.get("artifacts"), dict) else None
+        if not isinstance(url, str) or _event_data(event).get("runtime") != self.runtime:
             return False
         try:
-            self.api.claim(node_id, self.runtime)
-        except Claimed:
-            LOG.info("job %s: claimed by another lab", node_id)
+            node_id = check_node_id(node.get("id"))
+        except JobError as exc:
+            LOG.error("an event for runtime %s: %s; left alone", self.runtime, exc)
             return False
-        LOG.info("job %s: claimed", node_id)
+        if not self._mark_taken(node_id):
+            LOG.info("job %s: run already (%s)", node_id, self.workdir / "taken" / node_id)
+            return False
+        LOG.info("job %s: taken", node_id)
         try:
-            job = Job.parse(node_id, self.api.request("GET", url))
-        except (JobError, ApiError, urllib.error.HTTPError) as exc:
-            self._post_to_api(node_id, infra(f"the job definition: {exc}"))
+            check_transport(url, "the job definition", self.limits.insecure_http)
+            job = Job.parse(node_id, fetch.json_document(url))
+        except (JobError, fetch.FetchError) as exc:
+            # no callback is known without a definition, and the job node is not ours to write
+            LOG.error("job %s: infrastructure error, not reported (no callback without a "
+                      "readable definition): the job definition: %s", node_id, exc)
             return True
-        self._post(job, self.run(job))
+        self._post(job, self.run(job, node.get("parent")))
         return True
 
     # --- one job ------------------------------------------------------------------------
 
-    def run(self, job: Job) -> Outcome:
+    def run(self, job: Job, parent: object = None) -> Outcome:
         """Fetch, check and run `job`; every way it cannot reach a verdict is infra."""
         jobdir = self.workdir / f"job-{job.node_id}"
-        shutil.rmtree(jobdir, ignore_errors=True)
-        jobdir.mkdir(parents=True)
+        private_dir(jobdir, fresh=True)
         try:
-            files = {name: self._fetch(job, name, jobdir) for name in job.artifacts}
-            modules = self._unpack_modules(files["modules"], jobdir) \
-                if "modules" in files else None
-        except JobError as exc:
+            files = {name: self._fetch(job, name, url, jobdir)
+                     for name, url in job.artifacts.items()}
+            config, config_from = self._config(job, parent, files["kernel"], jobdir)
+            modules = fetch.unpack_modules(files["modules"], jobdir / "modules",
+                                           self.limits.unpacked) if "modules" in files else None
+        except (JobError, fetch.FetchError, ApiError) as exc:
             return infra(str(exc))
+        LOG.info("job %s: kernel config from %s", job.node_id, config_from)
         argv = [sys.executable, "-m", "pytest", *job.selection, "--lane", self.lane,
-                "--kernel", str(files["kernel"]), "--kernel-config", str(files["config"]),
+                "--kernel", str(files["kernel"]), "--kernel-config", str(config),
                 "--results", str(jobdir / "results"), "-p", "no:cacheprovider", "-rs",
                 *(["--modules", str(modules)] if modules else [])]
+        result = self._pytest(job, argv, jobdir / "pytest.log")
+        result.config_from = config_from
+        result.system = job.platform or self.runtime
+        return result
+
+    def _pytest(self, job: Job, argv: list[str], log: Path) -> Outcome:
         LOG.info("job %s: %s", job.node_id, " ".join(argv[3:]))
-        log = jobdir / "pytest.log"
         timed_out = False
         with log.open("wb") as out:
             # its own session: a Ctrl-C reaches the lab, which passes it on (_on_signal)
@@ -221,15 +294,16 @@ class Lab:
                 rc = self._finish(child)
             finally:
                 self._child = None
-        tail = log.read_text(errors="replace")[-1500:]
+        text = _tail(log)
+        tail = text[-1500:].decode(errors="replace")
         if self._stop:
-            return infra(f"the lab was stopped ({self._stop}) while the job ran")
+            return infra(f"the lab was stopped ({self._stop}) while the job ran", log=text)
         if timed_out:
             return infra(f"pytest did not finish in {job.timeout_s:g}s; its log ends:\n{tail}")
         if rc not in (0, 1):  # 2 interrupted, 3 internal error, 4 usage error, 5 no tests
             return infra(f"pytest exited {rc} (not a test verdict); its log ends:\n{tail}")
         try:
-            return outcome(load_results(jobdir / "results"))
+            return outcome(load_results(log.parent / "results"), text)
         except ResultsError as exc:
             return infra(f"no results from the run: {exc}")
 
@@ -242,90 +316,97 @@ class Lab:
             child.wait()
             return None
 
-    def _fetch(self, job: Job, name: str, jobdir: Path) -> Path:
-        url = job.artifacts[name]  # artifacts/kernel/bzImage: two URLs may end alike
-        base = PurePosixPath(urllib.parse.urlparse(url).path).name
+    def _fetch(self, job: Job, name: str, url: str, jobdir: Path,
+               digest: str | None = None) -> Path:
+        """An artifact into artifacts/NAME/ (two URLs may end alike), checked against the
+        job's sha256, which it must have unless allow_unverified."""
+        check_transport(url, f"the {name} artifact", self.limits.insecure_http)
+        want = digest or job.sha256.get(name)
+        if want is None and not self.limits.allow_unverified:
+            raise JobError(f"the job gives no sha256 for its {name} artifact "
+                           f"(integrity.sha256.{name}); the lab boots only what it can check "
+                           "(--allow-unverified runs it anyway)")
+        base = PurePosixPath(urllib.parse.urlsplit(url).path).name
         dest = jobdir / "artifacts" / name / (base if base not in ("", ".", "..") else name)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        try:
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp, \
-                    dest.open("wb") as f:
-                while chunk := resp.read(1 << 20):
-                    digest.update(chunk)
-                    f.write(chunk)
-        except (urllib.error.URLError, OSError) as exc:
-            raise JobError(f"downloading the {name} artifact {url}: "
-                           f"{getattr(exc, 'reason', exc)}") from None
-        want = job.sha256.get(name)
-        if want is not None and digest.hexdigest() != want.lower():
-            raise JobError(f"the {name} artifact {url} has sha256 {digest.hexdigest()}, the "
-                           f"job says {want}: not the kernel the job means")
+        got = fetch.download(url, dest, self.limits.download, f"the {name} artifact")
+        if want is not None and got != want:
+            raise JobError(f"the {name} artifact {url} has sha256 {got}, the job says {want}: "
+                           "not what the job means")
+        if want is None:
+            LOG.warning("job %s: the %s artifact is unverified (sha256 %s)", job.node_id, name,
+                        got)
         return dest
 
-    def _unpack_modules(self, archive: Path, jobdir: Path) -> Path:
-        """A modules tarball (lib/modules/RELEASE/...) unpacked; the dir --modules takes."""
-        dest = jobdir / "modules"
-        try:
-            with tarfile.open(archive) as tar:
-                members, links = _files_and_dirs(tar, dest, archive.name)
-                tar.extractall(dest, members=members)
-        except (tarfile.TarError, OSError) as exc:
-            raise JobError(f"the modules artifact {archive.name}: {exc}") from None
-        if links:
-            LOG.info("modules artifact %s: %d link(s) left out (%s): modprobe needs none",
-                     archive.name, len(links), ", ".join(links[:3]))
-        if not any((dest / "lib/modules").glob("*/modules.dep")):
-            raise JobError(f"the modules artifact {archive.name} holds no "
-                           "lib/modules/RELEASE/modules.dep")
-        return dest
+    def _config(self, job: Job, parent: object, kernel: Path, jobdir: Path
+                ) -> tuple[Path, str]:
+        """The kernel config, which a pull-lab job does not carry: the parent kbuild node's
+        `.config` artifact, else the one built into the image (CONFIG_IKCONFIG)."""
+        tried = []
+        if isinstance(parent, str) and parent:
+            try:
+                artifacts = self.api.node(parent).get("artifacts") or {}
+            except (ApiError, urllib.error.HTTPError) as exc:
+                artifacts = {}
+                tried.append(f"kbuild node {parent}: {exc}")
+            url = artifacts.get(CONFIG_ARTIFACT) if isinstance(artifacts, dict) else None
+            if isinstance(url, str):
+                path = self._fetch(job, "config", url, jobdir)
+                return path, f"kbuild node {parent} ({CONFIG_ARTIFACT}: {url})"
+            tried.append(f"kbuild node {parent} has no {CONFIG_ARTIFACT} artifact")
+        else:
+            tried.append("the job node names no parent kbuild node")
+        dest = jobdir / "artifacts" / "config" / "ikconfig"
+        text = fetch.ikconfig(kernel)
+        if text is not None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(text)
+            return dest, "the kernel image (CONFIG_IKCONFIG)"
+        tried.append("the kernel image has no CONFIG_IKCONFIG")
+        raise JobError("the kernel config is unknown: " + "; ".join(tried)
+                       + " (cocolab gates its tests on it)")
 
     # --- results ------------------------------------------------------------------------
 
     def _post(self, job: Job, result: Outcome) -> None:
-        body = {"node": result.job_node(), "nodes": result.nodes}
+        where = self.workdir / f"job-{job.node_id}"
+        body = result.body(self.callback_format)
+        (where / "callback.json").write_text(json.dumps(body, indent=1) + "\n")
+        said = f"{result.result}" + (f" ({result.error.splitlines()[0]})" if result.error else "")
+        token = self.callback_tokens.get(job.token_name)
+        if token is None:
+            LOG.error("job %s: %s; not posted: no --callback-token %s=FILE (the token its "
+                      "callback names); the body is in %s", job.node_id, said, job.token_name,
+                      where / "callback.json")
+            return
         try:
-            self.api.request("POST", job.callback_url, body)
-            LOG.info("job %s: %s%s, %d nodes posted", job.node_id, result.result,
-                     f" ({result.error.splitlines()[0]})" if result.error else "",
-                     len(result.nodes))
-        except (ApiError, urllib.error.HTTPError) as exc:
-            LOG.error("job %s: the results could not be posted: %s; they stay in %s",
-                      job.node_id, exc, self.workdir / f"job-{job.node_id}")
+            check_transport(job.callback_url, "the callback", self.limits.insecure_http)
+            self.api.request("POST", job.callback_url, body, token=token)
+            LOG.info("job %s: %s, posted to %s", job.node_id, said, job.callback_url)
+        except (JobError, ApiError, urllib.error.HTTPError) as exc:
+            LOG.error("job %s: %s; the results could not be posted: %s; the body is in %s",
+                      job.node_id, said, exc, where / "callback.json")
 
-    def _post_to_api(self, node_id: str, result: Outcome) -> None:
-        """A job whose definition could not be read has no callback: update its node."""
+
+def _tail(log: Path) -> bytes:
+    with log.open("rb") as f:
+        f.seek(max(0, log.stat().st_size - LOG_TAIL))
+        return f.read()
+
+
+def read_tokens(pairs: list[str]) -> dict[str, str]:
+    """--callback-token NAME=FILE, repeatable: each token's value from its file."""
+    tokens = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--callback-token {pair!r}: give NAME=FILE (the token_name a "
+                              "job's callback names, and the file holding its token)")
         try:
-            self.api.request("PUT", f"{self.api.base}/node/{urllib.parse.quote(node_id)}",
-                             result.job_node())
-        except (ApiError, urllib.error.HTTPError) as exc:
-            LOG.error("job %s: could not report %s: %s", node_id, result.error, exc)
-
-
-def _files_and_dirs(tar: tarfile.TarFile, dest: Path, name: str
-                    ) -> tuple[list[tarfile.TarInfo], list[str]]:
-    """The archive's files and directories, and the names of its links, which are left out:
-    `make modules_install` links `build` to the tree it built in, which is not here, and
-    with no links made, no name can be led outside `dest` through one. A name that is
-    absolute or climbs (`..`), or a member that is neither file, directory nor link,
-    refuses the archive (JobError). Checked here because tarfile's "data" filter, which does
-    this, came in Python 3.11.4, after Debian 12's 3.11.2."""
-    root = dest.resolve()
-    members, links = [], []
-    for m in tar.getmembers():
-        path = PurePosixPath(m.name)
-        if path.is_absolute() or ".." in path.parts or \
-                not (root / path).resolve().is_relative_to(root):
-            raise JobError(f"the modules artifact {name}: member {m.name!r} would land outside "
-                           "the job's directory")
-        if m.issym() or m.islnk():
-            links.append(m.name)
-        elif m.isfile() or m.isdir():
-            members.append(m)
-        else:
-            raise JobError(f"the modules artifact {name}: member {m.name!r} is not a file, "
-                           "directory or link")
-    return members, links
+            tokens[name] = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--callback-token {pair}: {exc.strerror}") from None
+    return tokens
 
 
 def read_token(path: Path | None) -> str:
@@ -334,4 +415,4 @@ def read_token(path: Path | None) -> str:
     try:
         return path.read_text().strip()
     except OSError as exc:
-        raise CocolabError(f"--token-file {path}: {exc.strerror}") from None
+        raise ConfigError(f"--token-file {path}: {exc.strerror}") from None

@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -56,6 +56,7 @@ ITEM_BUNDLE = pytest.StashKey[Path]()
 ITEM_CALL = pytest.StashKey[pytest.TestReport]()
 ITEM_WARNINGS = pytest.StashKey[list[KernelWarning]]()
 ITEM_SHARE = pytest.StashKey[bool]()
+ITEM_RIG_FAILED = pytest.StashKey[bool]()
 """The test still holds its share of a shared VM (counted at collection, not yet released)."""
 SHARD = pytest.StashKey["ShardPlugin"]()
 STARTED = pytest.StashKey[str]()
@@ -206,6 +207,10 @@ def run_facts(config: pytest.Config, rig: Rig) -> RunFacts:
     if booted:
         with contextlib.suppress(CocolabError, OSError):
             config_sha = hashlib.sha256(rig.kernel.config_path.read_bytes()).hexdigest()
+    patches: tuple[str, ...] = ()
+    if booted:
+        with contextlib.suppress(CocolabError, OSError):
+            patches = rig.kernel.patches
     selection = config.stash.get(WORKER_SELECTION, None) or _selection(config)
     return RunFacts(
         lane=rig.lane.name, kernel=props["cocolab.kernel"],
@@ -213,7 +218,7 @@ def run_facts(config: pytest.Config, rig: Rig) -> RunFacts:
         qemu=props["cocolab.qemu"], accel=props["cocolab.accel"], cc=props["cocolab.cc"],
         host_cpu=props["cocolab.host_cpu"], started=config.stash[STARTED],
         selected=int(selection["selected"]), shard=selection["shard"],
-        partition=selection["partition"])
+        partition=selection["partition"], patches=patches, simulated=rig.lane.simulated)
 
 
 def _progress_to_terminal(config: pytest.Config) -> None:
@@ -515,7 +520,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
     if problem is not None:
         if not vm_req.fresh:
             _give_back(item, pool, vm_req)
-        pytest.fail(problem, pytrace=False)
+        rig_failure(item, problem)
     if vm_req.fresh:
         booted = pool.boot(vm_req, item.nodeid)
         item.stash[ITEM_VM] = booted
@@ -530,8 +535,8 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
         item.stash[ITEM_BUNDLE] = failure.bundle or failure.workdir  # the first test's bundle
         first = failure.error.message.splitlines()[0]
         where = f"; bundle: {failure.bundle}" if failure.bundle else ""
-        pytest.fail(f"cocolab: RIG FAILURE: its VM ({vm_req.describe()}) failed to boot in "
-                    f"{failure.nodeid}: {first}{where}", pytrace=False)
+        rig_failure(item, f"cocolab: RIG FAILURE: its VM ({vm_req.describe()}) failed to boot "
+                    f"in {failure.nodeid}: {first}{where}")
     retired = pool.retired
     try:
         shared = pool.acquire(vm_req, item.nodeid)
@@ -548,6 +553,22 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
             shared.check_alive()  # a guest that stopped during this test is its rig failure
     finally:
         _give_back(item, pool, vm_req)
+
+
+def rig_failure(item: pytest.Item, message: str) -> NoReturn:
+    """Fail `item` for a reason that is not the kernel's (a host, kernel fetch, image or an
+    earlier boot in the way): recorded as a rig failure, whichever phase it is in."""
+    item.stash[ITEM_RIG_FAILED] = True
+    pytest.fail(message, pytrace=False)
+
+
+def _is_rig_failure(item: pytest.Item, report: pytest.TestReport,
+                    call: pytest.CallInfo[None]) -> bool:
+    """The VM misbehaved (any phase), cocolab could not set the test up (a CocolabError in
+    setup: a kernel fetch, the image, the host), or the rig said so (`rig_failure`)."""
+    error = call.excinfo.value if call.excinfo is not None else None
+    return isinstance(error, (VMError, RigBug)) or item.stash.get(ITEM_RIG_FAILED, False) or (
+        report.when == "setup" and isinstance(error, CocolabError))
 
 
 def _give_back(item: pytest.Item, pool: VMPool, vm_req: VMRequest) -> None:
@@ -585,15 +606,16 @@ def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
     if lane.simulated:
         proof = cc_simulation_proof(vm, lane.cc)
         if proof.kind != lane.cc:
-            pytest.fail(f"cocolab: lane {lane.name} asks for a simulated {lane.cc} guest but "
-                        f"the guest did not show it (the cc-sim patch's line, the policy line "
-                        f"it causes, and no hardware evidence): {proof}; is its kernel built "
-                        f"with the lane's patches ({', '.join(lane.patches)})?", pytrace=False)
+            rig_failure(request.node, f"cocolab: lane {lane.name} asks for a simulated "
+                        f"{lane.cc} guest but the guest did not show it (the cc-sim patch's "
+                        f"line, the policy line it causes, and no hardware evidence): {proof}; "
+                        f"is its kernel built with the lane's patches "
+                        f"({', '.join(lane.patches)})?")
         return proof
     proof = cc_proof(vm, lane.cc)
     if proof.kind != lane.cc:
-        pytest.fail(f"cocolab: lane {lane.name} asks for a {lane.cc} guest but the guest is "
-                    f"{proof}", pytrace=False)
+        rig_failure(request.node, f"cocolab: lane {lane.name} asks for a {lane.cc} guest but "
+                    f"the guest is {proof}")
     return proof
 
 
@@ -690,7 +712,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         item.stash[ITEM_CALL] = report
     if not report.failed or ITEM_REQUEST not in item.stash:
         return report
-    if call.excinfo is not None and isinstance(call.excinfo.value, (VMError, RigBug)):
+    if _is_rig_failure(item, report, call):
         report.cocolab_rig_failure = True  # type: ignore[attr-defined]
         report.sections.append(("cocolab", "RIG FAILURE: the VM misbehaved (this is cocolab's "
                                 "or QEMU's side, not a kernel assertion)"))

@@ -62,6 +62,10 @@ class RunFacts:
     """"I/N" for one shard of a split run; None for a whole run (or a merged one)."""
     partition: str | None = None
     """The split's digest (pytest_plugin/shard.py): equal in every shard of one split."""
+    patches: tuple[str, ...] = ()
+    """The patches the kernel was built with, in order, each "SHA256 PATH"."""
+    simulated: bool = False
+    """The lane's confidential guest is simulated (cc-sim), not hardware."""
 
     def column(self) -> str:
         """How a report names this run's column."""
@@ -122,13 +126,15 @@ def _fields(cls: type, data: object, what: str) -> dict[str, Any]:
             continue
         value, kind = data[name], str(f.type)
         ok = (value is None and "None" in kind) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+            if kind.startswith("tuple") else
             isinstance(value, bool) if kind.startswith("bool") else
             isinstance(value, int) and not isinstance(value, bool) if kind.startswith("int") else
             isinstance(value, int | float) and not isinstance(value, bool)
             if kind.startswith("float") else isinstance(value, str))
         if not ok:
             raise ResultsError(f"{what}: {name!r} is {value!r}, not a {kind}")
-    return dict(data)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 def parse(data: object, source: str) -> RunResults:

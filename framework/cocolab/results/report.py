@@ -11,29 +11,24 @@ rendered (each cell's computed colour) for the browser test to read back.
 from __future__ import annotations
 
 import html
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cocolab.results import verdict
 from cocolab.results.model import RunResults, TestResult
+from cocolab.results.verdict import Verdict
 
-CLASSES = {"passed": "pass", "xpassed": "pass", "failed": "fail", "error": "error",
-           "skipped": "skip", "xfailed": "xfail"}
-"""A verdict's cell class; an xfailed under a lane baseline is `baseline`."""
+COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "error": "#6a1b9a", "rig": "#37474f",
+           "skip": "#9e9e9e", "xfail": "#ef6c00", "baseline": "#f9a825", "none": "#ffffff"}
+"""A cell class's colour; the classes are results/verdict.py's report column."""
 
-COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "error": "#6a1b9a", "skip": "#9e9e9e",
-           "xfail": "#ef6c00", "baseline": "#f9a825", "none": "#ffffff"}
-
-WORDS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "SKIP", "xfail": "XFAIL",
-         "baseline": "KNOWN", "none": "-"}
+WORDS = {**{v.words.report: v.words.shown for v in Verdict}, "none": "-"}
 
 
 def cell_class(test: TestResult | None) -> str:
-    if test is None:
-        return "none"
-    if test.outcome == "xfailed" and test.baseline:
-        return "baseline"
-    return CLASSES[test.outcome]
+    return "none" if test is None else verdict.of(test).words.report
 
 
 @dataclass(frozen=True)
@@ -61,13 +56,35 @@ def changes(runs: Sequence[RunResults], since: Sequence[RunResults]) -> list[Cha
     return found
 
 
-def _href(bundle: str, page: Path) -> str:
-    """The bundle relative to the page when it lies under the page's directory (an artifact
-    directory moves as a whole), else its absolute file: URI."""
+def _href(bundle: str, page: Path) -> str | None:
+    """A bundle's link: relative to the page when it lies under the page's directory (an
+    artifact directory moves as a whole), else its absolute file: URI, or an http(s) URL as
+    given. Anything else (a javascript: URL, a relative path from elsewhere) is no link."""
+    scheme = urllib.parse.urlsplit(bundle).scheme
+    if scheme in ("http", "https"):
+        return bundle
     target, base = Path(bundle), page.parent.resolve()
+    if scheme or not target.is_absolute():
+        return None
     if target.is_relative_to(base):
         return target.relative_to(base).as_posix()
-    return target.as_uri() if target.is_absolute() else bundle
+    return target.as_uri()
+
+
+def _column_head(run: RunResults) -> str:
+    """A run's column: the kernel and lane, and SIMULATED (never on hover only) when its
+    confidential guest is simulated."""
+    e = html.escape
+    f = run.facts
+    facts = "\n".join([f"kernel {f.kernel} ({f.kernel_release})",
+                       f"patches {len(f.patches)}", f"config sha256 {f.kernel_config_sha256[:16]}",
+                       f"lane {f.lane}", f"cc {f.cc}", f"QEMU {f.qemu}",
+                       f"accelerator {f.accel}", f"host {f.host_cpu}", f"started {f.started}",
+                       f"shards {', '.join(run.shards) or 'none'}"])
+    badge = " <b class=simulated>SIMULATED</b>" if f.simulated else ""
+    patched = f" +{len(f.patches)} patch(es)" if f.patches else ""
+    return (f'<th class=run title="{e(facts)}" data-lane="{e(f.lane)}">'
+            f'{e(f.kernel_release)}{e(patched)}<br><small>{e(f.lane)}</small>{badge}</th>')
 
 
 def render(runs: Sequence[RunResults], page: Path, since: Sequence[RunResults] = ()) -> str:
@@ -78,17 +95,7 @@ def render(runs: Sequence[RunResults], page: Path, since: Sequence[RunResults] =
     changed = changes(runs, since)
     marked = {(c.nodeid, c.column): c for c in changed}
 
-    head = ["<tr><th class=test>test</th>"]
-    for run in runs:
-        f = run.facts
-        facts = "\n".join([f"kernel {f.kernel} ({f.kernel_release})",
-                           f"config sha256 {f.kernel_config_sha256[:16]}", f"lane {f.lane}",
-                           f"cc {f.cc}", f"QEMU {f.qemu}", f"accelerator {f.accel}",
-                           f"host {f.host_cpu}", f"started {f.started}",
-                           f"shards {', '.join(run.shards) or 'none'}"])
-        head.append(f'<th class=run title="{e(facts)}" data-lane="{e(f.lane)}">'
-                    f'{e(f.kernel_release)}<br><small>{e(f.lane)}</small></th>')
-    head.append("</tr>")
+    head = ["<tr><th class=test>test</th>", *map(_column_head, runs), "</tr>"]
 
     rows = []
     for nodeid in nodeids:
@@ -108,14 +115,15 @@ def render(runs: Sequence[RunResults], page: Path, since: Sequence[RunResults] =
                 title += f"\nchanged: was {WORDS[change.was]}"
                 extra = " changed"
             word = WORDS[cls]
-            if test is not None and test.bundle:
-                word = f'<a href="{e(_href(test.bundle, page))}">{word}</a>'
+            href = _href(test.bundle, page) if test is not None and test.bundle else None
+            if href is not None:
+                word = f'<a href="{e(href)}">{word}</a>'
             cells.append(f'<td class="cell {cls}{extra}" data-outcome="{cls}" '
                          f'title="{e(title)}">{word}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
 
     summary = []
-    for cls in ("pass", "fail", "error", "baseline", "xfail", "skip"):
+    for cls in ("pass", "fail", "baseline", "xfail", "error", "rig", "skip"):
         n = sum(1 for tests in by_run for t in tests.values() if cell_class(t) == cls)
         summary.append(f'<span class="key {cls}" data-outcome="{cls}">{WORDS[cls]} {n}</span>')
     changes_html = ""
@@ -137,6 +145,7 @@ td.cell a {{ color: #fff; }}
 td.none {{ color: #999; }}
 td.changed {{ outline: 3px solid #000; outline-offset: -3px; }}
 .key {{ padding: 2px 8px; margin-right: 4px; }}
+.simulated {{ color: #b71c1c; }}
 {style}
 </style></head>
 <body>
