@@ -1,8 +1,19 @@
-"""A stand-in for the KernelCI API a pull lab talks to, on loopback, started by a test.
+"""A stand-in for KernelCI, on loopback, started by a test: the API, its storage and the
+pipeline's callback service, behaving as their own code does (read in kernelci-api,
+kernelci-core and kernelci-pipeline; written here from that reading):
 
-It speaks what `cocolab lab` reads and writes (framework/cocolab/lab/agent.py): job events,
-job definitions in the PULL_LABS form, artifacts, the claim of a job node, and the callback
-that receives the results; and it records every request, for the test to assert on.
+- the API's events (`GET /latest/events?kind=job&state=S&from=T`) list job nodes in state S;
+  the scheduler leaves a pull-lab job `available`;
+- a node write (`PUT`/`POST /latest/node/ID`) is refused 401: only a node's owner may update
+  it, and the lab owns none; and were it the owner, `available -> running` would be 400 (the
+  transition table of kernelci-core api/models.py);
+- storage (`/storage/...`) serves job definitions (the template's fields, no config) and
+  artifacts to anyone; the kbuild node (`GET /latest/node/ID`) names its `.config` as
+  `_config`;
+- the callback (`POST /callback/node/ID`) wants the callback token verbatim in
+  Authorization, answers 202 and keeps the body.
+
+Every request is recorded with the Authorization it carried, for the test to assert on.
 """
 
 from __future__ import annotations
@@ -16,20 +27,32 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-TOKEN = "lab-secret"
+API_TOKEN = "api-secret"
+CALLBACK_TOKEN = "callback-secret"
+TOKEN_NAME = "kernelci-pipeline-callback"
+
+TRANSITIONS = {"running": ["available", "closing", "done"], "available": ["closing", "done"],
+               "closing": ["done"], "done": []}
+"""kernelci-core api/models.py Node.validate_node_state_transition."""
+
+
+def node_id(n: int) -> str:
+    return f"{n:024x}"
 
 
 @dataclass
 class StandIn:
     files: dict[str, Path] = field(default_factory=dict)
-    """Artifacts served under /artifacts/NAME."""
+    """Artifacts served under /storage/artifacts/NAME."""
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
-    claims: dict[str, str] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     """What each job's callback received."""
-    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
+    node_writes: list[str] = field(default_factory=list)
+    """Every attempt to write a node (all refused)."""
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    """(method, path, Authorization) of every request."""
     fail_next: int = 0
     """Answer this many requests 503, to exercise the lab's retries."""
 
@@ -65,21 +88,35 @@ class StandIn:
     def artifact(self, name: str, path: Path) -> tuple[str, str]:
         """Serve `path` as artifact `name`: its URL and sha256."""
         self.files[name] = path
-        return f"{self.url}/artifacts/{name}", hashlib.sha256(path.read_bytes()).hexdigest()
+        return (f"{self.url}/storage/artifacts/{name}",
+                hashlib.sha256(path.read_bytes()).hexdigest())
 
-    def add_job(self, node_id: str, definition: dict[str, Any], runtime: str) -> None:
-        definition.setdefault("callback", {"url": f"{self.url}/callback/node/{node_id}",
-                                           "token_name": "cocolab-lab"})
-        self.jobs[node_id] = definition
-        self.events.append({
-            "timestamp": f"2026-12-03T00:00:{len(self.events):02d}.000000",
-            "node": {"id": node_id, "kind": "job", "group": "pull-labs",
-                     "artifacts": {"job_definition": f"{self.url}/jobs/{node_id}.json"},
-                     "data": {"runtime": runtime, "platform": "qemu-x86_64"}}})
+    def add_job(self, job_id: str, definition: dict[str, Any], runtime: str,
+                state: str = "available", parent: str | None = None) -> None:
+        """A job node in `state` (the scheduler's for pull labs: available), its definition
+        in storage, and the event announcing it; `parent` its kbuild node."""
+        definition.setdefault("callback", {"url": f"{self.url}/callback/node/{job_id}",
+                                           "token_name": TOKEN_NAME})
+        self.jobs[job_id] = definition
+        node = {"id": job_id, "kind": "job", "name": "cocolab-devmem", "group": "pull-labs",
+                "state": state, "owner": "pipeline", "parent": parent,
+                "artifacts": {"job_definition": f"{self.url}/storage/jobs/{job_id}.json"},
+                "data": {"runtime": runtime, "platform": "qemu-x86_64"}}
+        self.nodes[job_id] = node
+        self.events.append({"timestamp": f"2026-12-03T00:00:{len(self.events):02d}.000000",
+                            "node": node, "data": {"data": node["data"]}})
+
+    def add_kbuild(self, kbuild_id: str, config: Path | None) -> None:
+        artifacts = {"kernel": f"{self.url}/storage/artifacts/bzImage"}
+        if config is not None:
+            artifacts["_config"] = self.artifact(f"{kbuild_id}-config", config)[0]
+        self.nodes[kbuild_id] = {"id": kbuild_id, "kind": "kbuild", "state": "done",
+                                 "owner": "pipeline", "artifacts": artifacts}
 
     def _answer(self, h: BaseHTTPRequestHandler, method: str) -> None:
-        url = urllib.parse.urlparse(h.path)
-        self.requests.append(f"{method} {url.path}")
+        url = urllib.parse.urlsplit(h.path)
+        auth = h.headers.get("Authorization")
+        self.requests.append((method, url.path, auth))
         if self.fail_next > 0:
             self.fail_next -= 1
             return self._send(h, 503, {"detail": "busy"})
@@ -89,32 +126,43 @@ class StandIn:
             body = json.loads(h.rfile.read(length))
         parts = url.path.strip("/").split("/")
         if method == "GET" and url.path == "/latest/events":
-            since = urllib.parse.parse_qs(url.query).get("from", [""])[0]
-            return self._send(h, 200, [e for e in self.events if e["timestamp"] > since])
-        if method == "GET" and parts[0] == "jobs":
-            return self._send(h, 200, self.jobs[parts[1].removesuffix(".json")])
-        if method == "GET" and parts[0] == "artifacts" and parts[1] in self.files:
-            data = self.files[parts[1]].read_bytes()
+            query = urllib.parse.parse_qs(url.query)
+            since, state = query.get("from", [""])[0], query.get("state", [""])[0]
+            return self._send(h, 200, [e for e in self.events if e["timestamp"] > since
+                                       and self.nodes[e["node"]["id"]]["state"] == state])
+        if parts[:2] == ["latest", "node"] and len(parts) == 3:
+            return self._node(h, method, parts[2], auth, body)
+        if method == "GET" and parts[:2] == ["storage", "jobs"]:
+            return self._send(h, 200, self.jobs[parts[2].removesuffix(".json")])
+        if method == "GET" and parts[:2] == ["storage", "artifacts"] and parts[2] in self.files:
+            data = self.files[parts[2]].read_bytes()
             h.send_response(200)
             h.send_header("Content-Length", str(len(data)))
             h.end_headers()
             h.wfile.write(data)
             return None
-        if h.headers.get("Authorization") != TOKEN:
-            return self._send(h, 401, {"detail": "no or wrong token"})
-        if method == "PUT" and parts[:2] == ["latest", "node"]:
-            node_id = parts[2]
-            if body.get("state") == "running":
-                if node_id in self.claims:
-                    return self._send(h, 409, {"detail": f"claimed by {self.claims[node_id]}"})
-                self.claims[node_id] = body["data"]["lab"]
-            else:
-                self.updates[node_id] = body
-            return self._send(h, 200, {"id": node_id})
         if method == "POST" and parts[:2] == ["callback", "node"]:
+            if auth != CALLBACK_TOKEN:  # src/lava_callback.py: the token value, verbatim
+                return self._send(h, 401, {"message": "Unauthorized"})
             self.results[parts[2]] = body
-            return self._send(h, 200, {})
+            return self._send(h, 202, {"message": "OK"})
         return self._send(h, 404, {"detail": f"no {method} {url.path}"})
+
+    def _node(self, h: BaseHTTPRequestHandler, method: str, nid: str, auth: str | None,
+              body: Any) -> None:
+        if nid not in self.nodes:
+            return self._send(h, 404, {"detail": f"node {nid} not found"})
+        if method == "GET":
+            return self._send(h, 200, self.nodes[nid])
+        self.node_writes.append(f"{method} {nid} {json.dumps(body)[:200]}")
+        if auth != API_TOKEN:
+            return self._send(h, 401, {"detail": "Unauthorized"})
+        # the lab's token is a user's, not the node's owner (kernelci-api: owner-only updates)
+        state = self.nodes[nid]["state"]
+        wanted = (body or {}).get("state", state)
+        if wanted != state and wanted not in TRANSITIONS[state]:
+            return self._send(h, 400, {"detail": f"Transition not allowed with state: {wanted}"})
+        return self._send(h, 401, {"detail": "Unauthorized: not the node's owner"})
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, code: int, body: object) -> None:
@@ -126,13 +174,14 @@ class StandIn:
         h.wfile.write(data)
 
 
-def definition(kernel: tuple[str, str], config: tuple[str, str],
-               selection: str = "tests/devmem", modules: tuple[str, str] | None = None,
+def definition(kernel: tuple[str, str], selection: str = "tests/devmem",
+               modules: tuple[str, str] | None = None,
                sha_override: dict[str, str] | None = None,
-               timeout_s: int = 1800) -> dict[str, Any]:
-    """A PULL_LABS job definition, as kernelci-core's pull_labs.jinja2 renders one."""
-    artifacts = {"kernel": kernel[0], "config": config[0]}
-    sums = {"kernel": kernel[1], "config": config[1]}
+               timeout_s: float = 1800) -> dict[str, Any]:
+    """A PULL_LABS job definition as kernelci-core's pull_labs.jinja2 renders one: no config
+    artifact, `parameters` a string, integrity.sha256 when checksums are known."""
+    artifacts = {"kernel": kernel[0]}
+    sums = {"kernel": kernel[1]}
     if modules:
         artifacts["modules"], sums["modules"] = modules
     sums.update(sha_override or {})

@@ -1,7 +1,8 @@
-"""`cocolab lab` running real jobs from the stand-in KernelCI API (tests/rig/lab_standin.py):
-tests/devmem on the lane's own kernel, served as a job's artifacts (bzImage, config, a modules
-tarball), passes and comes back as nodes; a kernel that cannot boot comes back as an
-infrastructure error; SIGINT to the lab mid-job leaves no QEMU."""
+"""`cocolab lab` running real jobs from the stand-in KernelCI (tests/rig/lab_standin.py):
+tests/devmem on the lane's own kernel, served as a kbuild would publish it (the job gives the
+bzImage and a modules tarball, its kbuild node the config), passes and comes back in the
+PULL_LABS body; a kernel that cannot boot comes back as an infrastructure error; SIGINT to
+the lab mid-job leaves no QEMU."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from cocolab.deadline import Deadline
 from cocolab.rig import Rig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rig"))  # the stand-in API
-from lab_standin import TOKEN, StandIn, definition
+from lab_standin import API_TOKEN, CALLBACK_TOKEN, TOKEN_NAME, StandIn, definition
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = "cocolab-smoke-lab"
@@ -49,17 +50,27 @@ def standin() -> Iterator[StandIn]:
     server.close()
 
 
-def add_job(standin: StandIn, files: dict[str, Path], node_id: str, selection: str) -> None:
-    served = {name: standin.artifact(f"{node_id}-{name}", path)
-              for name, path in files.items()}
-    standin.add_job(node_id, definition(served["kernel"], served["config"], selection,
-                                        modules=served.get("modules")), RUNTIME)
+JOBS = {"devmem": "0000000000000000000000d1", "broken": "0000000000000000000000d2",
+        "stopped": "0000000000000000000000d3"}
+KBUILD = "0000000000000000000000b1"
+
+
+def add_job(standin: StandIn, files: dict[str, Path], name: str, selection: str) -> str:
+    """The job `name` (its node id returned), its config named by its kbuild node."""
+    served = {kind: standin.artifact(f"{name}-{kind}", path) for kind, path in files.items()}
+    standin.add_kbuild(KBUILD, files["config"])
+    made = definition(served["kernel"], selection, modules=served.get("modules"))
+    made["integrity"]["sha256"]["config"] = served["config"][1]
+    standin.add_job(JOBS[name], made, RUNTIME, parent=KBUILD)
+    return JOBS[name]
 
 
 def lab_argv(standin: StandIn, tmp_path: Path) -> list[str]:
-    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "token").write_text(API_TOKEN)
+    (tmp_path / "callback-token").write_text(CALLBACK_TOKEN)
     return [sys.executable, "-m", "cocolab.cli", "lab", "--api", standin.api, "--runtime",
-            RUNTIME, "--token-file", str(tmp_path / "token"), "--once", "--lane", "default",
+            RUNTIME, "--token-file", str(tmp_path / "token"), "--callback-token",
+            f"{TOKEN_NAME}={tmp_path / 'callback-token'}", "--once", "--lane", "default",
             "--workdir", str(tmp_path / "lab")]
 
 
@@ -70,43 +81,43 @@ the suite (the closing note of issue 27 shows a job running all of tests/devmem)
 
 def test_a_devmem_job_runs_in_real_guests_and_posts_its_nodes(
         standin: StandIn, artifacts: dict[str, Path], tmp_path: Path) -> None:
-    add_job(standin, artifacts, "devmem", DEVMEM_SHARE)
+    nid = add_job(standin, artifacts, "devmem", DEVMEM_SHARE)
     done = subprocess.run(lab_argv(standin, tmp_path), cwd=REPO, capture_output=True,
                           text=True, timeout=1200, check=False)
     assert done.returncode == 0, done.stderr
-    posted = standin.results["devmem"]
-    node = posted["node"]
-    assert node["result"] == "pass", (node, (tmp_path / "lab/job-devmem/pytest.log")
-                                      .read_text()[-3000:])
-    by_name = {n["name"]: n for n in posted["nodes"]}
-    assert by_name["boot"]["result"] == "pass"
-    assert by_name["devmem"]["result"] in ("pass", "fail")  # a lane baseline is a fail node
-    tests = [n for n in posted["nodes"] if n["path"][0] == "devmem" and len(n["path"]) == 2]
-    assert sum(n["result"] == "pass" for n in tests) >= 5, [n["name"] for n in tests]
-    assert {n["name"].split("::")[0] for n in tests} == {"test_strict_devmem.py",
-                                                        "test_devport.py"}
-    assert node["data"]["kernel_release"] == artifacts["kernel"].name.removeprefix("vmlinuz-")
+    posted = standin.results[nid]
+    log = (tmp_path / f"lab/job-{nid}/pytest.log").read_text()[-3000:]
+    assert "error_code" not in posted, (posted.get("error_msg"), log)
+    assert posted["tests"]["devmem"]["status"] in ("pass", "fail")  # a baseline is a fail
+    tests = posted["tests"]["devmem"]["subtests"]
+    assert sum(t["status"] == "pass" for t in tests.values()) >= 5, tests
+    assert {name.split("::")[0] for name in tests} == {"test_strict_devmem.py",
+                                                      "test_devport.py"}
+    assert posted["summary"]["total"] == len(tests)
+    assert posted["metadata"]["kernel_release"] == \
+        artifacts["kernel"].name.removeprefix("vmlinuz-")
+    assert posted["metadata"]["kernel_config"].startswith(f"kbuild node {KBUILD}")
+    assert standin.node_writes == []
 
 
 def test_a_kernel_that_cannot_boot_is_an_infrastructure_error(
         standin: StandIn, artifacts: dict[str, Path], tmp_path: Path) -> None:
     broken = tmp_path / "bzImage"
     broken.write_bytes(artifacts["kernel"].read_bytes()[:1 << 20])  # its header, and no more
-    add_job(standin, {**artifacts, "kernel": broken}, "broken",
-            "tests/devmem/test_strict_devmem.py")
+    nid = add_job(standin, {**artifacts, "kernel": broken}, "broken",
+                  "tests/devmem/test_strict_devmem.py")
     env = {**os.environ, "PYTEST_ADDOPTS": "--boot-timeout 60"}
     done = subprocess.run(lab_argv(standin, tmp_path), cwd=REPO, capture_output=True,
                           text=True, timeout=900, check=False, env=env)
     assert done.returncode == 0, done.stderr
-    node = standin.results["broken"]["node"]
-    assert node["result"] == "incomplete", node
-    assert node["data"]["error_code"] == "Infrastructure"
-    assert "lost their VM" in node["data"]["error_msg"], node["data"]["error_msg"]
+    posted = standin.results[nid]
+    assert posted["error_code"] == "Infrastructure", posted
+    assert "could not run for the rig's reasons" in posted["error_msg"], posted["error_msg"]
 
 
 def test_sigint_to_the_lab_mid_job_leaves_no_qemu(
         standin: StandIn, artifacts: dict[str, Path], tmp_path: Path) -> None:
-    add_job(standin, artifacts, "stopped", "tests/devmem")
+    nid = add_job(standin, artifacts, "stopped", "tests/devmem")
     lab = subprocess.Popen(lab_argv(standin, tmp_path), cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     seen: set[int] = set()
@@ -127,6 +138,6 @@ def test_sigint_to_the_lab_mid_job_leaves_no_qemu(
     while any(map(is_live_qemu, seen)) and not deadline.expired():
         time.sleep(0.1)
     assert not any(map(is_live_qemu, seen)), f"QEMU {sorted(seen)} outlived the lab's SIGINT"
-    node = standin.results["stopped"]["node"]
-    assert node["result"] == "incomplete"
-    assert "the lab was stopped (SIGINT)" in node["data"]["error_msg"]
+    posted = standin.results[nid]
+    assert posted["error_code"] == "Infrastructure"
+    assert "the lab was stopped (SIGINT)" in posted["error_msg"]

@@ -143,10 +143,13 @@ class Api:
         return found if isinstance(found, dict) else {}
 
 
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _event_data(event: dict[str, Any]) -> dict[str, Any]:
-    node = event.get("node") if isinstance(event.get("node"), dict) else {}
-    for data in (node.get("data"), (event.get("data") or {}).get("data")
-                 if isinstance(event.get("data"), dict) else None):
+    node = _dict(event.get("node"))
+    for data in (node.get("data"), _dict(event.get("data")).get("data")):
         if isinstance(data, dict) and data.get("runtime"):
             return data
     return {}
@@ -229,9 +232,8 @@ class Lab:
 
     def _take(self, event: dict[str, Any]) -> bool:
         """Run the job of `event` if it is this runtime's and not yet run; True if it ran."""
-        node = event.get("node") if isinstance(event.get("node"), dict) else {}
-        url = (node.get("artifacts") or {}).get("job_definition") \
-            if isinstance(node.get("artifacts"), dict) else None
+        node = _dict(event.get("node"))
+        url = _dict(node.get("artifacts")).get("job_definition")
         if not isinstance(url, str) or _event_data(event).get("runtime") != self.runtime:
             return False
         try:
