@@ -13,10 +13,15 @@ minimal.config` (what a userland and cocolab's guest need beyond tiny), the frag
 kconfig` computes for the rig, the suites and their machines, and the caller's own lines
 (a lane's), merged by the kernel's own merge_config.sh and settled by `make olddefconfig`;
 what Kconfig would not set is said. Compiles go through ccache (its directory in cocolab's
-cache). Each source has one tree and one O= directory, whatever the patches and config, so
-make rebuilds only what a change touches and ccache sees the same paths; the request
-(source, patches, config request, compiler) recorded there makes an unchanged request for a
-Debian source a hit without running make. A user's tree is always handed to make.
+cache). Each source has one tree, and each build (source, patches, config request, compiler:
+the build key) an O= directory of its own, `build/out/<source>-<base>-<key>`: the path
+`cocolab build` prints names that kernel and keeps naming it after other builds of the same
+source, until pruned (the newest KEEP_BUILDS are kept; one a session boots never goes). A new
+build starts as a copy of the newest one of its source, so make rebuilds only what the new
+patches or options change, and ccache, whose paths are relative to the O= directory, hits
+across them. The request recorded there makes an unchanged request for a Debian source a hit
+without running make; a user's tree is always handed to make, and a session booting that
+build holds it (kernel/inuse.py), so make waits for it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from filelock import FileLock
 
 from cocolab import progress
 from cocolab.errors import ConfigError, HostError, KernelError
+from cocolab.kernel import inuse
 from cocolab.kernel.apt import PrivateApt
 from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, Kconfig, parse_requirement
 from cocolab.paths import GUESTS_DIR, cache_dir, write_atomic
@@ -435,10 +441,10 @@ def build_key(source: Source, patches: Sequence[Patch], requested: str, base: st
 
 
 def source_key(source: Source) -> str:
-    """Names the source's one patched tree and its O= directory, whatever the patches and
-    the config: a new patch rewrites the files it touches and make rebuilds what depends
-    on them, a new config what depends on the options that changed (kbuild's fixdep), and
-    the paths every compile command carries stay the same, so ccache hits the rest."""
+    """Names the source's one patched tree and its builds' O= directories: a new patch
+    rewrites the files it touches and make rebuilds what depends on them, a new config what
+    depends on the options that changed (kbuild's fixdep), and the paths every compile
+    command carries stay the same relative to the O= directory, so ccache hits the rest."""
     return _digest(source.identity)
 
 
@@ -517,7 +523,8 @@ def build(request: BuildRequest) -> Built:
     requested = requested_config(request, suites_fragment())
     key = build_key(source, patches, requested, request.base, compiler())
     where = source_key(source)
-    out = cache_dir("build", "out", f"{where}-{request.base}")
+    family = f"{where}-{request.base}"
+    out = cache_dir("build", "out", f"{family}-{key}")
     start = time.monotonic()
     with FileLock(str(cache_dir("build") / f"{where}.lock")):  # the tree and its O= dirs
         stamp = out / "cocolab-build.json"
@@ -527,26 +534,72 @@ def build(request: BuildRequest) -> Built:
             if info.get("key") == key and "patch_digests" in info:
                 return Built(out, info["release"], True, time.monotonic() - start, 0,
                              tuple(info.get("dropped", ())))
-        stamp.unlink(missing_ok=True)  # from here on, the O= dir is not what it says
-        tree = prepare_tree(source, patches, where)
-        request_file = out / ".cocolab-request.config"
-        if not (out / ".config").exists() or not request_file.exists() \
-                or request_file.read_text() != requested:
-            with progress.step(f"configuring ({request.base} + cocolab's fragment)") as step:
-                config = configure(tree, out, requested, request.base)
-                step.done = f"{len(config.values)} options"
-        config = Kconfig.from_file(out / ".config")
-        dropped = dropped_options(requested, config)
-        for line in dropped:
-            progress.say(f"Kconfig would not set {line}")
-        with progress.step(f"compiling {source.identity}"
-                           + "".join(f" + {p.name}" for p in patches)) as step:
-            count = compile_kernel(tree, out, request.jobs, modules=config.builtin("MODULES"))
-            step.done = f"{count} objects compiled, {request.jobs} jobs"
-        release = (out / "include/config/kernel.release").read_text().strip()
-        write_atomic(stamp, json.dumps({
-            "source": source.identity, "tree": str(tree), "patches": [str(p.path) for p in patches],
-            "patch_digests": [f"{p.digest()} {p.path.resolve()}" for p in patches],
-            "base": request.base, "release": release, "dropped": dropped, "key": key,
-        }, indent=1))
+        if not (out / ".config").exists():
+            _seed(out, family)
+        with inuse.exclusive(out, progress.say):
+            release, count, dropped = _build_in(source, patches, request, requested, key,
+                                                where, out)
+        _prune(family, out)
     return Built(out, release, False, time.monotonic() - start, count, tuple(dropped))
+
+
+def _build_in(source: Source, patches: Sequence[Patch], request: BuildRequest,
+              requested: str, key: str, where: str, out: Path) -> tuple[str, int, list[str]]:
+    """Configure and compile into `out`, which nobody boots meanwhile; its stamp last."""
+    stamp = out / "cocolab-build.json"
+    stamp.unlink(missing_ok=True)  # from here on, the O= dir is not what it says
+    tree = prepare_tree(source, patches, where)
+    request_file = out / ".cocolab-request.config"
+    if not (out / ".config").exists() or not request_file.exists() \
+            or request_file.read_text() != requested:
+        with progress.step(f"configuring ({request.base} + cocolab's fragment)") as step:
+            config = configure(tree, out, requested, request.base)
+            step.done = f"{len(config.values)} options"
+    config = Kconfig.from_file(out / ".config")
+    dropped = dropped_options(requested, config)
+    for line in dropped:
+        progress.say(f"Kconfig would not set {line}")
+    with progress.step(f"compiling {source.identity}"
+                       + "".join(f" + {p.name}" for p in patches)) as step:
+        count = compile_kernel(tree, out, request.jobs, modules=config.builtin("MODULES"))
+        step.done = f"{count} objects compiled, {request.jobs} jobs"
+    release = (out / "include/config/kernel.release").read_text().strip()
+    write_atomic(stamp, json.dumps({
+        "source": source.identity, "tree": str(tree), "patches": [str(p.path) for p in patches],
+        "patch_digests": [f"{p.digest()} {p.path.resolve()}" for p in patches],
+        "base": request.base, "release": release, "dropped": dropped, "key": key,
+    }, indent=1))
+    return release, count, dropped
+
+
+KEEP_BUILDS = 4
+"""Built O= directories kept per source and base (the newest; one in use is never pruned)."""
+
+
+def _siblings(family: str) -> list[Path]:
+    """The finished builds of one source and base, newest first (and the one directory per
+    source an earlier cocolab kept, so an old cache seeds a new build)."""
+    root = cache_dir("build", "out")
+    found = [p for p in [*root.glob(f"{family}-*"), root / family]
+             if (p / "cocolab-build.json").exists()]
+    return sorted(found, key=lambda p: (p / "cocolab-build.json").stat().st_mtime, reverse=True)
+
+
+def _seed(out: Path, family: str) -> None:
+    """A new build starts as a copy of the newest build of its source, so make rebuilds only
+    what the new patches or options change (and every other build keeps its kernel)."""
+    siblings = [p for p in _siblings(family) if p != out]
+    if not siblings:
+        return
+    with progress.step(f"copying the build {siblings[0].name} to start from") as step:
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{siblings[0]}/.", str(out)],
+                       check=True)
+        (out / "cocolab-build.json").unlink(missing_ok=True)
+        step.done = siblings[0].name
+
+
+def _prune(family: str, keep: Path) -> None:
+    for old in _siblings(family)[KEEP_BUILDS:]:
+        if old != keep and old.name != family and not inuse.in_use(old):
+            shutil.rmtree(old, ignore_errors=True)
+            progress.say(f"pruned the build {old.name} ({KEEP_BUILDS} newer ones are kept)")

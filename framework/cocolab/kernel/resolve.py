@@ -20,6 +20,7 @@ from filelock import FileLock
 
 from cocolab import progress
 from cocolab.errors import ConfigError, KernelError
+from cocolab.kernel import inuse
 from cocolab.kernel.apt import PrivateApt, kernel_closure
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.spec import BuildTreeSpec, DebianSpec, ImageSpec, KernelSpec, SourceSpec
@@ -252,6 +253,8 @@ def resolve_build_tree(spec: BuildTreeSpec) -> Kernel:
     release_file = tree / "include/config/kernel.release"
     release = (release_file.read_text().strip() if release_file.exists()
                else bzimage_release(image))
+    if (tree / "cocolab-build.json").exists():
+        inuse.hold(tree)  # a `cocolab build` output: no build rewrites it while we boot it
     kconfig = Kconfig.from_file(config)
     modules = None
     if kconfig.builtin("MODULES") and (tree / "modules.order").exists():
