@@ -40,6 +40,13 @@ def held() -> list[Path]:
     return sorted(_HELD)
 
 
+def _release(out: Path) -> None:
+    """Give `out` back before this process ends (tests)."""
+    fd = _HELD.pop(out.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def exclusive(out: Path, waiting: Callable[[str], None] = lambda _: None) -> Iterator[None]:
     """`out` for writing: waits (saying so once) while other processes boot it."""
