@@ -272,12 +272,20 @@ def lava_body(out: Outcome) -> dict[str, Any]:
     job_stage = {"name": "job", "result": "fail" if out.error_code else "pass",
                  "metadata": {"error_type": out.error_code or None,
                               "error_msg": out.error[:1000] if out.error_code else None}}
-    results = {"lava": json.dumps([job_stage])}
+    stages: list[dict[str, Any]] = [job_stage]
+    results: dict[str, str] = {}
     for i, (name, suite) in enumerate(_suites(out.run).items(), start=1):
+        verdict = worst(suite["verdicts"])
+        assert verdict is not None
+        # the suite's stage: lava.Callback takes a suite's result from it (an error is
+        # "incomplete" there, as the PULL_LABS Callback makes it), so suite and job agree
+        stages.append({"name": f"{i}_{name}", "metadata": {}, "result": (
+            "incomplete" if verdict.words.pull_labs == "error" else verdict.words.pull_labs)})
         results[f"{i}_{name}"] = json.dumps([
             {"name": test, "result": "unknown" if sub["status"] == "error" else sub["status"],
              "metadata": {"duration_ms": sub["duration_ms"]}}
             for test, sub in suite["subtests"].items()])
+    results["lava"] = json.dumps(stages)
     log = [{"dt": "", "lvl": "target", "msg": line}
            for line in out.log.decode(errors="replace").splitlines()]
     return {"definition": json.dumps({"metadata": {"system": out.system or "cocolab"}}),
