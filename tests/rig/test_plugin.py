@@ -123,6 +123,26 @@ def test_a_qemu_args_marker_that_reaches_outside_is_a_usage_error(
                                  "networking needs restrict=on*"])
 
 
+def test_a_host_file_in_qemu_args_needs_allow_host_paths(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.qemu_args("-drive", "file=/srv/img/a.raw,if=none,format=raw")
+        def test_undeclared(vm): pass
+    """)
+    result = pytester.runpytest(*NO_QEMU, "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_undeclared: @pytest.mark.qemu_args: -drive *file "
+                                 "'/srv/img/a.raw' is a host path outside the VM's own "
+                                 "directory*allow_host_paths*"])
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.allow_host_paths("/srv/img")
+        @pytest.mark.qemu_args("-drive", "file=/srv/img/a.raw,if=none,format=raw")
+        def test_declared(vm): pass
+    """)
+    assert pytester.runpytest(*NO_QEMU, "--collect-only").ret == pytest.ExitCode.OK
+
+
 _SHARES = """
     import pytest
 

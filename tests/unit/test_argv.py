@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,11 @@ def test_relaunch_starts_each_back_end_before_qemu_and_stops_it_after(golden, tm
     path.write_text(script)
     subprocess.run(["sh", "-n", str(path)], check=True)
     assert "path=\"$VU_DIR/d.sock\"" in script.replace("'", "")
+
+
+def test_a_tests_vmdir_becomes_the_vms_own_directory() -> None:
+    config = VMConfig(qemu="q", kernel=Path("/k"), initrd=Path("/i"),
+                      qemu_args=("-serial", "file:@vmdir@/ttyS1.log"))
+    argv = build_argv(config, Runtime(Path("/R/q"), Path("/R/c"), "T", vmdir=Path("/W/vm")))
+    assert argv[-2:] == ["-serial", "file:/W/vm/ttyS1.log"]
+    assert config.key() == dataclasses.replace(config).key()  # the key holds the placeholder

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cocolab.errors import ConfigError
-from cocolab.qemu.policy import check_qemu_args, qemu_args_problem
+from cocolab.qemu.policy import check_qemu_args, qemu_args_problem, qemu_opts
 
 # The refused spellings are assembled, so that a grep for them over the tree finds only real use.
 OFF, ANY, ALL = "restrict=" + "off", "hostfwd=tcp:" + ":2222-:22", "0.0.0" + ".0"
@@ -46,6 +46,25 @@ OFF, ANY, ALL = "restrict=" + "off", "hostfwd=tcp:" + ":2222-:22", "0.0.0" + ".0
     (("-machine", "pc"), "the machine type comes from the `machine` marker"),
     (("-drive", "file=nbd://10.0.0.1/disk,if=none"), "names a protocol; give a local path"),
     (("-drive", "driver=nbd,server.host=10.0.0.1"), "drive driver 'nbd' is not a local one"),
+    # the second review: parsed as QemuOpts parses, `,,` is a comma inside hostname's value
+    (("-netdev", "user,id=n,hostname=x,,restrict=on,,=user"), "needs restrict=on"),
+    (("-netdev", "user,id=n,restrict=on,restrict=off"), "needs restrict=on"),  # the last wins
+    (("-netdev", "user,id=n,norestrict"), "needs restrict=on"),
+    (("-netdev", "user,id=n,restrict=on,smb=/"), "smb serves host files to the guest"),
+    (("-netdev", "user,id=n,restrict=on,hostfwd=tcp::2222-:22,,x"), "not every address"),
+    (("-device", '{"driver":"loader","file":"/etc/shadow"}'), "JSON syntax is not judged"),
+    # and the host's files, which every one of these passed before
+    (("-drive", "file=/etc/shadow,if=none,format=raw"), "file '/etc/shadow' is a host path"),
+    (("-chardev", "file,id=c,path=/root/.ssh/authorized_keys"), "path '/root/.ssh/"),
+    (("-serial", "file:/etc/cron.d/x"), "file '/etc/cron.d/x' is a host path"),
+    (("-object", "rng-random,id=r,filename=/dev/sda"), "filename '/dev/sda' is a host path"),
+    (("-object", "memory-backend-file,id=m,size=1M,mem-path=/etc/passwd"), "mem-path"),
+    (("-machine", "firmware=/home/u/evil.bin"), "firmware '/home/u/evil.bin' is a host path"),
+    (("-device", "loader,file=/etc/shadow,addr=0x100000"), "file '/etc/shadow' is a host"),
+    (("-device", "e1000,romfile=/etc/shadow"), "romfile '/etc/shadow' is a host path"),
+    (("-chardev", "socket,id=c,path=/run/docker.sock"), "path '/run/docker.sock' is a host"),
+    (("-drive", "file=@vmdir@/../../etc/shadow,if=none"), "is a host path"),
+    (("-drive", "file.filename=/etc/shadow,if=none"), "file.filename '/etc/shadow' is a host"),
 ])
 def test_network_reaching_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
     problem = qemu_args_problem(args)
@@ -57,14 +76,39 @@ def test_network_reaching_arguments_are_refused(args: tuple[str, ...], message: 
 @pytest.mark.parametrize("args", [
     ("-device", "edu"),
     ("-netdev", "user,id=devmem-nic,restrict=on", "-device", "e1000,netdev=devmem-nic"),
+    ("-netdev", "user,id=n,restrict"),  # a bare flag is on
     ("-netdev", "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:0-:80"),
-    ("-chardev", "socket,id=c,path=/tmp/x.sock,server=on", "-serial", "chardev:c"),
-    ("-serial", "file:/tmp/console.log"),
+    ("-chardev", "socket,id=c,path=@vmdir@/x.sock,server=on", "-serial", "chardev:c"),
+    ("-serial", "file:@vmdir@/console.log"),
     ("-object", "memory-backend-ram,id=m,size=64M", "-global", "ICH9-LPC.disable_s3=1"),
-    ("-machine", "kernel-irqchip=split", "-drive", "file=/tmp/disk.img,if=none,format=raw"),
+    ("-machine", "kernel-irqchip=split", "-drive", "file=@vmdir@/disk.img,if=none,format=raw"),
+    ("-device", "virtio-net-pci,netdev=n,romfile="),  # no ROM at all
 ])
 def test_contained_arguments_pass(args: tuple[str, ...]) -> None:
     assert qemu_args_problem(args) is None
+
+
+def test_a_declared_host_path_passes_and_only_below_it() -> None:
+    ok = ("-drive", "file=/srv/images/a.img,if=none,format=raw")
+    assert qemu_args_problem(ok, ("/srv/images",)) is None
+    assert qemu_args_problem(("-drive", "file=/srv/images/../../etc/shadow,if=none"),
+                             ("/srv/images",)) is not None
+    assert qemu_args_problem(("-drive", "file=/srv/imagesX/a.img,if=none"),
+                             ("/srv/images",)) is not None
+
+
+@pytest.mark.parametrize(("text", "implied", "pairs"), [
+    ("user,id=n,hostname=x,,restrict=on,,=user", "type",
+     [("type", "user"), ("id", "n"), ("hostname", "x,restrict=on,=user")]),
+    ("e1000,,x,netdev=n", "driver", [("driver", "e1000,x"), ("netdev", "n")]),
+    ("a=1,flag,noother,b=", None, [("a", "1"), ("flag", "on"), ("other", "off"), ("b", "")]),
+    ("first", None, [("first", "on")]),
+    ("", "type", []),
+    ("x=a,,,y=b", None, [("x", "a,"), ("y", "b")]),
+])
+def test_options_are_read_as_qemus_qemuopts_reads_them(text: str, implied: str | None,
+                                                       pairs: list[tuple[str, str]]) -> None:
+    assert qemu_opts(text, implied) == pairs
 
 
 def _shipped_markers() -> list[tuple[str, ...]]:

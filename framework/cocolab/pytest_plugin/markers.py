@@ -12,7 +12,10 @@ from cocolab.qemu.policy import qemu_args_problem
 
 MARKERS = {
     "cmdline(*words)": "extra kernel command-line words for this test's VM",
-    "qemu_args(*args)": "extra QEMU arguments for this test's VM",
+    "qemu_args(*args)": "extra QEMU arguments for this test's VM (host files under @vmdir@/, "
+                        "the VM's own directory, or under an allow_host_paths path)",
+    "allow_host_paths(*paths)": "host paths (files, or directories and what is below them) "
+                                "this test's qemu_args may name",
     "modules(*names)": "kernel modules the guest's /init loads before sshd",
     "kconfig(*options)": "skip unless the kernel config has each option: 'NAME' (=y or =m), "
                          "'NAME=y', 'NAME=m' or 'NAME=n' (not set)",
@@ -86,7 +89,7 @@ def _one(item: pytest.Item, name: str) -> str | None:
 
 def vm_request(item: pytest.Item) -> VMRequest:
     qemu_args = _strings(item, "qemu_args")
-    problem = qemu_args_problem(qemu_args)
+    problem = qemu_args_problem(qemu_args, _strings(item, "allow_host_paths"))
     if problem:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.qemu_args: {problem}")
     return VMRequest(

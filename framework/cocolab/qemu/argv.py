@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cocolab.host.process import qmp_args
+from cocolab.qemu.policy import VMDIR
 
 NIC_MAC = "52:54:00:12:34:56"
 GUEST_SSH_PORT = 22
@@ -111,14 +112,20 @@ class Runtime:
     console_socket: Path
     token: str
     endpoints: Mapping[str, str] = field(default_factory=dict)
+    vmdir: Path | None = None
+    """The VM's own directory: what `@vmdir@` in a test's arguments stands for."""
 
 
-def with_endpoints(args: tuple[str, ...], endpoints: Mapping[str, str]) -> list[str]:
+def with_endpoints(args: tuple[str, ...], endpoints: Mapping[str, str],
+                   vmdir: Path | None = None) -> list[str]:
+    """A test's arguments with each sidecar's endpoint, and the VM's directory for
+    `@vmdir@` (qemu/policy.py allows host files there)."""
     def endpoint(m: re.Match[str]) -> str:
         if m.group(2) not in endpoints:
             raise KeyError(f"no {m.group(1)} sidecar for device {m.group(2)!r}")
         return endpoints[m.group(2)]
-    return [SIDECAR_PLACEHOLDER.sub(endpoint, arg) for arg in args]
+    done = [SIDECAR_PLACEHOLDER.sub(endpoint, arg) for arg in args]
+    return [arg.replace(VMDIR, str(vmdir)) for arg in done] if vmdir is not None else done
 
 
 SHARED_RAM_ID = "cocolab-ram"
@@ -198,7 +205,7 @@ def build_argv(config: VMConfig, runtime: Runtime) -> list[str]:
         *console_args(runtime.console_socket),
         *qmp_args(runtime.qmp_socket),
         *netdev_args(config),
-        *with_endpoints(config.qemu_args, runtime.endpoints),
+        *with_endpoints(config.qemu_args, runtime.endpoints, runtime.vmdir),
     ]
 
 

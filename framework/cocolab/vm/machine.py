@@ -204,7 +204,8 @@ class VM:
         sockdir = Path(self._stack.enter_context(
             tempfile.TemporaryDirectory(prefix="cocolab-", dir="/tmp")))
         endpoints = self._start_sidecars(sockdir)
-        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", boot.token, endpoints)
+        runtime = Runtime(sockdir / "qmp.sock", sockdir / "con.sock", boot.token, endpoints,
+                          self.workdir)
         self.token = boot.token
         self.argv = build_argv(self.config, runtime) + boot.qemu_args()
         boot.before_qemu(self)
