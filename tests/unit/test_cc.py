@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cocolab.guest.cc import judge, judge_simulated
+from cocolab.guest.cc import cc_proof, judge, judge_simulated, lane_proof
 
 TDX_DMESG = "[0.0] tdx: Guest detected\n[0.1] Memory Encryption Features active: Intel TDX\n"
 SNP_OLD = "[0.0] AMD Memory Encryption Features active: SEV SEV-ES SEV-SNP\n"
@@ -62,3 +62,41 @@ def test_hardware_evidence_is_never_a_simulation() -> None:
     hardware = judge("tdx", SIM_DMESG + TDX_DMESG, {"/dev/tdx_guest"}, "", {"tdx_guest"})
     assert hardware.kind == "tdx"
     assert judge_simulated("tdx", SIM_DMESG, hardware).kind is None
+
+
+class Shell:
+    """A guest stood in for: each command's answer from a table of (prefix, rc, stdout)."""
+
+    def __init__(self, answers: list[tuple[str, int, str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+        self.cc = None
+
+    def run(self, command: str) -> object:
+        self.asked.append(command)
+        for prefix, rc, out in self.answers:
+            if command.startswith(prefix):
+                return type("R", (), {"ok": rc == 0, "stdout": out})()
+        return type("R", (), {"ok": False, "stdout": ""})()
+
+
+def test_the_tdx_device_must_be_a_character_device() -> None:
+    """`test -e` was met by any file at /dev/tdx_guest; the proof asks `test -c`."""
+    guest = Shell([("dmesg", 0, TDX_DMESG), ("test -c /dev/tdx_guest", 1, ""),
+                   ("test -e /dev/tdx_guest", 0, "")])
+    assert cc_proof(guest, "tdx").kind is None  # type: ignore[arg-type]
+    real = Shell([("dmesg", 0, TDX_DMESG), ("test -c /dev/tdx_guest", 0, "")])
+    assert cc_proof(real, "tdx").kind == "tdx"  # type: ignore[arg-type]
+
+
+def test_a_lane_proof_is_asked_once_per_vm_and_kept() -> None:
+    guest = Shell([("dmesg", 0, TDX_DMESG), ("test -c /dev/tdx_guest", 0, "")])
+    first = lane_proof(guest, "tdx", simulated=False)  # type: ignore[arg-type]
+    asked = len(guest.asked)
+    assert lane_proof(guest, "tdx", simulated=False) is first  # type: ignore[arg-type]
+    assert len(guest.asked) == asked and first.kind == "tdx"
+
+
+def test_a_simulated_lane_guest_without_the_simulation_line_is_not_proven() -> None:
+    plain = Shell([("dmesg", 0, "[0.0] Linux version 7.3.4\n")])
+    assert lane_proof(plain, "tdx", simulated=True).kind is None  # type: ignore[arg-type]

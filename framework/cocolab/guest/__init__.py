@@ -33,6 +33,7 @@ from cocolab.spdm import Responder
 from cocolab.vm import VM
 
 if TYPE_CHECKING:
+    from cocolab.guest.cc import CCProof
     from cocolab.guest.virtio import ServedDevice
 
 
@@ -69,6 +70,8 @@ class Guest(VM):
     def __init__(self, *args: Any, supplies: Supplies = Supplies(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.supplies = supplies
+        self.cc: CCProof | None = None
+        """On a confidential lane, the guest's proof (guest/cc.py `lane_proof`), asked once."""
 
     @property
     def spdm(self) -> dict[str, Responder]:

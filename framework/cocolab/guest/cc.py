@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cocolab.guest import Guest
     from cocolab.vm import VM
 
 KERNEL_MESSAGES = {
@@ -91,8 +92,18 @@ def cc_simulation_proof(vm: VM, kind: str) -> CCProof:
 
 def cc_proof(vm: VM, kind: str) -> CCProof:
     dmesg = vm.run("dmesg").stdout
-    present = {p for p in INTERFACES[kind] if vm.run(f"test -e {p}").ok}
+    # a character device: any file at that path (a stray regular file) proves nothing
+    present = {p for p in INTERFACES[kind] if vm.run(f"test -c {p}").ok}
     report = vm.run("d=$(mktemp -d /sys/kernel/config/tsm/report/cocolab.XXXX) && "
                     "cat $d/provider; rmdir $d 2>/dev/null")
     flags = vm.run("grep -m1 '^flags' /proc/cpuinfo").stdout.split()
     return judge(kind, dmesg, present, report.stdout.strip() if report.ok else "", set(flags))
+
+
+def lane_proof(vm: Guest, kind: str, simulated: bool) -> CCProof:
+    """The proof a guest on a confidential lane gives, asked once per VM and kept on it: a
+    hardware lane's guest must be the CC guest it claims, a simulated lane's must show the
+    simulation took effect (and no hardware evidence)."""
+    if vm.cc is None:
+        vm.cc = cc_simulation_proof(vm, kind) if simulated else cc_proof(vm, kind)
+    return vm.cc

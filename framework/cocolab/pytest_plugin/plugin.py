@@ -29,7 +29,7 @@ from cocolab.errors import (
     VMError,
 )
 from cocolab.guest import Guest
-from cocolab.guest.cc import SIMULATED, CCProof, cc_proof, cc_simulation_proof
+from cocolab.guest.cc import SIMULATED, CCProof, lane_proof
 from cocolab.guest.kernel_warnings import KernelWarning, kernel_warnings
 from cocolab.kernel.kconfig import unmet as kconfig_unmet
 from cocolab.kernel.spec import SourceSpec
@@ -525,6 +525,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
         booted = pool.boot(vm_req, item.nodeid)
         item.stash[ITEM_VM] = booted
         try:
+            _prove(item, rig, booted)
             yield booted
         finally:
             booted.shutdown()
@@ -548,11 +549,33 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
     item.stash[ITEM_VM] = shared
     shared.dmesg.forget()  # per-test facade state starts fresh on a shared VM
     try:
+        _prove(item, rig, shared)
         yield shared
         if _call_passed(item):
             shared.check_alive()  # a guest that stopped during this test is its rig failure
     finally:
         _give_back(item, pool, vm_req)
+
+
+def _prove(item: pytest.Item, rig: Rig, vm: Guest) -> None:
+    """On a confidential lane every guest proves what it is before any test uses it (once
+    per VM): a hardware lane's must be the CC guest it asked for, a simulated lane's must
+    show the simulation took effect. One that cannot is a rig failure for each of its tests:
+    no test, CC or not, runs on a guest that is not what its lane says."""
+    lane = rig.lane
+    if not lane.cc:
+        return
+    proof = lane_proof(vm, lane.cc, lane.simulated)
+    if proof.kind == lane.cc:
+        return
+    if lane.simulated:
+        rig_failure(item, f"cocolab: RIG FAILURE: lane {lane.name} asks for a simulated "
+                    f"{lane.cc} guest but the guest did not show it (the cc-sim patch's line, "
+                    f"the policy line it causes, and no hardware evidence): {proof}; "
+                    + (f"is its kernel built with the lane's patches ({', '.join(lane.patches)})?"
+                       if lane.patches else "the lane names no patch that would simulate it"))
+    rig_failure(item, f"cocolab: RIG FAILURE: lane {lane.name} asks for a {lane.cc} guest but "
+                f"the guest is {proof}")
 
 
 def rig_failure(item: pytest.Item, message: str) -> NoReturn:
@@ -602,21 +625,10 @@ def cc_guest(request: pytest.FixtureRequest, cocolab_rig: Rig) -> CCProof:
         pytest.skip(f"needs a hardware {lane.cc.upper()} guest ({why}); lane {lane.name} is "
                     f"simulated ({SIMULATED}): run it with --lane {lane.cc} on a "
                     f"{lane.cc.upper()} host")
-    vm: Guest = request.getfixturevalue("vm")
-    if lane.simulated:
-        proof = cc_simulation_proof(vm, lane.cc)
-        if proof.kind != lane.cc:
-            rig_failure(request.node, f"cocolab: lane {lane.name} asks for a simulated "
-                        f"{lane.cc} guest but the guest did not show it (the cc-sim patch's "
-                        f"line, the policy line it causes, and no hardware evidence): {proof}; "
-                        f"is its kernel built with the lane's patches "
-                        f"({', '.join(lane.patches)})?")
-        return proof
-    proof = cc_proof(vm, lane.cc)
-    if proof.kind != lane.cc:
-        rig_failure(request.node, f"cocolab: lane {lane.name} asks for a {lane.cc} guest but "
-                    f"the guest is {proof}")
-    return proof
+    vm: Guest = request.getfixturevalue("vm")  # proven by it on a confidential lane
+    if vm.cc is None or vm.cc.kind != lane.cc:
+        raise RigBug(f"the vm fixture let an unproven guest through on lane {lane.name}")
+    return vm.cc
 
 
 @pytest.fixture
@@ -710,12 +722,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     report: pytest.TestReport = yield
     if report.when == "call":
         item.stash[ITEM_CALL] = report
-    if not report.failed or ITEM_REQUEST not in item.stash:
+    if not report.failed:
         return report
-    if _is_rig_failure(item, report, call):
+    if _is_rig_failure(item, report, call):  # a fixture that asked for vm by name, too
         report.cocolab_rig_failure = True  # type: ignore[attr-defined]
-        report.sections.append(("cocolab", "RIG FAILURE: the VM misbehaved (this is cocolab's "
-                                "or QEMU's side, not a kernel assertion)"))
+        report.sections.append(("cocolab", "RIG FAILURE: not a kernel verdict (the VM, the "
+                                "host, QEMU or cocolab stood in the way)"))
+    if ITEM_REQUEST not in item.stash:
+        return report
     vm = item.stash.get(ITEM_VM, None)
     pool = item.config.stash[POOL]
     workdir = vm.workdir if vm else None
