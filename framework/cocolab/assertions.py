@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from cocolab.deadline import Deadline
+from cocolab.errors import PreconditionUnmet
 from cocolab.guest.dmesg import DmesgLines
 from cocolab.guest.probe import ProbeResult
 
@@ -27,6 +28,20 @@ def eventually(check: Callable[[], T], seconds: float = 10.0, interval: float = 
             if deadline.expired():
                 raise
         time.sleep(min(interval, deadline.remaining()))
+
+
+def require(condition: object, why: str) -> None:
+    """A precondition of the test, checked before its own assertion: unmet, the test is an
+    ERROR saying `why` (PreconditionUnmet), not a failure the kernel would be blamed for."""
+    __tracebackhide__ = True
+    if not condition:
+        raise PreconditionUnmet(why)
+
+
+def refused_by_policy(result: ProbeResult) -> bool:
+    """The kernel refused the access as a policy does (EPERM, at any stage): a missing file,
+    EIO or a helper that did not run is no refusal."""
+    return not result.ok and result.errno == errno_mod.EPERM
 
 
 def _name(number: int) -> str:

@@ -9,6 +9,8 @@
      ├── KernelError            a kernel could not be found, fetched or understood
      ├── ImageError             the guest initramfs could not be built
      ├── RigBug                 cocolab broke one of its own invariants (never the kernel's)
+     ├── PreconditionUnmet      what a test needs of its guest before it can assert anything
+     │                          is not there: an ERROR, neither the kernel's failure nor a pass
      └── VMError                a booted (or booting) VM misbehaved: this is the rig's side
           ├── BootError         QEMU or the guest never reached READY
           │    └── GuestCrashed a panic/Oops/BUG was seen on the console
@@ -54,6 +56,12 @@ class MissingQemuFeature(HostError):
 
 class MissingCCHost(HostError):
     """This host cannot run the confidential guest a lane asks for; tests that need one skip."""
+
+
+class PreconditionUnmet(CocolabError):
+    """A test found its guest without what it needs before its own assertion (a debugfs file
+    it reads, a device it drives): reported as an ERROR, never as the kernel failing the
+    assertion nor as a pass (`cocolab.assertions.require`)."""
 
 
 class KernelError(CocolabError):

@@ -291,3 +291,24 @@ def test_a_kernel_the_rig_cannot_use_is_a_rig_failure_in_the_results(
     result.assert_outcomes(errors=2)
     tests = json.loads((pytester.path / "out/cocolab-results.json").read_text())["tests"]
     assert [(t["outcome"], t["rig_failure"]) for t in tests] == [("error", True)] * 2
+
+
+def test_an_unmet_precondition_is_an_error_never_a_failure(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        import pytest
+        @pytest.fixture
+        def vm():  # stands in for the booted VM the plugin would give
+            return None
+    """)
+    pytester.makepyfile("""
+        from cocolab.assertions import require
+        def test_it(vm):
+            require(False, "debugfs is not mounted")
+            assert False, "never reached: the kernel's assertion"
+    """)
+    result = pytester.runpytest(*NO_QEMU, "--results", "out")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*PRECONDITION UNMET*"])
+    tests = json.loads((pytester.path / "out/cocolab-results.json").read_text())["tests"]
+    assert [(t["outcome"], t["rig_failure"], t["reason"]) for t in tests] == [
+        ("error", False, "cocolab.errors.PreconditionUnmet: debugfs is not mounted")]

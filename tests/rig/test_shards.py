@@ -1,7 +1,8 @@
-"""--shard I/N in real pytest runs (nothing boots: the VM tests skip, collection and the
-partition are what is checked): the shards' union is the selection, a VM's tests stay in one
-shard, -n inside a shard changes nothing, and `cocolab results merge` gives the unsharded
-run's verdicts; a KCIDB report of it validates and keeps its ids."""
+"""--shard I/N in real pytest runs (nothing boots: the VM tests skip; the plain tests pass,
+fail, err, skip and xfail, so a merge that lost or swapped verdicts shows): the shards' union
+is the selection, a VM's tests stay in one shard, -n inside a shard changes nothing, and
+`cocolab results merge` gives the unsharded run's verdicts; a KCIDB report of it validates
+and keeps its ids."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,30 +22,51 @@ NO_QEMU = ("--qemu", str(Path(__file__).with_name("fake_qemu.py")), "--accel", "
 
 SAMPLE = """
     import pytest
-    pytestmark = pytest.mark.skip(reason="collection is what is checked")
+    boots = pytest.mark.skip(reason="collection is what is checked")
 
+    @boots
     def test_a1(vm): pass
+    @boots
     def test_a2(vm): pass
+    @boots
     def test_a3(vm): pass
 
+    @boots
     @pytest.mark.cmdline("quiet")
     def test_b1(vm): pass
+    @boots
     @pytest.mark.cmdline("quiet")
     def test_b2(vm): pass
 
+    @boots
     @pytest.mark.cmdline("nokaslr")
     def test_c1(vm): pass
 
-    @pytest.mark.parametrize("n", range(5))
-    def test_plain(n): pass
+    @pytest.fixture
+    def broken():
+        raise RuntimeError("a fixture of the test's own")
+
+    def test_error(broken): pass
+
+    @pytest.mark.parametrize("n", range(4))
+    def test_plain(n):
+        if n == 1:
+            assert n == 0, "a failure"
+        if n == 2:
+            pytest.xfail("known")
+        if n == 3:
+            pytest.skip("not here")
 """
+
+MIXED = {"passed": 1, "failed": 1, "xfailed": 1, "error": 1, "skipped": 7}
+"""The outcomes of SAMPLE's eleven tests, which every merge must give back."""
 
 GROUPS = [{"test_a1", "test_a2", "test_a3"}, {"test_b1", "test_b2"}, {"test_c1"}]
 
 
 def run(pytester: pytest.Pytester, results: str, *args: str) -> dict[str, str]:
     result = pytester.runpytest_subprocess("--results", results, *args, *NO_QEMU)
-    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert result.ret in (0, 1), result.stdout.str() + result.stderr.str()  # 1: a failure
     data = json.loads((pytester.path / results / "cocolab-results.json").read_text())
     return {t["nodeid"]: t["outcome"] for t in data["tests"]}
 
@@ -71,6 +94,7 @@ def test_two_shards_are_the_whole_run_and_merge_to_its_verdicts(
     assert out.returncode == 0, out.stderr
     data = json.loads(merged.read_text())
     assert {t["nodeid"]: t["outcome"] for t in data["tests"]} == whole
+    assert Counter(whole.values()) == MIXED
     assert data["shards"] == ["1/2", "2/2"]
 
     facts = data["facts"]
@@ -103,7 +127,8 @@ def test_workers_inside_a_shard_run_the_same_tests_and_merge(
                           "workers", "three", "-o", "m.json"], cwd=pytester.path,
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
-    assert "11 tests from shards 1/3, 2/3, 3/3: 11 skipped" in out.stdout
+    assert "11 tests from shards 1/3, 2/3, 3/3: 1 error, 1 failed, 1 passed, 7 skipped, " \
+        "1 xfailed" in out.stdout
 
 
 def test_shards_of_different_partitions_do_not_merge(pytester: pytest.Pytester) -> None:

@@ -25,6 +25,7 @@ from cocolab.errors import (
     ConfigError,
     MissingCCHost,
     MissingQemuFeature,
+    PreconditionUnmet,
     RigBug,
     VMError,
 )
@@ -342,7 +343,9 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
                              ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
     """A VM that misbehaved while the test body ran is the rig's failure, not the kernel's:
     count and show it as an ERROR, as pytest does for a failing fixture."""
-    if report.when == "call" and report.failed and getattr(report, "cocolab_rig_failure", False):
+    if report.when == "call" and report.failed and (
+            getattr(report, "cocolab_rig_failure", False)
+            or getattr(report, "cocolab_precondition", False)):
         return "error", "E", ("ERROR", {"red": True})
     return None
 
@@ -724,6 +727,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         item.stash[ITEM_CALL] = report
     if not report.failed:
         return report
+    if call.excinfo is not None and isinstance(call.excinfo.value, PreconditionUnmet):
+        report.cocolab_precondition = True  # type: ignore[attr-defined]
+        report.sections.append(("cocolab", "PRECONDITION UNMET: the test could not ask the "
+                                "kernel its question (an ERROR, not the kernel's failure)"))
     if _is_rig_failure(item, report, call):  # a fixture that asked for vm by name, too
         report.cocolab_rig_failure = True  # type: ignore[attr-defined]
         report.sections.append(("cocolab", "RIG FAILURE: not a kernel verdict (the VM, the "

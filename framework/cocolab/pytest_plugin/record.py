@@ -1,9 +1,10 @@
 """What each test did, from pytest's reports, for the results file (cocolab.results).
 
 One verdict per test from its setup, call and teardown reports, in pytest's own words: a
-failing setup or teardown is an error, as is a call that failed because the VM misbehaved
-(the plugin marks those reports); an xfail that failed is xfailed, one that passed xpassed.
-Reports reach the xdist controller from every worker, so the controller records the run.
+failing setup or teardown is an error, as is a call that failed because the VM misbehaved or
+a precondition was unmet (the plugin marks those reports); an xfail that failed is xfailed,
+one that passed xpassed. Reports reach the xdist controller from every worker, so the
+controller records the run.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def verdict(reports: Iterable[pytest.TestReport]) -> tuple[str, str, bool]:
         if report is None or report.passed:
             continue
         rig = bool(getattr(report, "cocolab_rig_failure", False))
+        unmet = bool(getattr(report, "cocolab_precondition", False))
         if report.failed:
-            return ("failed" if when == "call" and not rig else "error"), _reason(report), rig
+            kernel = when == "call" and not rig and not unmet
+            return ("failed" if kernel else "error"), _reason(report), rig
         return ("xfailed" if hasattr(report, "wasxfail") else "skipped"), _reason(report), False
     call = by_when.get("call")
     if call is not None and hasattr(call, "wasxfail"):
