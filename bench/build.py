@@ -57,14 +57,14 @@ def main() -> int:
     args = parser.parse_args()
     shared = cache_root()
     with tempfile.TemporaryDirectory(prefix="cocolab-bench-build-") as tmp:
-        root = Path(tmp)
-        (root / "build").mkdir()
+        root = Path(tmp) / "cache"  # a cache of its own: nothing else at its root
+        (root / "build").mkdir(parents=True)
         for name in ("apt",):
             (root / name).symlink_to(shared / name)
         for name in ("sources", "debs"):
             (shared / "build" / name).mkdir(parents=True, exist_ok=True)
             (root / "build" / name).symlink_to(shared / "build" / name)
-        edit = root / "one-line-edit.patch"
+        edit = Path(tmp) / "one-line-edit.patch"
         edit.write_text(EDIT)
         env = {**os.environ, "COCOLAB_CACHE": str(root)}
         cocolab = [str(Path(sys.executable).with_name("cocolab")), "build", args.source,

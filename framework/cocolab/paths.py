@@ -36,9 +36,30 @@ def cache_root() -> Path:
     if st.st_uid != os.getuid():
         raise HostError(f"{root}: cocolab's cache must be yours (it belongs to uid "
                         f"{st.st_uid}); set COCOLAB_CACHE to a directory of your own")
+    _claim(root)
     if st.st_mode & 0o077:
         root.chmod(0o700)  # a cache made before it was private, or by a loose umask
     return root
+
+
+CACHE_MARK = ".cocolab-cache"
+CACHE_PARTS = frozenset({"apt", "build", "guest", "helpers", "host", "kernels", "keys",
+                         "snapshots", "tree-modules", CACHE_MARK})
+"""What cocolab keeps at its cache's root: a directory holding anything else is not one."""
+
+
+def _claim(root: Path) -> None:
+    """Make `root` cocolab's cache, if it is new, empty or one already: a directory that holds
+    other things (COCOLAB_CACHE=~) is refused, never tightened to 0700 under its owner."""
+    if (root / CACHE_MARK).exists():
+        return
+    others = sorted(p.name for p in root.iterdir() if p.name not in CACHE_PARTS)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise HostError(f"{root}: holds {shown}, so it is not a cache of cocolab's; cocolab "
+                        "makes its cache private (0700) and keeps keys there: set "
+                        "COCOLAB_CACHE to a new or empty directory")
+    (root / CACHE_MARK).touch(mode=0o600)
 
 
 def cache_dir(*parts: str) -> Path:

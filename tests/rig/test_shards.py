@@ -156,3 +156,18 @@ def test_bad_shard_options_are_one_usage_error(pytester: pytest.Pytester,
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([line])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_a_fresh_vm_test_weighs_its_own_boot(pytester: pytest.Pytester) -> None:
+    """A fresh_vm test boots a VM of its own: 5 s of boot and 1 s of test against five plain
+    tests of 1 s each, it fills a shard alone (weighed as a plain test, it shared one)."""
+    pytester.makepyfile(test_sample="""
+        import pytest
+        @pytest.mark.skip(reason="collection is what is checked")
+        @pytest.mark.fresh_vm
+        def test_fresh(vm): pass
+        @pytest.mark.parametrize("n", range(5))
+        def test_plain(n): pass
+    """)
+    one = run(pytester, "s1", "--shard", "1/2")
+    assert names(one) == {"test_fresh"}, one

@@ -32,6 +32,29 @@ def test_the_cache_root_is_made_private_and_a_loose_one_tightened(
         os.umask(old)
 
 
+def test_a_directory_that_is_not_a_cache_is_refused_not_tightened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"  # COCOLAB_CACHE=~
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    (home / ".bashrc").write_text("")
+    (home / "src").mkdir()
+    monkeypatch.setenv("COCOLAB_CACHE", str(home))
+    with pytest.raises(HostError, match=r"holds \.bashrc, src, so it is not a cache of "
+                                        r"cocolab's; .* set COCOLAB_CACHE to a new or empty"):
+        cache_root()
+    assert home.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_cache_made_before_its_mark_is_still_one(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    old = tmp_path / "old-cache"
+    (old / "kernels").mkdir(parents=True)
+    (old / "build").mkdir()
+    monkeypatch.setenv("COCOLAB_CACHE", str(old))
+    assert cache_root() == old and (old / ".cocolab-cache").exists()
+
+
 def test_private_files_are_0600_whatever_the_umask_or_their_old_mode(tmp_path: Path) -> None:
     path = tmp_path / "initrd.cpio"
     path.write_bytes(b"old")

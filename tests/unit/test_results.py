@@ -47,6 +47,9 @@ GOOD = RunResults(FACTS, [TestResult("a", "passed", 1.0)]).to_json()
     ("tests.0.outcome", "green", "tests[0] (a): outcome 'green' is not one of passed"),
     ("tests.0.duration", True, "'duration' is True, not a float"),
     ("shards", "1/2", "'shards' is not a list of I/N"),
+    ("shards", ["3"], "shard '3' is not I/N"),  # was an IndexError in merge
+    ("shards", ["3/2"], "shard '3/2' is not I/N"),
+    ("facts.shard", "x/y", "shard 'x/y' is not I/N"),
 ])
 def test_a_malformed_results_file_is_one_line(tmp_path: Path, path: str, value: Any,
                                               says: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pexpect
 
 from cocolab.errors import CocolabError
+from cocolab.paths import private_dir
 from cocolab.vm import VM, VMState
 
 README = """\
@@ -30,8 +32,18 @@ cocolab failure bundle for {nodeid}
 """
 
 
-def _safe(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
+NAME_MAX = 120
+
+
+def bundle_name(nodeid: str) -> str:
+    """A directory name for `nodeid`: readable, and unique to it. A long one is cut and ends
+    in a digest of the whole id (cut alone, two long ids that began alike shared a bundle,
+    and the second failure deleted the first's)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
+    if len(safe) <= NAME_MAX:
+        return safe
+    digest = hashlib.sha256(nodeid.encode()).hexdigest()[:12]
+    return f"{safe[:NAME_MAX - 13]}-{digest}"
 
 
 def _dropbear_log(vm: VM) -> str:
@@ -50,10 +62,8 @@ def _dropbear_log(vm: VM) -> str:
 def write_bundle(root: Path, nodeid: str, vm: VM | None, workdir: Path,
                  extra: dict[str, str] | None = None) -> Path:
     """The bundle for `nodeid`; `extra` files (name: text) are written beside the logs."""
-    dest = root / _safe(nodeid)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    private_dir(root)  # console logs, dmesg and a way back into the VM: the user's alone
+    dest = private_dir(root / bundle_name(nodeid), fresh=True)
     for name in ("console.log", "qemu.log", "argv.txt", "relaunch.sh", "sidecars.txt"):
         if (workdir / name).exists():
             shutil.copy2(workdir / name, dest / name)

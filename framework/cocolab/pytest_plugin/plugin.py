@@ -45,7 +45,7 @@ from cocolab.pytest_plugin.markers import (
 from cocolab.pytest_plugin.pool import VMPool, default_boot_ahead, spare_guests
 from cocolab.pytest_plugin.record import BASELINE, BUNDLE, ResultsPlugin
 from cocolab.pytest_plugin.shard import ShardPlugin, ShardSpec
-from cocolab.results import RunFacts
+from cocolab.results import RunFacts, plain_nodeid
 from cocolab.rig import Rig, RigOptions
 
 RIG = pytest.StashKey[Rig]()
@@ -187,9 +187,12 @@ def _register_shard_and_results(config: pytest.Config, rig: Rig, results: Path) 
 
 
 def _vm_key(item: pytest.Item) -> str | None:
-    """The shared VM a test runs on (its group when sharding), None for one that shares none."""
+    """The VM a test boots or shares (its group when sharding; a fresh_vm test's is its own,
+    so its boot is weighed), None for a test that boots none."""
     request = item.stash.get(ITEM_REQUEST, None)
-    return request.key() if request is not None and not request.fresh else None
+    if request is None:
+        return None
+    return f"fresh:{plain_nodeid(item.nodeid)}" if request.fresh else request.key()
 
 
 UNRESOLVED = "not resolved: no VM booted in this run"

@@ -156,7 +156,18 @@ def parse(data: object, source: str) -> RunResults:
     shards = data.get("shards", [])
     if not isinstance(shards, list) or not all(isinstance(s, str) for s in shards):
         raise ResultsError(f"{source}: 'shards' is not a list of I/N")
+    for shard in [*shards, *([facts.shard] if facts.shard is not None else [])]:
+        if not _is_shard(shard):
+            raise ResultsError(f"{source}: shard {shard[:40]!r} is not I/N (1 <= I <= N)")
     return RunResults(facts, tests, shards)
+
+
+_SHARD = re.compile(r"([1-9][0-9]{0,5})/([1-9][0-9]{0,5})")
+
+
+def _is_shard(text: str) -> bool:
+    found = _SHARD.fullmatch(text)
+    return found is not None and int(found.group(1)) <= int(found.group(2))
 
 
 def load(path: Path) -> RunResults:
