@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cocolab.errors import ConfigError
@@ -242,3 +244,17 @@ def test_a_served_device_is_qemus_vhost_user_model_on_a_chardev_placeholder() ->
     # transitional on the root bus (0x1001), as QEMU's own models
     assert view.expected_ids("rng") == (0x1AF4, 0x1044, 0x00FF00)
     assert view.expected_ids("disk") == (0x1AF4, 0x1001, 0x010000)
+
+
+def test_a_huge_topology_is_read_in_linear_time() -> None:
+    """26,000 devices (a 1 MB file): 17 s when every device rebuilt the set of the earlier
+    ids, 0.15 s now; and a 26,000-bridge chain walks no further than QEMU nests."""
+    flat = [{"id": f"d{i}", "model": "e1000"} for i in range(26000)]
+    start = time.monotonic()
+    parse_topology("flat", {"device": flat}, "flat.toml")
+    deep = [{"id": "b0", "model": "pci-bridge", "chassis": 1}] + [
+        {"id": f"b{i}", "model": "pci-bridge", "bus": f"b{i - 1}", "chassis": i + 1}
+        for i in range(1, 26000)]
+    with pytest.raises(ConfigError, match="sits 50 bridges deep"):
+        parse_topology("deep", {"device": deep}, "deep.toml")
+    assert time.monotonic() - start < 2.0

@@ -239,9 +239,10 @@ def _address(addr: str | None, where: str) -> tuple[int | None, int | None]:
 def parse_topology(name: str, data: dict[str, Any], source: str) -> Topology:
     check_keys(data, {"description": str, "machine": str, "device": list}, source)
     devices: list[Device] = []
+    seen: set[str] = set()  # the ids so far, kept as it grows (not rebuilt per device)
     for i, raw in enumerate(data.get("device", [])):
-        devices.append(_parse_device(raw, f"{source}: device[{i}]", source,
-                                     {d.id for d in devices}))
+        devices.append(_parse_device(raw, f"{source}: device[{i}]", source, seen))
+        seen.add(devices[-1].id)
     if not devices:
         raise ConfigError(f"{source}: no [[device]] entries; a topology declares at least one "
                           "device (see qemu-configs/topologies/flat.toml)")
@@ -272,7 +273,8 @@ def _check_chains(topo: Topology) -> None:
             raise ConfigError(f"{where}: key 'bus' is empty; leave it out for the root bus")
         chain = [dev.id]
         parent = by_id.get(dev.bus) if dev.bus else None
-        while parent is not None:
+        # a walk is at most MAX_BUS_DEPTH + 1 long: past that the chain is refused anyway
+        while parent is not None and len(chain) <= MAX_BUS_DEPTH + 1:
             if parent.id in chain:
                 loop = " -> ".join([*chain[chain.index(parent.id):], parent.id])
                 raise ConfigError(f"{where}: key 'bus' makes a loop ({loop}); every chain of "
