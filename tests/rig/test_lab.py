@@ -225,7 +225,8 @@ def test_a_node_id_that_is_no_kernelci_id_never_names_a_path(standin: StandIn,
 @pytest.mark.parametrize("api, said", [
     ("http://203.0.113.7/latest", "--api 'http://203.0.113.7/latest': only https (http on "
      "loopback, or with --insecure-http)"),
-    ("ftp://127.0.0.1/latest", "--api 'ftp://127.0.0.1/latest': give an http(s) URL"),
+    ("ftp://127.0.0.1/latest", "--api 'ftp://127.0.0.1/latest': only https (http on "
+     "loopback"),
 ])
 def test_an_api_without_tls_beyond_loopback_is_refused(standin: StandIn, workspace: Path,
                                                        api: str, said: str) -> None:

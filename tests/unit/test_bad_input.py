@@ -241,7 +241,6 @@ CORPUS: list[Bad] = [
     Bad("build", ("/nonexistent/linux",),
         "build: /nonexistent/linux is not a kernel source tree (no Makefile and scripts/kconfig) "
         "nor debian:X.Y"),
-    Bad("build", ("debian:7.3", "debian:6.12"), "build: one SOURCE, not 2: debian:7.3 debian:6.12"),
     Bad("build", ("debian:7.3", "--patch", "/etc/hostname"),
         "--patch /etc/hostname: not a patch (no '+++' file header); give a git format-patch "
         "file, a unified diff or an mbox of a series"),
