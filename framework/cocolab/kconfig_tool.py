@@ -92,8 +92,8 @@ class GateCollector:
 
     @pytest.hookimpl(trylast=True)  # after cocolab's own hook has stashed each VM request
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from cocolab.pytest_plugin.keys import ITEM_REQUEST, RIG
         from cocolab.pytest_plugin.markers import kconfig_requirements, vm_request
-        from cocolab.pytest_plugin.plugin import ITEM_REQUEST, RIG
         for item in items:
             reqs = kconfig_requirements(item)
             request = item.stash.get(ITEM_REQUEST, None)

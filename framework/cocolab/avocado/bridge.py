@@ -19,8 +19,8 @@ from cocolab.avocado.verdict import Phase
 from cocolab.config import load_lane
 from cocolab.config.lane import lane_names
 from cocolab.errors import ConfigError
+from cocolab.pytest_plugin.keys import ITEM_BUNDLE, ITEM_REQUEST, RIG
 from cocolab.pytest_plugin.markers import kconfig_requirements
-from cocolab.pytest_plugin.plugin import ITEM_BUNDLE, ITEM_REQUEST, RIG
 
 FLAT_MARKERS = ("fresh_vm", "destructive")
 REASON_CHARS = 2000
