@@ -93,3 +93,10 @@ def test_a_tests_vmdir_becomes_the_vms_own_directory() -> None:
     argv = build_argv(config, Runtime(Path("/R/q"), Path("/R/c"), "T", vmdir=Path("/W/vm")))
     assert argv[-2:] == ["-serial", "file:/W/vm/ttyS1.log"]
     assert config.key() == dataclasses.replace(config).key()  # the key holds the placeholder
+
+
+def test_relaunch_puts_its_own_directory_for_vmdir(tmp_path: Path) -> None:
+    config = VMConfig(qemu="q", kernel=Path("/k"), initrd=Path("/i"),
+                      qemu_args=("-serial", "file:@vmdir@/tty S1.log"))
+    script = relaunch_script(config, Path("/KEY"))
+    assert "-serial file:\"$VMDIR\"'/tty S1.log'" in script  # one word, in the shell too

@@ -244,36 +244,47 @@ def relaunch_script(config: VMConfig, ssh_key: Path, python: str = "python3") ->
     words = {ident: f'"$SPDM_PORT_{n}"'
              for n, ident in enumerate(sidecar_devices(config.qemu_args, SPDM), 1)}
     words.update({spec.device: f'"$VU_DIR/{spec.device}.sock"' for spec in config.backends})
-
-    def with_variables(arg: str) -> str | ShellWord:
-        if not SIDECAR_PLACEHOLDER.search(arg):
-            return arg
-        pieces = SIDECAR_PLACEHOLDER.split(arg)  # literal, kind, id, literal, ..., literal
-        return ShellWord("".join(shlex.quote(p) if i % 3 == 0 else words[p] if i % 3 == 2
-                                 else "" for i, p in enumerate(pieces) if p or i % 3 == 2))
-
     argv: list[str | ShellWord] = [
         *base_args(config),
         *machine_args(config),
         *boot_args(config, "manual"),
         "-serial", "mon:stdio",
         "-netdev", port_word, "-device", nic_device(config),
-        *(with_variables(arg) for arg in config.qemu_args),
+        *(_with_variables(arg, words) for arg in config.qemu_args),
     ]
     command = " \\\n    ".join(_script_lines(argv))
     sidecars = _sidecar_lines(sidecar_devices(config.qemu_args, SPDM), config.backends, python)
-    return (
-        "#!/bin/sh\n"
-        "# Boots the VM this test used, its console on this terminal (Ctrl-a x quits).\n"
-        "# Usage: relaunch.sh [SSH_PORT]; the SSH command to use from another terminal is\n"
-        "# printed first.\n"
-        "PORT=${1:-10022}\n"
-        f"KEY={shlex.quote(str(ssh_key))}\n"
-        "printf 'ssh: ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
-        " root@127.0.0.1\\n' \"$KEY\" \"$PORT\" >&2\n"
-        + sidecars
-        + (f"{command}\n" if sidecars else f"exec {command}\n")
-    )
+    return (_SCRIPT_HEAD.format(key=shlex.quote(str(ssh_key))) + sidecars
+            + (f"{command}\n" if sidecars else f"exec {command}\n"))
+
+
+_SCRIPT_HEAD = (
+    "#!/bin/sh\n"
+    "# Boots the VM this test used, its console on this terminal (Ctrl-a x quits).\n"
+    "# Usage: relaunch.sh [SSH_PORT]; the SSH command to use from another terminal is\n"
+    "# printed first.\n"
+    "PORT=${{1:-10022}}\n"
+    "KEY={key}\n"
+    'VMDIR=$(cd "$(dirname "$0")" && pwd)\n'
+    "printf 'ssh: ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    " root@127.0.0.1\\n' \"$KEY\" \"$PORT\" >&2\n")
+"""The script's first lines: its port, key, own directory (for @vmdir@), the SSH command."""
+
+
+def _with_variables(arg: str, words: Mapping[str, str]) -> str | ShellWord:
+    """A test's argument with each sidecar's endpoint as a shell variable, and @vmdir@ as the
+    script's own directory; anything else quoted."""
+    if not SIDECAR_PLACEHOLDER.search(arg) and VMDIR not in arg:
+        return arg
+    quoted = []
+    pieces = SIDECAR_PLACEHOLDER.split(arg)  # literal, kind, id, literal, ..., literal
+    for i, piece in enumerate(pieces):
+        if i % 3 == 0:
+            quoted.append('"$VMDIR"'.join(shlex.quote(p) if p else "" for p in
+                                          piece.split(VMDIR)))
+        elif i % 3 == 2:
+            quoted.append(words[piece])
+    return ShellWord("".join(quoted))
 
 
 def _sidecar_lines(spdm: list[str], backends: tuple[BackendSpec, ...], python: str) -> str:

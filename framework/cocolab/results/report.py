@@ -87,53 +87,51 @@ def _column_head(run: RunResults) -> str:
             f'{e(f.kernel_release)}{e(patched)}<br><small>{e(f.lane)}</small>{badge}</th>')
 
 
-def render(runs: Sequence[RunResults], page: Path, since: Sequence[RunResults] = ()) -> str:
+def _title(test: TestResult | None, change: Change | None) -> str:
+    if test is None:
+        return "not run"
+    title = f"{test.outcome} in {test.duration:.1f} s" + (f": {test.reason}" if test.reason
+                                                          else "")
+    if test.baseline:
+        title += f"\nbaseline: {test.baseline}"
+    if test.rig_failure:
+        title += "\nrig failure (not the kernel's verdict: the VM, host or rig stood in the way)"
+    if change is not None:
+        title += f"\nchanged: was {WORDS[change.was]}"
+    return title
+
+
+def _cell(test: TestResult | None, change: Change | None, page: Path) -> str:
     e = html.escape
-    runs = sorted(runs, key=lambda r: (r.facts.lane, r.facts.kernel_release, r.facts.started))
-    by_run = [{t.nodeid: t for t in run.tests} for run in runs]
-    nodeids = sorted({n for tests in by_run for n in tests})
-    changed = changes(runs, since)
-    marked = {(c.nodeid, c.column): c for c in changed}
+    cls = cell_class(test)
+    word = WORDS[cls]
+    href = _href(test.bundle, page) if test is not None and test.bundle else None
+    if href is not None:
+        word = f'<a href="{e(href)}">{word}</a>'
+    extra = " changed" if change is not None else ""
+    return (f'<td class="cell {cls}{extra}" data-outcome="{cls}" '
+            f'title="{e(_title(test, change))}">{word}</td>')
 
-    head = ["<tr><th class=test>test</th>", *map(_column_head, runs), "</tr>"]
 
-    rows = []
-    for nodeid in nodeids:
-        cells = [f"<td class=test>{e(nodeid)}</td>"]
-        for run, tests in zip(runs, by_run, strict=True):
-            test = tests.get(nodeid)
-            cls = cell_class(test)
-            title = "not run" if test is None else (
-                f"{test.outcome} in {test.duration:.1f} s" + (f": {test.reason}" if test.reason
-                                                              else "")
-                + (f"\nbaseline: {test.baseline}" if test.baseline else "")
-                + ("\nrig failure (the VM misbehaved, not the kernel)" if test.rig_failure
-                   else ""))
-            change = marked.get((nodeid, run.facts.column()))
-            extra = ""
-            if change is not None:
-                title += f"\nchanged: was {WORDS[change.was]}"
-                extra = " changed"
-            word = WORDS[cls]
-            href = _href(test.bundle, page) if test is not None and test.bundle else None
-            if href is not None:
-                word = f'<a href="{e(href)}">{word}</a>'
-            cells.append(f'<td class="cell {cls}{extra}" data-outcome="{cls}" '
-                         f'title="{e(title)}">{word}</td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-
-    summary = []
+def _summary(by_run: list[dict[str, TestResult]]) -> str:
+    keys = []
     for cls in ("pass", "fail", "baseline", "xfail", "error", "rig", "skip"):
         n = sum(1 for tests in by_run for t in tests.values() if cell_class(t) == cls)
-        summary.append(f'<span class="key {cls}" data-outcome="{cls}">{WORDS[cls]} {n}</span>')
-    changes_html = ""
-    if since:
-        items = "".join(f"<li>{e(c.nodeid)} on {e(c.column)}: {WORDS[c.was]} &rarr; "
-                        f"{WORDS[c.now]}</li>" for c in changed)
-        changes_html = (f'<h2 id=changes>Changed since the earlier results: {len(changed)}</h2>'
-                        f"<ul>{items}</ul>")
-    style = "\n".join(f".{cls} {{ background: {colour}; }}" for cls, colour in COLOURS.items())
-    return f"""<!DOCTYPE html>
+        keys.append(f'<span class="key {cls}" data-outcome="{cls}">{WORDS[cls]} {n}</span>')
+    return "".join(keys)
+
+
+def _changes(changed: list[Change], asked: bool) -> str:
+    if not asked:
+        return ""
+    e = html.escape
+    items = "".join(f"<li>{e(c.nodeid)} on {e(c.column)}: {WORDS[c.was]} &rarr; "
+                    f"{WORDS[c.now]}</li>" for c in changed)
+    return (f"<h2 id=changes>Changed since the earlier results: {len(changed)}</h2>"
+            f"<ul>{items}</ul>")
+
+
+PAGE = """<!DOCTYPE html>
 <html lang=en><head><meta charset=utf-8><title>cocolab results</title>
 <style>
 body {{ font: 13px sans-serif; margin: 1em; }}
@@ -149,12 +147,12 @@ td.changed {{ outline: 3px solid #000; outline-offset: -3px; }}
 {style}
 </style></head>
 <body>
-<h1>cocolab results: {len(runs)} run(s), {len(nodeids)} test(s)</h1>
-<p>{"".join(summary)}</p>
-{changes_html}
+<h1>cocolab results: {runs} run(s), {tests} test(s)</h1>
+<p>{summary}</p>
+{changes}
 <table id=matrix>
-{"".join(head)}
-{"".join(rows)}
+{head}
+{rows}
 </table>
 <script>
 for (const el of document.querySelectorAll("[data-outcome]"))
@@ -163,3 +161,23 @@ document.body.dataset.rendered = "yes";
 </script>
 </body></html>
 """
+"""The page: inline style and one inline script, which records each cell's computed colour
+for the browser test; it loads nothing."""
+
+
+def render(runs: Sequence[RunResults], page: Path, since: Sequence[RunResults] = ()) -> str:
+    runs = sorted(runs, key=lambda r: (r.facts.lane, r.facts.kernel_release, r.facts.started))
+    by_run = [{t.nodeid: t for t in run.tests} for run in runs]
+    nodeids = sorted({n for tests in by_run for n in tests})
+    changed = changes(runs, since)
+    marked = {(c.nodeid, c.column): c for c in changed}
+    rows = []
+    for nodeid in nodeids:
+        cells = [_cell(tests.get(nodeid), marked.get((nodeid, run.facts.column())), page)
+                 for run, tests in zip(runs, by_run, strict=True)]
+        rows.append(f"<tr><td class=test>{html.escape(nodeid)}</td>{''.join(cells)}</tr>")
+    head = "".join(["<tr><th class=test>test</th>", *map(_column_head, runs), "</tr>"])
+    style = "\n".join(f".{cls} {{ background: {colour}; }}" for cls, colour in COLOURS.items())
+    return PAGE.format(style=style, runs=len(runs), tests=len(nodeids),
+                       summary=_summary(by_run), changes=_changes(changed, bool(since)),
+                       head=head, rows="".join(rows))

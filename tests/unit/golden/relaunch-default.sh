@@ -4,6 +4,7 @@
 # printed first.
 PORT=${1:-10022}
 KEY=/KEY
+VMDIR=$(cd "$(dirname "$0")" && pwd)
 printf 'ssh: ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1\n' "$KEY" "$PORT" >&2
 exec /usr/bin/qemu-system-x86_64 \
     -nodefaults \
