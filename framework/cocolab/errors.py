@@ -11,8 +11,12 @@
      ├── RigBug                 cocolab broke one of its own invariants (never the kernel's)
      ├── PreconditionUnmet      what a test needs of its guest before it can assert anything
      │                          is not there: an ERROR, neither the kernel's failure nor a pass
+     ├── ProtocolError          a peer of a server cocolab runs (QEMU's vhost-user front end,
+     │                          the guest behind it) sent what its protocol does not allow:
+     │                          that request or connection ends, the server goes on
      └── VMError                a booted (or booting) VM misbehaved: this is the rig's side
           ├── BootError         QEMU or the guest never reached READY
+          │    ├── SnapshotUnfaithful  a restored guest is not the one saved (booted cold)
           │    └── GuestCrashed a panic/Oops/BUG was seen on the console
           ├── GuestStopped      QEMU stopped running the guest (KVM internal error, a pause,
           │                     a frozen QEMU process): seen within a second, never waited out
@@ -62,6 +66,11 @@ class PreconditionUnmet(CocolabError):
     """A test found its guest without what it needs before its own assertion (a debugfs file
     it reads, a device it drives): reported as an ERROR, never as the kernel failing the
     assertion nor as a pass (`cocolab.assertions.require`)."""
+
+
+class ProtocolError(CocolabError):
+    """A peer sent something its protocol does not allow (a vhost-user message, a virtqueue
+    descriptor): the server ends that request or connection and logs it; never itself."""
 
 
 class KernelError(CocolabError):

@@ -30,8 +30,6 @@ from cocolab.errors import (
     said,
 )
 from cocolab.guest import Guest, ModuleStore, Supplies
-from cocolab.guest.cma import ResponderSidecar
-from cocolab.guest.virtio import BackendSidecar
 from cocolab.guest_image import GuestImage, build_guest_image, build_proof_initrd
 from cocolab.guest_image.build import (
     carried_modules,
@@ -54,6 +52,7 @@ from cocolab.qemu import VMConfig
 from cocolab.qemu.argv import spdm_devices
 from cocolab.qemu.cc import cc_machine_options, cc_platform_args
 from cocolab.qemu.topology import backend_specs, topology_args, viommu_args
+from cocolab.sidecars import BackendSidecar, ResponderSidecar
 from cocolab.topology import (
     ExpectedView,
     Machine,

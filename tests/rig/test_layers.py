@@ -40,6 +40,24 @@ def test_an_import_that_points_up_breaks_the_contract(tmp_path: Path) -> None:
     assert "- cocolab.vm.machine -> cocolab.guest (l." in result.stdout
 
 
+def test_an_indirect_import_breaks_an_independence_contract(tmp_path: Path) -> None:
+    """guest/ builds nothing, even through another module: guest/dmesg.py importing
+    kconfig_tool, which reaches the rig, is refused by the contract as the chain it is (and by
+    the layers, as an upward import)."""
+    shutil.copytree(REPO / "framework" / "cocolab", tmp_path / "framework" / "cocolab",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    helper = tmp_path / "framework" / "cocolab" / "guest" / "dmesg.py"
+    helper.write_text(helper.read_text().replace(
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nimport cocolab.kconfig_tool  # a back door\n", 1))
+    result = _lint(tmp_path)
+    assert result.returncode == 1
+    assert "cocolab.guest is not allowed to import cocolab.rig:" in result.stdout, \
+        result.stdout[-3000:]
+    assert "cocolab.guest.dmesg -> cocolab.kconfig_tool" in result.stdout
+
+
 def test_no_two_test_modules_share_a_name() -> None:
     """pytest imports test modules, and the helpers beside them, by basename (tests/ has no
     packages): two test_x.py in two suites make `pytest tests/unit tests/smoke` an

@@ -45,7 +45,6 @@ from cocolab.devices.protocol import (
     VRING_INDEX_MASK,
     VRING_NOFD,
     Message,
-    ProtocolError,
     ProtocolFeature,
     Request,
     describe,
@@ -53,6 +52,7 @@ from cocolab.devices.protocol import (
     unpack_header,
 )
 from cocolab.devices.virtqueue import Chain, GuestMemory, SplitQueue
+from cocolab.errors import ProtocolError
 
 LOG = logging.getLogger(__name__)
 U64 = struct.Struct("<Q")

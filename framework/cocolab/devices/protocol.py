@@ -11,6 +11,8 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from cocolab.errors import ProtocolError
+
 HEADER = struct.Struct("<III")
 VERSION = 0x1
 FLAG_REPLY = 1 << 2
@@ -103,10 +105,6 @@ VRING_ADDR = struct.Struct("<IIQQQQ")         # index, flags, desc, used, avail,
 MEMORY_HEADER = struct.Struct("<II")          # regions, padding
 MEMORY_REGION = struct.Struct("<QQQQ")        # guest address, size, user address, mmap offset
 CONFIG_HEADER = struct.Struct("<III")         # offset, size, flags
-
-
-class ProtocolError(Exception):
-    """The front-end sent something the specification does not allow."""
 
 
 @dataclass(frozen=True)

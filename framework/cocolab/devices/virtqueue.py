@@ -20,7 +20,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cocolab.devices.protocol import MemoryRegion, ProtocolError
+from cocolab.devices.protocol import MemoryRegion
+from cocolab.errors import ProtocolError
 
 DESC = struct.Struct("<QIHH")
 USED_ELEM = struct.Struct("<II")

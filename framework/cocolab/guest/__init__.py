@@ -29,6 +29,7 @@ from cocolab.guest.topology import GuestTopology
 from cocolab.guest.usb import USB
 from cocolab.guest.vfio import VFIO
 from cocolab.kernel.modules import module_closure, module_index
+from cocolab.sidecars import BackendSidecar, ResponderSidecar
 from cocolab.spdm import Responder
 from cocolab.vm import VM
 
@@ -77,7 +78,6 @@ class Guest(VM):
     def spdm(self) -> dict[str, Responder]:
         """The SPDM responder of each device declared with `spdm = true`, by device id:
         a sidecar, started before QEMU (which refuses to start without one)."""
-        from cocolab.guest.cma import ResponderSidecar  # cma imports this module
         return {device: sidecar.responder for device, sidecar in self.sidecars.items()
                 if isinstance(sidecar, ResponderSidecar)}
 
@@ -85,7 +85,6 @@ class Guest(VM):
     def devices(self) -> dict[str, Backend]:
         """The vhost-user back-end of each device declared with a `backend`, by device id:
         a sidecar, started before QEMU (which connects to it at start-up)."""
-        from cocolab.guest.virtio import BackendSidecar  # virtio imports this module
         return {device: sidecar.backend for device, sidecar in self.sidecars.items()
                 if isinstance(sidecar, BackendSidecar)}
 

@@ -8,12 +8,9 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cocolab.errors import RigBug
 from cocolab.spdm import Personality, Responder
-from cocolab.vm.sidecar import Sidecar
 
 if TYPE_CHECKING:
     from cocolab.guest import Guest
@@ -48,32 +45,6 @@ class Run:
     def __str__(self) -> str:
         return "\n".join(json.dumps(s) for s in self.steps) + (f"\n{self.stderr}"
                                                                 if self.stderr else "")
-
-
-class ResponderSidecar(Sidecar):
-    """The SPDM responder of one nvme with `spdm_port` (QEMU 9.1+ refuses to start with
-    nothing listening there), logging its decoded messages to spdm-DEVICE.log."""
-
-    def __init__(self, device: str) -> None:
-        super().__init__(device)
-        self._responder: Responder | None = None
-
-    def start(self, workdir: Path, sockdir: Path) -> str:
-        self._responder = Responder(workdir / f"spdm-{self.device}.log")
-        return str(self._responder.port)
-
-    @property
-    def responder(self) -> Responder:
-        if self._responder is None:
-            raise RigBug(f"cocolab bug: the SPDM responder of {self.device} is not started")
-        return self._responder
-
-    def close(self) -> None:
-        if self._responder is not None:
-            self._responder.close()
-
-    def describe(self) -> str:
-        return f"{self.device}: SPDM responder (cocolab.spdm), messages in spdm-{self.device}.log"
 
 
 class Requester:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cocolab.devices import BACKENDS, Backend
 from cocolab.errors import RigBug
-from cocolab.vm.sidecar import Sidecar
+from cocolab.sidecars import BackendSidecar
 
 if TYPE_CHECKING:
     from cocolab.guest import Guest
@@ -19,36 +17,7 @@ DRIVERS = {"vhost-user-rng": "virtio_rng", "vhost-user-blk": "virtio_blk"}
 """The guest driver of each back-end's device type (its module and its driver name)."""
 
 
-class BackendSidecar(Sidecar):
-    """The back-end of one device: a socket in the VM's socket directory, its events logged
-    to vhost-user-DEVICE.log in the VM's directory."""
 
-    def __init__(self, device: str, backend: str, personality: str = "good") -> None:
-        super().__init__(device)
-        if backend not in BACKENDS:
-            raise RigBug(f"cocolab bug: no back-end {backend!r} (have {', '.join(BACKENDS)})")
-        self.backend_name, self.personality = backend, personality
-        self._backend: Backend | None = None
-
-    def start(self, workdir: Path, sockdir: Path) -> str:
-        path = sockdir / f"vu-{self.device}.sock"
-        self._backend = BACKENDS[self.backend_name](
-            path, workdir / f"vhost-user-{self.device}.log", self.personality)
-        return str(path)
-
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            raise RigBug(f"cocolab bug: the back-end of {self.device} is not started")
-        return self._backend
-
-    def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-
-    def describe(self) -> str:
-        return (f"{self.device}: {self.backend_name} back-end (cocolab.devices, started "
-                f"{self.personality}), events in vhost-user-{self.device}.log")
 
 
 class ServedDevice:
