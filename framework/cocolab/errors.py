@@ -22,6 +22,8 @@
           │                     a frozen QEMU process): seen within a second, never waited out
           ├── VMStateError      a method was called in the wrong lifecycle state
           ├── TopologyError     the booted guest does not have the devices its test declared
+          ├── SidecarFailed     a server beside the VM (an SPDM responder, a vhost-user
+          │                     back-end) died or refused what it was sent
           ├── RestoreError      a fixture could not put the guest back as it found it (the VM
           │                     is retired: the next test gets a fresh one)
           ├── MonitorError      QEMU's monitor could not be reached or did not answer in time
@@ -156,6 +158,11 @@ class VMStateError(VMError):
 
 class TopologyError(VMError):
     """The guest's devices differ from what the test declared: the rig is wrong, not the kernel."""
+
+
+class SidecarFailed(VMError):
+    """A sidecar of the VM died, or logged an error (a request it refused, a ring it stopped
+    serving), while a test used it: that test cannot be the kernel's verdict."""
 
 
 class RestoreError(VMError):

@@ -77,3 +77,12 @@ class BackendSidecar(Sidecar):
     def describe(self) -> str:
         return (f"{self.device}: {self.backend_name} back-end (cocolab.devices, started "
                 f"{self.personality}), events in vhost-user-{self.device}.log")
+
+    def dead(self) -> str | None:
+        if self._backend is None or self._backend.alive:
+            return None
+        last = self._backend.errors[-1] if self._backend.errors else "no error recorded"
+        return f"the {self.backend_name} back-end of {self.device} died: {last}"
+
+    def errors(self) -> list[str]:
+        return list(self._backend.errors) if self._backend is not None else []

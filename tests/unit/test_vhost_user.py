@@ -11,6 +11,7 @@ import re
 import select
 import socket
 import struct
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,13 +25,13 @@ from cocolab.devices.protocol import (
     FLAG_NEED_REPLY,
     MemoryRegion,
     Message,
-    ProtocolError,
     ProtocolFeature,
     Request,
     describe,
     unpack_header,
 )
-from cocolab.devices.virtqueue import GuestMemory, SplitQueue
+from cocolab.devices.virtqueue import GuestMemory, RingBroken, SplitQueue
+from cocolab.errors import ProtocolError
 
 # --- byte layouts, written from the specifications ----------------------------------------
 
@@ -369,3 +370,88 @@ def test_a_blk_read_returns_the_medium_and_a_status(tmp_path: Path, personality:
     finally:
         front.close()
         backend.close()
+
+
+# --- a guest (or front end) that breaks the rules: that request or ring ends, never the back-end
+
+def served_after(backend: RngBackend, front: FrontEnd, head: int) -> None:
+    """The back-end still serves: a good request on `head` is answered."""
+    request_64(front, head)
+    front.submit(head)
+    front.wait_call()
+    assert backend.alive and backend.requests[-1].head == head
+
+
+@pytest.mark.parametrize(("lay", "said"), [
+    (lambda mem: put_desc(mem, 0, SIZE + 0x1000, 64, flags=2),
+     "descriptor 0: buffer 0x101000+0x40 is outside guest memory"),
+    (lambda mem: (put_desc(mem, 0, BUFFERS, 8, flags=1, nxt=1),
+                  put_desc(mem, 1, BUFFERS, 8, flags=1, nxt=0)),
+     "descriptor chain from 0 loops"),
+    # two descriptors of 4 GiB: asked of the rng, 8 GiB of random bytes in the test's process
+    (lambda mem: (put_desc(mem, 0, BUFFERS, 0xFFFFFFFF, flags=2 | 1, nxt=1),
+                  put_desc(mem, 1, BUFFERS, 0xFFFFFFFF, flags=2)),
+     "descriptor 0: buffer 0x10000+0xffffffff is outside guest memory"),
+    (lambda mem: put_desc(mem, 0, BUFFERS, 8, flags=1 | 4),
+     "an indirect descriptor, but INDIRECT_DESC was not offered"),
+], ids=["outside-memory", "loop", "4GiB-lengths", "indirect"])
+def test_a_bad_chain_from_a_kick_ends_that_request_not_the_back_end(
+        rng: tuple[RngBackend, FrontEnd], lay: object, said: str) -> None:
+    backend, front = rng
+    front.start()
+    lay(front.mem)  # type: ignore[operator]
+    tracemalloc.start()
+    try:
+        front.submit(0)
+        assert backend.wait(lambda: bool(backend.errors), 5), "the bad chain went unnoticed"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert backend.errors == [f"queue=0: {said}; that request ends"]
+    assert peak < 16 << 20, f"a guest-chosen length sized a host allocation ({peak} bytes)"
+    served_after(backend, front, 1)
+
+
+def test_an_avail_index_that_runs_ahead_of_the_queue_stops_that_ring(
+        rng: tuple[RngBackend, FrontEnd]) -> None:
+    backend, front = rng
+    front.start()
+    struct.pack_into("<H", front.mem, AVAIL + 2, NUM + 1)  # nine new entries in an 8-entry ring
+    os.eventfd_write(front.kick, 1)
+    assert backend.wait(lambda: bool(backend.errors), 5)
+    assert backend.errors == ["queue=0: the available index ran 9 entries ahead of the "
+                              "device, more than the queue's 8; the ring is not served until "
+                              "it is set up again"]
+    assert backend.alive and not backend.requests
+    # set up again (as QEMU does after a reset), the ring is served
+    struct.pack_into("<H", front.mem, AVAIL + 2, 0)
+    front.send(Request.SET_VRING_ADDR, struct.pack("<IIQQQQ", 0, 0, UVA_BASE + DESC,
+                                                   UVA_BASE + USED, UVA_BASE + AVAIL, 0))
+    served_after(backend, front, 2)
+
+
+def test_a_runaway_index_is_refused_by_the_queue_itself() -> None:
+    memory, mem = anonymous_memory()
+    struct.pack_into("<H", mem, AVAIL + 2, 0x8000)
+    with pytest.raises(RingBroken, match="ran 32768 entries ahead"):
+        SplitQueue(memory, NUM, DESC, AVAIL, USED).pop()
+
+
+def test_a_back_end_that_dies_says_so(tmp_path: Path) -> None:
+    from cocolab.sidecars import BackendSidecar
+
+    sidecar = BackendSidecar("rng0", "vhost-user-rng")
+    sidecar.start(tmp_path, tmp_path)
+    try:
+        backend = sidecar.backend
+        assert sidecar.dead() is None
+        backend._dispatch = lambda what: 1 / 0  # type: ignore[method-assign]
+        front = FrontEnd(tmp_path / "vu-rng0.sock")  # the accept now kills the thread
+        try:
+            assert backend.wait(lambda: not backend.alive, 5)
+        finally:
+            front.close()
+        assert sidecar.dead() == ("the vhost-user-rng back-end of rng0 died: "
+                                  "ZeroDivisionError: division by zero")
+    finally:
+        sidecar.close()

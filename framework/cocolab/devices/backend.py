@@ -51,7 +51,7 @@ from cocolab.devices.protocol import (
     pack_reply,
     unpack_header,
 )
-from cocolab.devices.virtqueue import Chain, GuestMemory, SplitQueue
+from cocolab.devices.virtqueue import Chain, GuestMemory, RingBroken, SplitQueue
 from cocolab.errors import ProtocolError
 
 LOG = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ class _Ring:
     call: int | None = None
     enabled: bool = False
     queue: SplitQueue | None = None
+    broken: str = ""
+    """Why the ring is not served (RingBroken), until it is set up again."""
 
 
 class Backend:
@@ -204,6 +206,11 @@ class Backend:
     def offered_features(self) -> int:
         return (self.device_features | 1 << F_VERSION_1 | 1 << F_PROTOCOL_FEATURES
                 | 1 << F_ACCESS_PLATFORM)
+
+    @property
+    def alive(self) -> bool:
+        """The serving thread runs (or was closed on purpose)."""
+        return self._thread.is_alive() or self._closing.is_set()
 
     @property
     def started(self) -> bool:
@@ -316,7 +323,7 @@ class Backend:
                 os.read(present_fd(ring.kick), 8)
             self.kicks += 1
             self._event("kick", f"queue={index}")
-            self._process(index)
+            self._process(index)  # what a kick delivers cannot end the back-end
 
     def _receive(self) -> Message | None:
         conn = self._conn
@@ -417,6 +424,7 @@ class Backend:
         assert ring.addr is not None and memory is not None
         desc, avail, used = (memory.gpa_from_uva(a) for a in ring.addr)
         ring.queue = SplitQueue(memory, ring.num, desc, avail, used, last_avail=ring.base)
+        ring.broken = ""
 
     def _on_get_vring_base(self, msg: Message) -> None:
         """Stops the ring (vhost-user.rst, "Ring states") and tells where it stopped."""
@@ -511,12 +519,30 @@ class Backend:
     # --- the data path ------------------------------------------------------------------------
 
     def _process(self, index: int) -> None:
+        """Serve what the driver made available. A request that breaks a rule ends there
+        (logged, in `errors`); a ring that does is not served again until it is set up
+        again; the back-end itself goes on either way."""
         ring = self._rings[index]
         queue = ring.queue
-        if queue is None or ring.kick is None or not ring.enabled:
+        if queue is None or ring.kick is None or not ring.enabled or ring.broken:
             return
-        while (chain := queue.pop()) is not None:
-            self._answer(queue, index, chain)
+        while True:
+            try:
+                chain = queue.pop()
+                if chain is None:
+                    return
+                self._answer(queue, index, chain)
+            except RingBroken as exc:
+                ring.broken = str(exc)
+                self._refuse(f"queue={index}: {exc}; the ring is not served until it is set "
+                             "up again")
+                return
+            except ProtocolError as exc:
+                self._refuse(f"queue={index}: {exc}; that request ends")
+
+    def _refuse(self, what: str) -> None:
+        self.errors.append(what)
+        self._event("error", what)
 
     def _answer(self, queue: SplitQueue, index: int, chain: Chain) -> None:
         readable = sum(d.length for d in chain.readable)

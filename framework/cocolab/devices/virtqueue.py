@@ -10,6 +10,14 @@ a VIRTIO_F_VERSION_1 device uses them:
 The device reads the available ring and descriptors and writes the used ring; `put_used`
 writes whatever it is given, which is how a hostile personality hands the driver an id or a
 length no genuine device would.
+
+What the other side (the front end, the guest's driver behind it) publishes is checked
+before it is used, as virtio 1.2 §2.7 and QEMU's libvhost-user check it: an available index
+may run ahead of the device by at most the queue size (`RingBroken` otherwise: the ring is
+not served until it is set up again), a head or next index must be inside the queue, a chain
+may not loop, and every buffer must lie in the guest memory the front end shared, so no
+length the guest chose sizes anything on the host beyond that memory (a ProtocolError ends
+that request).
 """
 
 from __future__ import annotations
@@ -71,6 +79,15 @@ class GuestMemory:
                 return mapped, region.mmap_offset + (gpa - region.guest_addr)
         raise ProtocolError(f"guest address {gpa:#x}+{length:#x} is in no memory region")
 
+    @property
+    def size(self) -> int:
+        """Bytes of guest memory shared: the most a buffer, or a chain, can span."""
+        return sum(region.size for region, _ in self._maps)
+
+    def contains(self, gpa: int, length: int) -> bool:
+        return any(region.guest_addr <= gpa and gpa + length <= region.guest_addr + region.size
+                   for region, _ in self._maps)
+
     def read(self, gpa: int, length: int) -> bytes:
         mapped, offset = self._locate(gpa, length)
         return mapped[offset:offset + length]
@@ -107,6 +124,12 @@ class Chain:
         return sum(d.length for d in self.writable)
 
 
+class RingBroken(ProtocolError):
+    """The ring itself cannot be read or makes no sense (its available index ran further ahead
+    than the queue holds): no request of it can be trusted, so the ring is not served until
+    the front end sets it up again."""
+
+
 class SplitQueue:
     """One split virtqueue: `num` entries at guest addresses `desc`, `avail` and `used`."""
 
@@ -122,19 +145,31 @@ class SplitQueue:
         """The next used-ring entry this device will fill (free-running, 16 bits)."""
 
     def avail_idx(self) -> int:
-        return int(U16.unpack(self.memory.read(self.avail + 2, 2))[0])
+        try:
+            return int(U16.unpack(self.memory.read(self.avail + 2, 2))[0])
+        except ProtocolError as exc:
+            raise RingBroken(f"the available ring cannot be read: {exc}") from None
 
     def pop(self) -> Chain | None:
-        """The next chain the driver made available, or None when there is none."""
-        if self.last_avail == self.avail_idx():
+        """The next chain the driver made available, or None when there is none. A chain
+        that breaks a rule is consumed and raises ProtocolError (that request ends); a ring
+        that does, RingBroken."""
+        ahead = (self.avail_idx() - self.last_avail) & 0xFFFF
+        if ahead == 0:
             return None
+        if ahead > self.num:
+            raise RingBroken(f"the available index ran {ahead} entries ahead of the device, "
+                             f"more than the queue's {self.num}")
         slot = self.avail + 4 + 2 * (self.last_avail % self.num)
-        head = int(U16.unpack(self.memory.read(slot, 2))[0])
+        try:
+            head = int(U16.unpack(self.memory.read(slot, 2))[0])
+        except ProtocolError as exc:
+            raise RingBroken(f"the available ring cannot be read: {exc}") from None
         self.last_avail = (self.last_avail + 1) & 0xFFFF
         return Chain(head, tuple(self._walk(head)))
 
     def _walk(self, head: int) -> Iterable[Descriptor]:
-        index, seen = head, 0
+        index, seen, total = head, 0, 0
         while True:
             if index >= self.num:
                 raise ProtocolError(f"descriptor {index} is beyond the queue ({self.num})")
@@ -142,6 +177,13 @@ class SplitQueue:
                 self.memory.read(self.desc + DESC.size * index, DESC.size))
             if flags & DESC_F_INDIRECT:
                 raise ProtocolError("an indirect descriptor, but INDIRECT_DESC was not offered")
+            if not self.memory.contains(addr, length):
+                raise ProtocolError(f"descriptor {index}: buffer {addr:#x}+{length:#x} is "
+                                    "outside guest memory")
+            total += length
+            if total > self.memory.size:
+                raise ProtocolError(f"the chain from {head} spans {total:#x} bytes, more than "
+                                    f"the guest's memory ({self.memory.size:#x})")
             yield Descriptor(addr, length, bool(flags & DESC_F_WRITE))
             seen += 1
             if not flags & DESC_F_NEXT:

@@ -90,8 +90,7 @@ def _setup_problem(item: pytest.Item, rig: Rig, vm_req: VMRequest) -> str | None
 def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
     """A booted guest matching this test's markers (shared with equal requests)."""
     item = request.node
-    config = request.config
-    rig, pool = config.stash[RIG], config.stash[POOL]
+    rig, pool = request.config.stash[RIG], request.config.stash[POOL]
     vm_req = item.stash.get(ITEM_REQUEST, None) or vm_request(item)
     try:
         problem = _setup_problem(item, rig, vm_req)
@@ -104,14 +103,24 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
             give_back(item, pool, vm_req)
         rig_failure(item, problem)
     if vm_req.fresh:
-        booted = pool.boot(vm_req, item.nodeid)
-        item.stash[ITEM_VM] = booted
-        try:
-            _prove(item, rig, booted)
-            yield booted
-        finally:
-            booted.shutdown()
-        return
+        yield from _fresh(item, rig, pool, vm_req)
+    else:
+        yield from _shared(item, rig, pool, vm_req)
+
+
+def _fresh(item: pytest.Item, rig: Rig, pool: VMPool, vm_req: VMRequest) -> Iterator[Guest]:
+    booted = pool.boot(vm_req, item.nodeid)
+    item.stash[ITEM_VM] = booted
+    try:
+        _prove(item, rig, booted)
+        yield booted
+        if _call_passed(item):
+            booted.check_sidecars()
+    finally:
+        booted.shutdown()
+
+
+def _shared(item: pytest.Item, rig: Rig, pool: VMPool, vm_req: VMRequest) -> Iterator[Guest]:
     failure = pool.failures.get(vm_req.key())
     if failure is not None and failure.nodeid != item.nodeid:  # else: booted ahead for it
         give_back(item, pool, vm_req)
@@ -130,11 +139,13 @@ def vm(request: pytest.FixtureRequest) -> Iterator[Guest]:
         warnings.warn(CocolabWarning(pool.retired), stacklevel=1)
     item.stash[ITEM_VM] = shared
     shared.dmesg.forget()  # per-test facade state starts fresh on a shared VM
+    shared.forget_sidecar_errors()
     try:
         _prove(item, rig, shared)
         yield shared
         if _call_passed(item):
-            shared.check_alive()  # a guest that stopped during this test is its rig failure
+            # a guest that stopped, or a sidecar that failed, during this test: a rig failure
+            shared.check_sidecars()
     finally:
         give_back(item, pool, vm_req)
 

@@ -37,6 +37,7 @@ from cocolab.errors import (
     GuestStopped,
     MonitorError,
     RigBug,
+    SidecarFailed,
     VMError,
     VMStateError,
     present,
@@ -118,6 +119,8 @@ class VM:
         self._ssh: SSH | None = None
         self.ssh_port: int | None = None
         self.sidecars = {sidecar.device: sidecar for sidecar in sidecars}
+        self._sidecar_seen: dict[str, int] = {}
+        """How many errors each sidecar had when a test began (forget_sidecar_errors)."""
         """What runs beside this VM (vm/sidecar.py), by the device it serves: started before
         QEMU, stopped after it."""
 
@@ -353,6 +356,10 @@ class VM:
             raise GuestCrashed(f"guest crashed: {self._console.crash_line}",
                                crash_line=self._console.crash_line,
                                console_tail=self._console.tail(), argv=self.argv)
+        for sidecar in self.sidecars.values():
+            why = sidecar.dead()
+            if why is not None:
+                raise SidecarFailed(why, argv=self.argv)
         if self._proc is None:
             return
         self._check_process("unexpectedly")
@@ -361,6 +368,22 @@ class VM:
             stop = RunStop("SIGSTOP", "frozen", f"QEMU pid {self._proc.pid} is stopped")
         if stop is not None:
             raise self._stopped(stop)
+
+    def forget_sidecar_errors(self) -> None:
+        """From now on, an error a sidecar logs is news (check_sidecars): a test on a shared
+        VM answers only for what happened during it."""
+        self._sidecar_seen = {d: len(s.errors()) for d, s in self.sidecars.items()}
+
+    def check_sidecars(self) -> None:
+        """SidecarFailed naming the first error a sidecar logged since forget_sidecar_errors
+        (a request it refused, a ring it stopped serving), or why it died."""
+        self.check_alive()
+        for device, sidecar in self.sidecars.items():
+            new = sidecar.errors()[self._sidecar_seen.get(device, 0):]
+            if new:
+                raise SidecarFailed(f"the sidecar of {device} refused what it was sent: "
+                                    f"{new[0]}" + (f" (and {len(new) - 1} more)"
+                                                   if len(new) > 1 else ""), argv=self.argv)
 
     def _stopped(self, stop: RunStop) -> GuestStopped:
         when = "during boot" if self.state.booting else "after boot"

@@ -33,3 +33,11 @@ class Sidecar(abc.ABC):
     def describe(self) -> str:
         """One line for sidecars.txt: what it is and where its log is."""
         return f"{self.device}: {type(self).__name__}"
+
+    def dead(self) -> str | None:
+        """Why the sidecar no longer serves (its thread or process ended), else None."""
+        return None
+
+    def errors(self) -> list[str]:
+        """What it refused or failed at so far, oldest first (the VM reads the new ones)."""
+        return []
