@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_build import patch_file, toy_tree
+from test_build import git, patch_file, toy_tree
 
 from cocolab.kernel import build as kbuild
 from cocolab.kernel import inuse
-from cocolab.kernel.build import BuildRequest, Source, build
+from cocolab.kernel.build import BuildRequest, Source, build, build_key, tree_source
 from cocolab.kernel.kconfig import Kconfig
 from cocolab.kernel.resolve import built_patches
 
@@ -100,3 +100,19 @@ def test_a_build_this_process_boots_is_converted_not_deadlocked(tmp_path: Path) 
     finally:
         inuse._release(out)
     assert not inuse.in_use(out)
+
+
+def test_an_edit_to_a_git_tree_is_a_build_of_its_own(tmp_path: Path) -> None:
+    """A git tree's key carries its content (HEAD plus uncommitted changes): the path printed
+    for one edit keeps naming that kernel after the next edit is built."""
+    tree = toy_tree(tmp_path)
+    git(tree, "init", "-q")
+    git(tree, "add", "-A")
+    git(tree, "commit", "-qm", "base")
+    source = tree_source(tree)
+    keys = [build_key(source, [], "", "minimal", "gcc", kbuild._revision(source))]
+    (tree / "drivers/char/mem.c").write_text("edited\n")
+    keys.append(build_key(source, [], "", "minimal", "gcc", kbuild._revision(source)))
+    (tree / "drivers/char/mem.c").write_text("edited again\n")
+    keys.append(build_key(source, [], "", "minimal", "gcc", kbuild._revision(source)))
+    assert len(set(keys)) == 3

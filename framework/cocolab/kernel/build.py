@@ -434,10 +434,22 @@ def _digest(*parts: str) -> str:
 
 
 def build_key(source: Source, patches: Sequence[Patch], requested: str, base: str,
-              cc: str) -> str:
-    """What was built: (source, patches, config request, compiler). Recorded in the O=
-    directory; an unchanged request of a packaged source is a hit without make."""
-    return _digest(source.identity, base, requested, cc, *(p.digest() for p in patches))
+              cc: str, revision: str = "") -> str:
+    """What was built: (source and its revision, patches, config request, compiler). It
+    names the build's O= directory; an unchanged request of a packaged source is a hit
+    without make."""
+    return _digest(source.identity, revision, base, requested, cc,
+                   *(p.digest() for p in patches))
+
+
+def _revision(source: Source) -> str:
+    """A git tree's content as a commit (HEAD plus uncommitted changes: `git stash create`),
+    so an edit is a build of its own; "" for a packaged source (its identity is its version)
+    and for a plain tree, which is named by its path: a session booting a build of it holds
+    that build (kernel/inuse.py) while make rewrites it."""
+    if not source.git:
+        return ""
+    return _git(source.tree, "stash", "create") or _git(source.tree, "rev-parse", "HEAD")
 
 
 def source_key(source: Source) -> str:
@@ -521,7 +533,7 @@ def build(request: BuildRequest) -> Built:
     patches = [read_patch(p) for p in request.patches]
     source = resolve_source(request.source)
     requested = requested_config(request, suites_fragment())
-    key = build_key(source, patches, requested, request.base, compiler())
+    key = build_key(source, patches, requested, request.base, compiler(), _revision(source))
     where = source_key(source)
     family = f"{where}-{request.base}"
     out = cache_dir("build", "out", f"{family}-{key}")
