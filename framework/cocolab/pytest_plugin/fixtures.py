@@ -145,6 +145,7 @@ def _shared(item: pytest.Item, rig: Rig, pool: VMPool, vm_req: VMRequest) -> Ite
         yield shared
         if _call_passed(item):
             # a guest that stopped, or a sidecar that failed, during this test: a rig failure
+            shared.check_alive()
             shared.check_sidecars()
     finally:
         give_back(item, pool, vm_req)

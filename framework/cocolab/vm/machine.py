@@ -375,9 +375,13 @@ class VM:
         self._sidecar_seen = {d: len(s.errors()) for d, s in self.sidecars.items()}
 
     def check_sidecars(self) -> None:
-        """SidecarFailed naming the first error a sidecar logged since forget_sidecar_errors
-        (a request it refused, a ring it stopped serving), or why it died."""
-        self.check_alive()
+        """SidecarFailed naming why a sidecar died, or the first error it logged since
+        forget_sidecar_errors (a request it refused, a ring it stopped serving). The guest's
+        own state is check_alive's."""
+        for sidecar in self.sidecars.values():
+            why = sidecar.dead()
+            if why is not None:
+                raise SidecarFailed(why, argv=self.argv)
         for device, sidecar in self.sidecars.items():
             new = sidecar.errors()[self._sidecar_seen.get(device, 0):]
             if new:
