@@ -11,7 +11,7 @@ import pytest
 from cocolab.assertions import refused_by_policy, require
 from cocolab.errors import PreconditionUnmet
 from cocolab.guest.probe import ProbeResult
-from cocolab.guest.swiotlb import DIR, USED, used_slots
+from cocolab.guest.swiotlb import NSLABS, USED, used_slots
 
 
 class Shell:
@@ -27,9 +27,9 @@ MOUNTED = {"grep -q ' /sys/kernel/debug debugfs '": (0, "")}
 
 
 @pytest.mark.parametrize(("answers", "slots"), [
-    ({**MOUNTED, f"test -d {DIR}": (0, ""), f"cat {USED}": (0, "256\n")}, 256),
-    ({**MOUNTED, f"test -d {DIR}": (0, ""), f"cat {USED}": (0, "0\n")}, 0),
-    ({**MOUNTED, f"test -d {DIR}": (1, "")}, 0),  # no swiotlb at all
+    ({**MOUNTED, f"test -e {NSLABS}": (0, ""), f"cat {USED}": (0, "256\n")}, 256),
+    ({**MOUNTED, f"test -e {NSLABS}": (0, ""), f"cat {USED}": (0, "0\n")}, 0),
+    ({**MOUNTED, f"test -e {NSLABS}": (1, "")}, 0),  # no pool (6.12: an empty swiotlb/)
 ])
 def test_the_swiotlb_count(answers: dict[str, tuple[int, str]], slots: int) -> None:
     assert used_slots(Shell(answers)) == slots  # type: ignore[arg-type]
@@ -37,8 +37,8 @@ def test_the_swiotlb_count(answers: dict[str, tuple[int, str]], slots: int) -> N
 
 @pytest.mark.parametrize("answers", [
     {},  # debugfs not mounted: the old helper said "no swiotlb", so the plain test passed
-    {**MOUNTED, f"test -d {DIR}": (0, ""), f"cat {USED}": (1, "")},
-    {**MOUNTED, f"test -d {DIR}": (0, ""), f"cat {USED}": (0, "garbage")},
+    {**MOUNTED, f"test -e {NSLABS}": (0, ""), f"cat {USED}": (1, "")},
+    {**MOUNTED, f"test -e {NSLABS}": (0, ""), f"cat {USED}": (0, "garbage")},
 ])
 def test_a_count_that_cannot_be_read_is_a_precondition_never_zero(
         answers: dict[str, tuple[int, str]]) -> None:
