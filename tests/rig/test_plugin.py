@@ -312,3 +312,38 @@ def test_an_unmet_precondition_is_an_error_never_a_failure(pytester: pytest.Pyte
     tests = json.loads((pytester.path / "out/cocolab-results.json").read_text())["tests"]
     assert [(t["outcome"], t["rig_failure"], t["reason"]) for t in tests] == [
         ("error", False, "cocolab.errors.PreconditionUnmet: debugfs is not mounted")]
+
+
+def test_a_finding_is_only_the_kernel_failing_its_assertion(pytester: pytest.Pytester) -> None:
+    """@pytest.mark.finding: an AssertionError is the finding (xfailed, its class recorded);
+    anything else raised is not (a failure of its own), and a pass is red (strict)."""
+    pytester.makepyfile("""
+        import pytest
+        finding = pytest.mark.finding("dos", "the reader waits for ever")
+        @finding
+        def test_shows_it(): assert False, "still stuck"
+        @finding
+        def test_breaks_otherwise(): raise TimeoutError("ssh")
+        @finding
+        def test_no_longer_shows_it(): pass
+    """)
+    result = pytester.runpytest(*NO_QEMU, "--results", "out")
+    result.assert_outcomes(xfailed=1, failed=2)
+    tests = {t["nodeid"].split("::")[1]: t for t in json.loads(
+        (pytester.path / "out/cocolab-results.json").read_text())["tests"]}
+    assert (tests["test_shows_it"]["outcome"], tests["test_shows_it"]["finding"]) == \
+        ("xfailed", "dos")
+    assert tests["test_breaks_otherwise"]["outcome"] == "failed"
+    assert "XPASS(strict)" in tests["test_no_longer_shows_it"]["reason"]
+
+
+def test_a_finding_of_no_known_kind_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.finding("scary", "x")
+        def test_x(): pass
+    """)
+    result = pytester.runpytest(*NO_QEMU)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*finding kind 'scary': choose one of memory-safety, "
+                                 "info-leak, dos*"])

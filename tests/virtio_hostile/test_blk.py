@@ -29,8 +29,10 @@ from cocolab.devices import Personality
 from cocolab.guest import Guest
 from cocolab.guest.cma import kernel_version
 from cocolab.guest.virtio import ServedDevice
+from cocolab.pytest_plugin.markers import apply_finding
 
-pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane")]
+pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane"),
+              pytest.mark.kconfig("VIRTIO_BLK")]
 
 BLK_DEV_MAX_SECTORS = (2**63 - 1) >> 9
 """block/blk.h (7.3): LLONG_MAX >> 9."""
@@ -49,6 +51,7 @@ def ext2_image(tmp_path: Path) -> bytes:
     return image.read_bytes()
 
 
+@pytest.mark.kconfig("EXT4_FS")  # which mounts the test's ext2 image
 def test_a_filesystem_the_test_made_mounts_and_reads_back(vm: Guest, disk: ServedDevice,
                                                           tmp_path: Path) -> None:
     disk.backend.load(ext2_image(tmp_path))  # type: ignore[attr-defined]
@@ -109,12 +112,12 @@ NO_TIMEOUT = ("virtio_mq_ops has no .timeout (drivers/block/virtio_blk.c), blk-m
 @pytest.mark.parametrize("personality, kernel_says", [
     pytest.param(Personality.USED_ID_OUT_OF_RANGE,
                  r"virtio_blk virtio\d+: req\.\d+:id 128 out of range",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "finding (6.1, 6.12 and 7.2): once BAD_RING marks the queue broken, the "
+                 marks=pytest.mark.finding("dos", (
+                     "6.1, 6.12 and 7.2: once BAD_RING marks the queue broken, the "
                      f"request it took is never completed or failed; {NO_TIMEOUT}"))),
     pytest.param(Personality.NEVER_COMPLETE, None,
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "finding (6.1, 6.12 and 7.2): a request the device never completes is never "
+                 marks=pytest.mark.finding("dos", (
+                     "6.1, 6.12 and 7.2: a request the device never completes is never "
                      f"failed; {NO_TIMEOUT}"))),
 ], ids=["used-id-out-of-range", "never-complete"])
 def test_a_request_the_device_drops_is_failed_in_time(
@@ -170,9 +173,11 @@ def test_a_capacity_beyond_a_64_bit_byte_count_is_truncated(
     sectors whose byte count fits a loff_t, and says so once. 6.12's and 6.1's take any count:
     a capacity of 2^64 - 1 sectors is a disk whose size in bytes wraps around 64 bits."""
     if kernel_version(vm.kernel_release) < (7, 0):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "finding (6.1 and 6.12): set_capacity() (block/genhd.c) has no bound, and "
-            "virtblk_update_capacity() takes the device's capacity as given")))
+        # an integer overflow in the disk's size: classed by what it is, memory safety
+        apply_finding(request.node, "memory-safety", (
+            "6.1 and 6.12: set_capacity() (block/genhd.c) has no bound, and "
+            "virtblk_update_capacity() takes the device's capacity as given: the size in "
+            "bytes wraps around 64 bits"))
     disk = vm.served("disk-huge")
     assert disk.bind() == (True, "")
     try:

@@ -21,8 +21,10 @@ from guest_side import quiet_khwrngd, read_hwrng, reads_32_bytes_on_register, ru
 from cocolab.devices import Personality
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
+from cocolab.pytest_plugin.markers import apply_finding
 
-pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane")]
+pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane"),
+              pytest.mark.kconfig("HW_RANDOM_VIRTIO")]
 
 PATTERN = bytes(range(256))
 
@@ -52,12 +54,12 @@ def test_a_used_len_beyond_the_buffer_hands_out_only_what_the_device_wrote(
     rng.backend.personality = Personality.USED_LEN_TOO_LARGE
     assert rng.bind() == (True, "")
     if reads_32_bytes_on_register(vm):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "finding (6.1): with a used len beyond the buffer, the reader of /dev/hwrng "
+        apply_finding(request.node, "dos", (
+            "6.1: with a used len beyond the buffer, the reader of /dev/hwrng "
             "waits for ever after the hwrng core's 32-byte read at registration "
             "(add_early_randomness, drivers/char/hw_random/core.c): copy_data() "
             "(drivers/char/hw_random/virtio-rng.c) clamps the copy but leaves data_avail "
-            "above zero, so virtio_read() waits on a completion no request will bring")))
+            "above zero, so virtio_read() waits on a completion no request will bring"))
     quiet_khwrngd(vm)
     rng.backend.feed(PATTERN)
     data, status = read_hwrng(vm, 512)

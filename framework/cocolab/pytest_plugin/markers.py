@@ -29,7 +29,41 @@ MARKERS = {
     "destructive": "the test kills its guest on purpose; runs only with --destructive",
     "cc_hardware(why)": "with cc_guest: the test needs a hardware TDX/SNP guest (attestation, "
                         "the TDX module, a CC misc device) and skips on a simulated lane",
+    "finding(kind, reason)": "a known kernel weakness the test shows: its assertion fails "
+                             "(strict xfail, raises=AssertionError only), classed by kind: "
+                             "memory-safety, info-leak or dos",
 }
+
+FINDING_KINDS = ("memory-safety", "info-leak", "dos")
+"""The threat model's classes (linux-coco: a hardened driver allows no memory-safety issue
+and no information leak; a denial of service is allowed, the host can stop the guest
+anyway, and recorded)."""
+FINDING = "cocolab.finding"
+"""The user property a finding's class is recorded under."""
+
+
+def apply_finding(item: pytest.Item, kind: str, reason: str) -> None:
+    """Mark `item` as showing a finding of `kind`: only an AssertionError (the kernel failing
+    the test's assertion) is the finding; anything else raised is an error, a pass is red
+    (strict). Tests call it where the finding depends on the kernel they meet."""
+    if kind not in FINDING_KINDS:
+        raise pytest.UsageError(f"{item.nodeid}: finding kind {kind!r}: choose one of "
+                                f"{', '.join(FINDING_KINDS)}")
+    item.add_marker(pytest.mark.xfail(reason=f"finding ({kind}): {reason}", strict=True,
+                                      raises=AssertionError))
+    item.user_properties.append((FINDING, kind))
+
+
+def finding_marker(item: pytest.Item) -> None:
+    """@pytest.mark.finding(kind, reason), applied at collection."""
+    mark = item.get_closest_marker("finding")
+    if mark is None:
+        return
+    args = (*mark.args, *(mark.kwargs[k] for k in ("kind", "reason") if k in mark.kwargs))
+    if len(args) != 2 or not all(isinstance(a, str) for a in args):
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.finding takes a kind and a "
+                                "reason: @pytest.mark.finding(kind, reason)")
+    apply_finding(item, args[0], args[1])
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from cocolab.pytest_plugin.keys import (
 from cocolab.pytest_plugin.markers import (
     MARKERS,
     VMRequest,
+    finding_marker,
     kconfig_requirements,
     vm_request,
 )
@@ -215,6 +216,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         _baseline(item, config.stash[RIG])
+        finding_marker(item)
         if "vm" not in getattr(item, "fixturenames", ()):
             continue
         request = vm_request(item)

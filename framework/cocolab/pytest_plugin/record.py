@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cocolab.pytest_plugin.markers import FINDING
 from cocolab.results import RunFacts, RunResults, TestResult, plain_nodeid
 
 BASELINE = "cocolab.baseline"
@@ -72,7 +73,8 @@ class Recorder:
                 duration=round(sum(r.duration for r in reports), 3), reason=reason,
                 rig_failure=rig,
                 baseline=str(props[BASELINE]) if BASELINE in props else None,
-                bundle=str(props[BUNDLE]) if BUNDLE in props else None))
+                bundle=str(props[BUNDLE]) if BUNDLE in props else None,
+                finding=str(props[FINDING]) if FINDING in props else None))
         return RunResults(facts, tests, [facts.shard] if facts.shard else [])
 
 

@@ -133,7 +133,7 @@ def report(runs: Sequence[RunResults], origin: str) -> dict[str, Any]:
             misc: dict[str, Any] = {"nodeid": t.nodeid, "lane": f.lane, "outcome": t.outcome,
                                     "verdict": verdict.of(t).name, "qemu": f.qemu,
                                     "accel": f.accel, "cc": f.cc}
-            for key in ("reason", "baseline", "bundle"):
+            for key in ("reason", "baseline", "bundle", "finding"):
                 if getattr(t, key):
                     misc[key] = getattr(t, key)
             objects["tests"][test_id] = {

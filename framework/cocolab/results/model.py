@@ -88,6 +88,8 @@ class TestResult:
     """The lane's known-issue baseline this test is under, if any."""
     bundle: str | None = None
     """Its failure bundle (console log, relaunch.sh), if it failed with a VM."""
+    finding: str | None = None
+    """The class of the known weakness it shows (memory-safety, info-leak, dos), if any."""
 
 
 @dataclass

@@ -94,6 +94,8 @@ def _title(test: TestResult | None, change: Change | None) -> str:
                                                           else "")
     if test.baseline:
         title += f"\nbaseline: {test.baseline}"
+    if test.finding:
+        title += f"\nfinding: {test.finding}"
     if test.rig_failure:
         title += "\nrig failure (not the kernel's verdict: the VM, host or rig stood in the way)"
     if change is not None:
@@ -104,7 +106,8 @@ def _title(test: TestResult | None, change: Change | None) -> str:
 def _cell(test: TestResult | None, change: Change | None, page: Path) -> str:
     e = html.escape
     cls = cell_class(test)
-    word = WORDS[cls]
+    word = WORDS[cls] + (f" {test.finding.upper()}" if test is not None and test.finding
+                         else "")
     href = _href(test.bundle, page) if test is not None and test.bundle else None
     if href is not None:
         word = f'<a href="{e(href)}">{word}</a>'
