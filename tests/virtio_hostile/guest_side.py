@@ -43,12 +43,21 @@ def read_hwrng(vm: Guest, count: int, kill_after: float = 5.0) -> tuple[bytes, s
 
 @dataclass(frozen=True)
 class Blocked:
-    """A guest command started in the background and looked at `after` seconds later."""
+    """A guest command started in the background, looked at `after` seconds later (before
+    the SIGKILL), then again a second after it."""
 
+    waiting: str
+    """Its process state letter before the SIGKILL (S or D: still waiting; '' if it had
+    already ended, for whatever reason)."""
     state: str
-    """Its process state letter (D: uninterruptible; '' once it has ended)."""
+    """Its process state letter after the SIGKILL (D: uninterruptible; '' once it has ended)."""
     output: str
-    """What it printed, and 'status=N' once it ended."""
+    """What it printed, and 'status=N' once it ended (137: SIGKILL ended it)."""
+
+    @property
+    def killed(self) -> bool:
+        """It was still waiting when SIGKILL came, and SIGKILL ended it."""
+        return self.waiting in ("S", "D") and self.state == "" and "status=137" in self.output
 
 
 def run_in_background(vm: Guest, command: str, after: float) -> Blocked:
@@ -58,7 +67,7 @@ def run_in_background(vm: Guest, command: str, after: float) -> Blocked:
     vm.run(f"( {command} & echo $! > /tmp/bg.pid; wait $!; echo status=$? ) "
            "> /tmp/bg.out 2>&1 </dev/null &", check=True)
     time.sleep(after)
+    state = "sed -n 's/^State:\\s*\\(.\\).*/\\1/p' /proc/$(cat /tmp/bg.pid)/status 2>/dev/null"
+    waiting = vm.run(state).stdout.strip()
     vm.run("kill -KILL $(cat /tmp/bg.pid) 2>/dev/null; sleep 1")
-    state = vm.run("sed -n 's/^State:\\s*\\(.\\).*/\\1/p' /proc/$(cat /tmp/bg.pid)/status "
-                   "2>/dev/null").stdout.strip()
-    return Blocked(state, vm.run("cat /tmp/bg.out").stdout)
+    return Blocked(waiting, vm.run(state).stdout.strip(), vm.run("cat /tmp/bg.out").stdout)
