@@ -19,6 +19,9 @@ the test, not 120 s (Debian's default) after it. (A block reader is never report
 blk_io_schedule() wakes it every timeout / 2 on purpose; test_blk.py asserts its state.)"""
 
 
+HUNG_TASK_SYSCTL = "/proc/sys/kernel/hung_task_timeout_secs"
+
+
 def quiet_khwrngd(vm: Guest) -> None:
     """Stop the kernel's own reader of the hwrng (khwrngd runs while rng_quality is above 0,
     drivers/char/hw_random/core.c): from here on only the test's reads take bytes."""
@@ -63,7 +66,9 @@ class Blocked:
 def run_in_background(vm: Guest, command: str, after: float) -> Blocked:
     """Start `command` (one process) detached, so that a task the device never answers does
     not hold the SSH session; SIGKILL it after `after` seconds and look at it a second later."""
-    vm.run(f"echo {HUNG_TASK_TIMEOUT_S} > /proc/sys/kernel/hung_task_timeout_secs", check=True)
+    # a kernel without DETECT_HUNG_TASK has no khungtaskd, and nothing to set
+    vm.run(f"if [ -e {HUNG_TASK_SYSCTL} ]; then echo {HUNG_TASK_TIMEOUT_S} > {HUNG_TASK_SYSCTL}; "
+           "fi", check=True)
     vm.run(f"( {command} & echo $! > /tmp/bg.pid; wait $!; echo status=$? ) "
            "> /tmp/bg.out 2>&1 </dev/null &", check=True)
     time.sleep(after)
