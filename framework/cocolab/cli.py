@@ -10,6 +10,7 @@ options and help are its own (cli_parser.py); `cocolab COMMAND --help` says them
   cocolab kcidb    a KCIDB v5.3 report of results, validated
   cocolab report   one self-contained page of results
   cocolab lab      a KernelCI pull lab
+  cocolab ktap     the items a KTAP log becomes, as `kunit.py parse` reads one
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from cocolab.kernel.needs import rig_lacks
 from cocolab.lab.agent import Api, Lab, Limits, read_token, read_tokens
 from cocolab.paths import REPO_ROOT
 from cocolab.qemu.policy import check_qemu_args
+from cocolab.results import ktap
 from cocolab.results import load as load_results
 from cocolab.results import merge as merge_results
 from cocolab.results.kcidb import SUBMIT as KCIDB_SUBMIT
@@ -286,9 +288,28 @@ def kconfig_command(args: argparse.Namespace) -> int:
     return kconfig(args.suites, args.check, args.apply, args.bare)
 
 
+def ktap_command(args: argparse.Namespace) -> int:
+    """`cocolab ktap LOG...`: each log's items, a line each, then pytest's closing counts;
+    exit 1 when one failed or erred (as a test run would)."""
+    found = []
+    for name in args.logs:
+        try:
+            with open(name, errors="replace") as log:
+                found += ktap.parse(log)
+        except OSError as exc:
+            raise ConfigError(f"ktap {name}: {exc.strerror}") from None
+    for nodeid, test in ktap.items(found):
+        print(f"{test.status.value.upper():8} {nodeid}" + (f" ({test.reason})" if test.reason
+                                                           else ""))
+    print(ktap.summary(found))
+    bad = {ktap.Status.FAILED, ktap.Status.ERROR}
+    return 1 if any(test.status in bad for _, test in ktap.items(found)) else 0
+
+
 RUNS = {"doctor": doctor_command, "setup": setup_command, "shell": shell_command,
         "kconfig": kconfig_command, "build": build_command, "results merge": merge_command,
-        "kcidb": kcidb_command, "report": report_command, "lab": lab_command}
+        "kcidb": kcidb_command, "report": report_command, "lab": lab_command,
+        "ktap": ktap_command}
 
 
 def main(argv: list[str] | None = None) -> int:

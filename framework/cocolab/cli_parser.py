@@ -6,6 +6,7 @@ COMMAND --help` shows that command's options only.
     cocolab kconfig | build               what a kernel needs; a kernel built from source
     cocolab results merge | kcidb | report  results of runs: joined, for KCIDB, as a page
     cocolab lab                           a KernelCI pull lab
+    cocolab ktap                          the items a KTAP log becomes
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ SUMMARIES = {
     "kcidb": "a KCIDB v5.3 report of results, validated; prints how to submit it",
     "report": "one self-contained HTML page: runs across, tests down, what changed",
     "lab": "a KernelCI pull lab: run the jobs of a runtime on this host's lane",
+    "ktap": "the items a KTAP log (a console, a kselftest output) becomes: one line each, "
+            "then the counts",
 }
 
 
@@ -162,9 +165,13 @@ def _lab(p: argparse.ArgumentParser) -> None:
                    help="where jobs' artifacts, results and the ledger go (default ./lab)")
 
 
+def _ktap(p: argparse.ArgumentParser) -> None:
+    p.add_argument("logs", nargs="+", metavar="LOG", help="a saved log holding KTAP output")
+
+
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "doctor": _doctor, "setup": _setup, "shell": _shell, "kconfig": _kconfig,
-    "build": _build, "kcidb": _kcidb, "report": _report, "lab": _lab,
+    "build": _build, "kcidb": _kcidb, "report": _report, "lab": _lab, "ktap": _ktap,
 }
 
 
