@@ -141,3 +141,4 @@ def test_sigint_to_the_lab_mid_job_leaves_no_qemu(
     posted = standin.results[nid]
     assert posted["error_code"] == "Infrastructure"
     assert "the lab was stopped (SIGINT)" in posted["error_msg"]
+    assert posted["artifacts"]["log"].startswith("base64:")  # what pytest said until then

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from edited import REMOVED, edited
 
-from cocolab.lab.job import INFRA, TEST_ERROR, Job, JobError, check_node_id, outcome
+from cocolab.lab.job import INFRA, TEST_ERROR, Job, JobError, check_node_id, infra, outcome
 from cocolab.results import RunFacts, RunResults, TestResult
 from cocolab.results.verdict import Verdict
 
@@ -169,3 +169,10 @@ def test_the_lava_body_has_what_the_pipelines_lava_callback_reads() -> None:
         ("test_a.py::test_r", "unknown")]
     assert all("metadata" in t for t in suite)  # lava.Callback reads test["metadata"]
     assert [e["msg"] for e in json.loads(body["log"])] == ["a", "b"]
+
+
+def test_an_infrastructure_error_after_pytest_ran_carries_its_log() -> None:
+    body = infra("pytest did not finish in 9s", log=b"collected 3 items\n").body()
+    assert body["error_code"] == INFRA
+    assert gzip.decompress(base64.b64decode(body["artifacts"]["log"][7:])) == \
+        b"collected 3 items\n"

@@ -36,10 +36,6 @@ def hold(out: Path) -> None:
     _HELD[out] = fd
 
 
-def held() -> list[Path]:
-    return sorted(_HELD)
-
-
 def _release(out: Path) -> None:
     """Give `out` back before this process ends (tests)."""
     fd = _HELD.pop(out.resolve(), None)

@@ -54,7 +54,6 @@ LOG = logging.getLogger(__name__)
 
 RETRIES = 5
 BACKOFF_S = 1.0
-HTTP_TIMEOUT_S = 60.0
 INTERRUPT_GRACE_S = 30.0
 """How long pytest gets to shut its VMs down after SIGINT before it is killed."""
 LOG_TAIL = 4 << 20
@@ -67,14 +66,9 @@ class ApiError(CocolabError):
     """The API did not answer usefully, RETRIES times."""
 
 
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port
-
-
 def check_transport(url: str, what: str, insecure_http: bool) -> None:
     """https, or http to a loopback address (or anywhere with --insecure-http)."""
-    scheme, host, _ = origin(url)
+    scheme, host, _ = fetch.origin(url)
     if scheme == "https" or (scheme == "http" and (insecure_http or fetch.loopback(host))):
         return
     raise JobError(f"{what} {url[:200]!r}: only https (http on loopback, or with "
@@ -105,7 +99,7 @@ class Api:
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = token
-        elif origin(url) == origin(self.base) and self.token:
+        elif fetch.origin(url) == fetch.origin(self.base) and self.token:
             headers["Authorization"] = self.token
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -113,7 +107,7 @@ class Api:
         for attempt in range(1, self.retries + 1):
             req = urllib.request.Request(url, data=data, method=method, headers=headers)
             try:
-                with fetch.OPENER.open(req, timeout=HTTP_TIMEOUT_S) as resp:
+                with fetch.OPENER.open(req, timeout=fetch.HTTP_TIMEOUT_S) as resp:
                     text = resp.read(fetch.JSON_CAP + 1)
                 if len(text) > fetch.JSON_CAP:
                     raise ApiError(f"{method} {url}: an answer over {fetch.JSON_CAP} bytes")
@@ -301,13 +295,15 @@ class Lab:
         if self._stop:
             return infra(f"the lab was stopped ({self._stop}) while the job ran", log=text)
         if timed_out:
-            return infra(f"pytest did not finish in {job.timeout_s:g}s; its log ends:\n{tail}")
+            return infra(f"pytest did not finish in {job.timeout_s:g}s; its log ends:\n{tail}",
+                         log=text)
         if rc not in (0, 1):  # 2 interrupted, 3 internal error, 4 usage error, 5 no tests
-            return infra(f"pytest exited {rc} (not a test verdict); its log ends:\n{tail}")
+            return infra(f"pytest exited {rc} (not a test verdict); its log ends:\n{tail}",
+                         log=text)
         try:
             return outcome(load_results(log.parent / "results"), text)
         except ResultsError as exc:
-            return infra(f"no results from the run: {exc}")
+            return infra(f"no results from the run: {exc}", log=text)
 
     def _finish(self, child: subprocess.Popen[bytes]) -> int | None:
         """Wait for an interrupted pytest to shut its VMs down; kill it if it will not."""

@@ -43,6 +43,12 @@ class FetchError(CocolabError):
     """An artifact or definition that could not be had, or was refused: infrastructure."""
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Where a URL goes, as a token's scope is judged: scheme, host (lower case), port."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
 def loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -59,8 +65,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             raise urllib.error.HTTPError(newurl, code, f"a redirect to {newurl[:200]!r}",
                                          headers, fp)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        old_origin = urllib.parse.urlsplit(req.full_url)[:2]
-        if new is not None and urllib.parse.urlsplit(newurl)[:2] != old_origin:
+        if new is not None and origin(newurl) != origin(req.full_url):
             new.remove_header("Authorization")
         return new
 

@@ -37,7 +37,7 @@ import json
 import math
 import re
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cocolab.errors import CocolabError
@@ -175,7 +175,6 @@ class Outcome:
     system: str = ""
     config_from: str = ""
     """Where the kernel config the tests were gated on came from."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def result(self) -> str:
@@ -190,8 +189,9 @@ class Outcome:
         return lava_body(self) if form == "lava" else pull_labs_body(self)
 
 
-def infra(error: str, **extra: Any) -> Outcome:
-    return Outcome(None, error, INFRA, extra=extra)
+def infra(error: str, log: bytes = b"") -> Outcome:
+    """No kernel verdict: an infrastructure error, with the pytest log if one ran."""
+    return Outcome(None, error, INFRA, log=log)
 
 
 def suite_of(nodeid: str) -> str:

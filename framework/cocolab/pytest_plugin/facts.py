@@ -41,13 +41,11 @@ def run_facts(config: pytest.Config, rig: Rig) -> RunFacts:
         **dict.fromkeys(("cocolab.kernel_release", "cocolab.qemu", "cocolab.accel"),
                         UNRESOLVED)}
     config_sha = UNRESOLVED if not booted else "unavailable"
-    if booted:
-        with contextlib.suppress(CocolabError, OSError):
-            config_sha = hashlib.sha256(rig.kernel.config_path.read_bytes()).hexdigest()
     patches: tuple[str, ...] = ()
     if booted:
         with contextlib.suppress(CocolabError, OSError):
             patches = rig.kernel.patches
+            config_sha = hashlib.sha256(rig.kernel.config_path.read_bytes()).hexdigest()
     selection = config.stash.get(WORKER_SELECTION, None) or _selection(config)
     return RunFacts(
         lane=rig.lane.name, kernel=props["cocolab.kernel"],

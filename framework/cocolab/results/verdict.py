@@ -1,9 +1,9 @@
 """The one table that says what a test's verdict is called wherever it leaves the host.
 
 A test ends as one `Verdict`, decided from its results-file entry (`of`). Every exporter
-reads its own column of `TABLE`: the results file (pytest's words), KCIDB's status, the
-PULL_LABS callback's status (kernelci-core `kernelci/runtime/pull_labs.py` `Callback`), and
-the report's cell. No other module maps an outcome to an external word.
+reads its own column of the verdict's `words`: the results file (pytest's words), KCIDB's
+status, the PULL_LABS callback's status (kernelci-core `kernelci/runtime/pull_labs.py`
+`Callback`), and the report's cell. No other module maps an outcome to an external word.
 
     verdict  results file          KCIDB  PULL_LABS  report   the kernel's?
     PASS     passed                PASS   pass       PASS     yes
@@ -39,28 +39,24 @@ class Words:
     report: str
     """The report's cell class (its colour) and the word shown in it."""
     shown: str
-    kernel: bool
-    """A verdict on the kernel: it passed or failed what the test asserts."""
     failed: bool
     """Counts as a failure of the kernel (a job with one is a failed job)."""
 
 
 class Verdict(enum.Enum):
-    PASS = Words("passed", "PASS", "pass", "pass", "PASS", kernel=True, failed=False)
-    XPASS = Words("xpassed", "PASS", "pass", "pass", "PASS", kernel=True, failed=False)
-    FAIL = Words("failed", "FAIL", "fail", "fail", "FAIL", kernel=True, failed=True)
-    KNOWN = Words("xfailed", "FAIL", "fail", "baseline", "KNOWN", kernel=True, failed=True)
-    XFAIL = Words("xfailed", "FAIL", "fail", "xfail", "XFAIL", kernel=True, failed=True)
-    SKIP = Words("skipped", "SKIP", "skip", "skip", "SKIP", kernel=False, failed=False)
-    ERROR = Words("error", "ERROR", "error", "error", "ERROR", kernel=False, failed=False)
-    RIG = Words("error", "MISS", "error", "rig", "RIG", kernel=False, failed=False)
+    PASS = Words("passed", "PASS", "pass", "pass", "PASS", failed=False)
+    XPASS = Words("xpassed", "PASS", "pass", "pass", "PASS", failed=False)
+    FAIL = Words("failed", "FAIL", "fail", "fail", "FAIL", failed=True)
+    KNOWN = Words("xfailed", "FAIL", "fail", "baseline", "KNOWN", failed=True)
+    XFAIL = Words("xfailed", "FAIL", "fail", "xfail", "XFAIL", failed=True)
+    SKIP = Words("skipped", "SKIP", "skip", "skip", "SKIP", failed=False)
+    ERROR = Words("error", "ERROR", "error", "error", "ERROR", failed=False)
+    RIG = Words("error", "MISS", "error", "rig", "RIG", failed=False)
 
     @property
     def words(self) -> Words:
         return self.value
 
-
-TABLE = {v: v.words for v in Verdict}
 
 _BY_OUTCOME = {v.words.results: v for v in (Verdict.PASS, Verdict.XPASS, Verdict.FAIL,
                                             Verdict.XFAIL, Verdict.SKIP, Verdict.ERROR)}

@@ -356,10 +356,7 @@ class VM:
             raise GuestCrashed(f"guest crashed: {self._console.crash_line}",
                                crash_line=self._console.crash_line,
                                console_tail=self._console.tail(), argv=self.argv)
-        for sidecar in self.sidecars.values():
-            why = sidecar.dead()
-            if why is not None:
-                raise SidecarFailed(why, argv=self.argv)
+        self._check_sidecars_running()
         if self._proc is None:
             return
         self._check_process("unexpectedly")
@@ -368,6 +365,12 @@ class VM:
             stop = RunStop("SIGSTOP", "frozen", f"QEMU pid {self._proc.pid} is stopped")
         if stop is not None:
             raise self._stopped(stop)
+
+    def _check_sidecars_running(self) -> None:
+        for sidecar in self.sidecars.values():
+            why = sidecar.dead()
+            if why is not None:
+                raise SidecarFailed(why, argv=self.argv)
 
     def forget_sidecar_errors(self) -> None:
         """From now on, an error a sidecar logs is news (check_sidecars): a test on a shared
@@ -378,10 +381,7 @@ class VM:
         """SidecarFailed naming why a sidecar died, or the first error it logged since
         forget_sidecar_errors (a request it refused, a ring it stopped serving). The guest's
         own state is check_alive's."""
-        for sidecar in self.sidecars.values():
-            why = sidecar.dead()
-            if why is not None:
-                raise SidecarFailed(why, argv=self.argv)
+        self._check_sidecars_running()
         for device, sidecar in self.sidecars.items():
             new = sidecar.errors()[self._sidecar_seen.get(device, 0):]
             if new:
