@@ -11,6 +11,9 @@ PACKAGES="$PACKAGES make flex bison bc libelf-dev ccache git"
 PACKAGES="$PACKAGES busybox-static"
 # tests/virtio_hostile makes the filesystem image its vhost-user disk serves (mke2fs -d)
 PACKAGES="$PACKAGES e2fsprogs"
+# tests/kselftest builds the kernel's selftests: their installer copies with rsync, and the
+# iommu target links libcap statically
+PACKAGES="$PACKAGES rsync libcap-dev"
 QEMU=qemu-system-x86
 
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -7,6 +7,10 @@
      │    ├── MissingQemuFeature  this QEMU lacks a device or machine a test needs (a skip)
      │    └── MissingCCHost     this host cannot run a TDX/SNP guest (a skip, with every reason)
      ├── KernelError            a kernel could not be found, fetched or understood
+     │    └── SelftestError     its selftests could not be built, installed or listed
+     │         └── NoSelftestSource  it has no source tree to build them from (a skip)
+     ├── KernelTestDidNotReport a kernel test (a kselftest or KUnit case) gave no result of
+     │                          its own: it hung, crashed or printed no KTAP (an ERROR)
      ├── ImageError             the guest initramfs could not be built
      ├── RigBug                 cocolab broke one of its own invariants (never the kernel's)
      ├── PreconditionUnmet      what a test needs of its guest before it can assert anything
@@ -81,6 +85,11 @@ class KernelError(CocolabError):
 
 class ImageError(CocolabError):
     """The guest image could not be built."""
+
+
+class KernelTestDidNotReport(CocolabError):
+    """A kselftest or KUnit case that gave no result of its own (it hung, crashed, or its
+    output holds no KTAP line for it): the test's error, neither a pass nor the rig's."""
 
 
 class RigBug(CocolabError):

@@ -26,6 +26,7 @@ from cocolab.errors import (
     KernelError,
     MissingCCHost,
     MissingQemuFeature,
+    VMError,
     present,
     said,
 )
@@ -61,7 +62,7 @@ from cocolab.topology import (
     load_machine,
     load_topology,
 )
-from cocolab.vm.proof import proof_boot
+from cocolab.vm.proof import console_boot, proof_boot
 from cocolab.vm.sidecar import Sidecar
 
 T = TypeVar("T")
@@ -123,6 +124,9 @@ class Rig:
                               f"and at most {MAX_BOOT_TIMEOUT_S:g} (default 120)")
         self.options = options
         self._made: dict[str, object] = {}
+        self.build_kconfig: list[str] = []
+        """Options the collected tests ask a kernel cocolab builds to have (a selftest
+        target's `config`): added to its build request, before it is built."""
         if options.lane:
             self.lane = load_lane(options.lane, "--lane")
         elif os.environ.get("COCOLAB_LANE"):
@@ -250,6 +254,17 @@ class Rig:
                             prove, source=self.accel_setting.source,
                             refresh=self.options.refresh)
 
+    def boot_console(self, cmdline: tuple[str, ...], deadline_s: float) -> str:
+        """The rig's kernel's console from power-on to userspace, booted with `cmdline` and a
+        one-program initramfs (no guest image, no SSH): what a kernel reports at boot."""
+        kernel = self.kernel
+        verdict, console = console_boot(self.qemu_path, kernel.image, build_proof_initrd(),
+                                        self.accel.accel, cmdline, deadline_s)
+        if not verdict.reached:
+            raise VMError(f"booting {kernel.release} with {' '.join(cmdline)} to read its "
+                          f"console failed after {verdict.seconds:.1f}s: {verdict.detail}")
+        return console
+
     def retire_kvm(self, why: str) -> AccelChoice:
         """KVM failed a real boot that its proof had passed: TCG from now on (and in the
         cache, for this host boot), and every VM planned afresh."""
@@ -261,8 +276,25 @@ class Rig:
     def kernel(self) -> Kernel:
         """The kernel, fetched once; a failure is kept too, so forty tests get one apt run
         and the same line naming where the kernel came from."""
-        return self._once("kernel", lambda: resolve_kernel(self.kernel_spec),
+        return self._once("kernel", lambda: resolve_kernel(self.build_spec),
                           f"{self.kernel_setting.source}: kernel {self.kernel_setting.value}")
+
+    @property
+    def build_spec(self) -> KernelSpec:
+        """The kernel spec, with `build_kconfig` when cocolab builds the kernel."""
+        spec = self.kernel_spec
+        if isinstance(spec, SourceSpec) and self.build_kconfig:
+            extra = tuple(o for o in self.build_kconfig if o not in spec.kconfig)
+            return SourceSpec(spec.source, spec.patches, (*spec.kconfig, *extra))
+        return spec
+
+    def want_build_kconfig(self, options: list[str]) -> bool:
+        """Ask a kernel cocolab has yet to build for `options`: True if they will be in its
+        build request (a prebuilt kernel, or one already resolved, is as it is)."""
+        if not isinstance(self.kernel_spec, SourceSpec) or "kernel" in self._made:
+            return False
+        self.build_kconfig += [o for o in options if o not in self.build_kconfig]
+        return True
 
     @cached_property
     def _rig_lacks(self) -> list[Need]:

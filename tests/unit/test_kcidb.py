@@ -64,3 +64,19 @@ def test_guest_kinds() -> None:
     assert guest_kind("none", False) == "plain"
     assert guest_kind("tdx", False) == "hw-tdx"
     assert guest_kind("simulated TDX guest", True) == "sim-tdx"
+
+
+def test_a_kernel_test_is_named_by_its_ktap_path() -> None:
+    """A kselftest case or KUnit case keeps the path other labs report it under (validated
+    against KCIDB's schema by report())."""
+    tests = [TestResult("tests/kselftest/test_kselftest.py::test_kselftest[iommu/iommufd/"
+                        "iommufd_ioas.mock_domain.area]", "passed", 0.4,
+                        ktap_path="kselftest.iommu.iommufd.iommufd_ioas.mock_domain.area"),
+             TestResult("tests/kunit/test_kunit.py::test_kunit[list-kernel-test/"
+                        "list_test_list_init]", "failed", 0.1,
+                        ktap_path="kunit.list-kernel-test.list_test_list_init")]
+    d = report([RunResults(SIM, tests)], "cocolab_test")
+    assert [t["path"] for t in d["tests"]] == [
+        "cocolab.cc-sim-tdx.kselftest.iommu.iommufd.iommufd_ioas.mock_domain.area",
+        "cocolab.cc-sim-tdx.kunit.list-kernel-test.list_test_list_init"]
+    assert [t["status"] for t in d["tests"]] == ["PASS", "FAIL"]

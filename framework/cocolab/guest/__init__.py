@@ -22,6 +22,7 @@ from cocolab.devices import Backend
 from cocolab.errors import VMStateError
 from cocolab.guest.dmesg import Dmesg
 from cocolab.guest.iomem import IOMem
+from cocolab.guest.kselftest import GuestSelftests
 from cocolab.guest.pci import PCI
 from cocolab.guest.probe import Probe
 from cocolab.guest.sysfs import SysfsWrite, write_sysfs
@@ -147,6 +148,11 @@ class Guest(VM):
     @cached_property
     def dmesg(self) -> Dmesg:
         return Dmesg(self)
+
+    @cached_property
+    def kselftest(self) -> GuestSelftests:
+        """The kernel's selftests in this guest: vm.kselftest.install(...), run_case(...)."""
+        return GuestSelftests(self)
 
     @cached_property
     def probe(self) -> Probe:

@@ -40,6 +40,8 @@ and no information leak; a denial of service is allowed, the host can stop the g
 anyway, and recorded)."""
 FINDING = "cocolab.finding"
 """The user property a finding's class is recorded under."""
+KTAP_PATH = "cocolab.ktap_path"
+"""The user property a kernel test's KTAP path is recorded under (KCIDB's test path)."""
 
 
 def apply_finding(item: pytest.Item, kind: str, reason: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cocolab.pytest_plugin.markers import FINDING
+from cocolab.pytest_plugin.markers import FINDING, KTAP_PATH
 from cocolab.results import RunFacts, RunResults, TestResult, plain_nodeid
 
 BASELINE = "cocolab.baseline"
@@ -74,7 +74,8 @@ class Recorder:
                 rig_failure=rig,
                 baseline=str(props[BASELINE]) if BASELINE in props else None,
                 bundle=str(props[BUNDLE]) if BUNDLE in props else None,
-                finding=str(props[FINDING]) if FINDING in props else None))
+                finding=str(props[FINDING]) if FINDING in props else None,
+                ktap_path=str(props[KTAP_PATH]) if KTAP_PATH in props else None))
         return RunResults(facts, tests, [facts.shard] if facts.shard else [])
 
 

@@ -44,10 +44,16 @@ _CC_KIND = re.compile(r"\b(tdx|snp)\b", re.IGNORECASE)
 _SEGMENT = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
-def kcidb_path(nodeid: str, lane: str) -> str:
+def kcidb_path(nodeid: str, lane: str, ktap_path: str | None = None) -> str:
     """A KCIDB test path (dot-separated [a-zA-Z0-9_-] segments) for a pytest node id on a lane:
     tests/devmem/test_x.py::test_y[a/b] on cc-sim-tdx
-    -> cocolab.cc-sim-tdx.devmem.test_x.test_y.a_b"""
+    -> cocolab.cc-sim-tdx.devmem.test_x.test_y.a_b
+    A kernel test is named by its own KTAP path instead, as other labs report it:
+    kselftest.iommu.iommufd.iommufd.simple_close on default
+    -> cocolab.default.kselftest.iommu.iommufd.iommufd.simple_close"""
+    if ktap_path:
+        segments = [_SEGMENT.sub("_", p).strip("_") or "_" for p in [lane, *ktap_path.split(".")]]
+        return ".".join(["cocolab", *segments])
     file, _, rest = nodeid.partition("::")
     parts = [p for p in file.removesuffix(".py").split("/") if p and p != "tests"]
     name, _, param = rest.partition("[")
@@ -125,7 +131,7 @@ def report(runs: Sequence[RunResults], origin: str) -> dict[str, Any]:
         guest = guest_kind(f.cc, f.simulated)
         paths: dict[str, str] = {}
         for t in run.tests:
-            path = kcidb_path(t.nodeid, f.lane)
+            path = kcidb_path(t.nodeid, f.lane, t.ktap_path)
             if path in paths and paths[path] != t.nodeid:  # two ids, one sanitized path
                 path += "_" + hashlib.sha256(t.nodeid.encode()).hexdigest()[:6]
             paths[path] = t.nodeid
@@ -133,7 +139,7 @@ def report(runs: Sequence[RunResults], origin: str) -> dict[str, Any]:
             misc: dict[str, Any] = {"nodeid": t.nodeid, "lane": f.lane, "outcome": t.outcome,
                                     "verdict": verdict.of(t).name, "qemu": f.qemu,
                                     "accel": f.accel, "cc": f.cc}
-            for key in ("reason", "baseline", "bundle", "finding"):
+            for key in ("reason", "baseline", "bundle", "finding", "ktap_path"):
                 if getattr(t, key):
                     misc[key] = getattr(t, key)
             objects["tests"][test_id] = {

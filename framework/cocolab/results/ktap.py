@@ -3,7 +3,8 @@ the tree's leaves as results in pytest's words.
 
 Written from the kernel's Documentation/dev-tools/ktap.rst: a version line (`KTAP version 1`,
 `TAP version 13|14`), a plan (`1..N`), result lines (`ok|not ok N [- ]name [# DIRECTIVE
-reason]`, directives SKIP, TODO, XFAIL, TIMEOUT, ERROR), diagnostics (`# ...`), `Bail out!`,
+reason]`, directives SKIP, TODO, XFAIL, XPASS, TIMEOUT, ERROR;
+kselftest.h prints XFAIL and XPASS on `ok` lines), diagnostics (`# ...`), `Bail out!`,
 and subtests: a nested block, indented further (two spaces in KTAP, a tab or four spaces in
 KUnit's older print, often opened by `# Subtest: NAME`), closed by its parent's result line.
 kselftest's own nested output comes `# `-prefixed: a diagnostic, as kunit_tool reads it.
@@ -59,7 +60,8 @@ _VERSION = re.compile(r"^(?:KTAP version 1|TAP version 1[34])\s*$")
 _PLAN = re.compile(r"^1\.\.(\d+)\s*$")
 _SUBTEST = re.compile(r"^# Subtest: (.*)$")
 _RESULT = re.compile(r"^(ok|not ok) (\d+)(?: -)?(?: (.*?))?\s*$")
-_DIRECTIVE = re.compile(r"^(.*?)\s*#\s*(?:(SKIP|TODO|XFAIL|TIMEOUT|ERROR)\b:?)?\s*(.*)$", re.I)
+_DIRECTIVE = re.compile(r"^(.*?)\s*#\s*(?:(SKIP|TODO|XFAIL|XPASS|TIMEOUT|ERROR)\b:?)?\s*(.*)$",
+                        re.I)
 """A result's `# DIRECTIVE reason`, or a plain `# comment` (kselftest's `# exit=1`)."""
 
 
@@ -97,8 +99,10 @@ def _status(ok: bool, directive: str) -> Status:
     directive = directive.upper()
     if directive == "SKIP":
         return Status.SKIPPED
-    if directive in ("TODO", "XFAIL"):
+    if directive == "TODO":  # TAP: a test not expected to pass yet
         return Status.XPASSED if ok else Status.XFAILED
+    if directive in ("XFAIL", "XPASS"):  # kselftest.h: an `ok` line, its own count
+        return Status.XFAILED if directive == "XFAIL" else Status.XPASSED
     if directive in ("TIMEOUT", "ERROR"):
         return Status.ERROR
     return Status.PASSED if ok else Status.FAILED

@@ -90,6 +90,9 @@ class TestResult:
     """Its failure bundle (console log, relaunch.sh), if it failed with a VM."""
     finding: str | None = None
     """The class of the known weakness it shows (memory-safety, info-leak, dos), if any."""
+    ktap_path: str | None = None
+    """A kernel test's own path (kselftest.TARGET.PROGRAM.CASE, kunit.SUITE.CASE): its
+    name wherever the kernel's tests are reported (KCIDB's test path)."""
 
 
 @dataclass

@@ -65,6 +65,21 @@ def proof_boot(qemu: str, kernel: Path, initrd: Path, accel: str,
         config = dataclasses.replace(config, machine=like.machine,
                                      machine_options=like.machine_options,
                                      memory_mib=like.memory_mib, cpus=like.cpus)
+    return _boot(config, deadline)[0]
+
+
+def console_boot(qemu: str, kernel: Path, initrd: Path, accel: str, cmdline: tuple[str, ...],
+                 deadline_s: float) -> tuple[ProofBoot, str]:
+    """What `kernel` prints on its console from power-on to the proof's /init, booted with
+    `cmdline`: a kernel's own report at boot (KUnit's list of its tests), read without a
+    guest image or SSH. The boot's verdict too: a console cut short says why."""
+    config = VMConfig(qemu=qemu, kernel=kernel, initrd=initrd, accel=accel, memory_mib=512,
+                      cpus=1, modules=(), cmdline=cmdline)
+    return _boot(config, Deadline(deadline_s))
+
+
+def _boot(config: VMConfig, deadline: Deadline) -> tuple[ProofBoot, str]:
+    accel = config.accel
     with tempfile.TemporaryDirectory(prefix="cocolab-proof-", dir="/tmp") as tmp:
         console, log, qmp_path = Path(tmp, "console.log"), Path(tmp, "qemu.log"), Path(tmp, "qmp")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -77,19 +92,20 @@ def proof_boot(qemu: str, kernel: Path, initrd: Path, accel: str,
             if conn is not None:
                 monitor = Monitor(conn, f"proof-{accel}")
                 monitor.start(timeout=max(deadline.remaining(), 0.5))
-
-            return _watch(accel, proc, monitor, console, log, deadline)
+            verdict = _watch(accel, proc, monitor, console, log, deadline)
         except MonitorError as exc:
             # QEMU that dies while starting breaks the handshake first: say why it died
             rc = _exit_status(proc, 1.0)
             why = f"QEMU exited with status {rc}" if rc is not None else f"QMP: {exc}"
             said = qemu_said(log.read_text(errors="replace"))
-            return ProofBoot(accel, False, deadline.elapsed(), f"{why}: {said}" if said else why)
+            verdict = ProofBoot(accel, False, deadline.elapsed(),
+                                f"{why}: {said}" if said else why)
         finally:
             if monitor is not None:
                 monitor.close()
             kill_qemu(proc, grace=1.0)
             listener.close()
+        return verdict, console.read_text(errors="replace") if console.exists() else ""
 
 
 def _last_line(console: Path) -> str:

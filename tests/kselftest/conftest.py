@@ -1,0 +1,34 @@
+"""The kernel's own selftests, one pytest item per case (cocolab/pytest_plugin/
+kernel_tests.py): the targets are in targets.toml beside this file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cocolab.pytest_plugin.kernel_tests import SelftestCase, collected, params
+from cocolab.pytest_plugin.keys import RIG
+from cocolab.pytest_plugin.markers import KTAP_PATH
+
+TARGETS = Path(__file__).with_name("targets.toml")
+
+
+def pytest_collection(session: pytest.Session) -> None:
+    """Named on the command line, this directory collects first of all: a kernel cocolab
+    builds is then asked for the targets' options whichever suite resolves it first."""
+    collected(session.config, TARGETS)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "selftest" in metafunc.fixturenames:
+        cases = collected(metafunc.config, TARGETS)
+        metafunc.parametrize("selftest", params(metafunc.config.stash[RIG], cases))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get("selftest") if callspec else None
+        if isinstance(case, SelftestCase):
+            item.user_properties.append((KTAP_PATH, case.ktap_path))
