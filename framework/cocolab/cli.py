@@ -145,10 +145,17 @@ def shell(rig: Rig, qemu_args: list[str], machine: str | None, topology: str | N
         return _interactive(vm)
 
 
+OPT_IN_SUITES = ("kselftest", "kunit")
+"""Suites whose options a kernel gets only when they are named: the kernel's own tests
+(IOMMUFD_TEST's mock domain, KUnit at every boot) are not what a kernel under test carries."""
+
+
 def kconfig(suites: list[str], check_path: str | None, apply_tree: str | None = None,
-            bare: bool = False) -> int:
-    """The config fragment for `suites` (default: every suite); with `check_path` what that
-    .config lacks; with `apply_tree` the fragment merged into that tree's .config."""
+            bare: bool = False, kernel: str | None = None) -> int:
+    """The config fragment for `suites` (default: every suite but the opt-in ones); with
+    `check_path` what that .config lacks; with `apply_tree` the fragment merged into that
+    tree's .config. `kernel`: the kernel whose tree the selftest targets' `config` files
+    are read from."""
     tests = REPO_ROOT / "tests"
     known = sorted(p.name for p in tests.iterdir() if p.is_dir() and p.name != "unit"
                    and not p.name.startswith((".", "_")))
@@ -160,7 +167,9 @@ def kconfig(suites: list[str], check_path: str | None, apply_tree: str | None = 
         raise ConfigError("kconfig: give --check CONFIG or --apply TREE, not both")
     if apply_tree is not None:
         check_tree(Path(apply_tree).expanduser())
-    gates = collect_gates([str(tests / s) for s in suites or known])
+    chosen = suites or [s for s in known if s not in OPT_IN_SUITES]
+    gates = collect_gates([str(tests / s) for s in chosen]
+                          + (["--kernel", kernel] if kernel else []))
     if apply_tree is not None:
         config = apply_fragment(Path(apply_tree).expanduser(), fragment(gates, why=False))
         check_path = str(Path(apply_tree) / ".config")
@@ -285,7 +294,7 @@ def shell_command(args: argparse.Namespace) -> int:
 
 
 def kconfig_command(args: argparse.Namespace) -> int:
-    return kconfig(args.suites, args.check, args.apply, args.bare)
+    return kconfig(args.suites, args.check, args.apply, args.bare, args.kernel)
 
 
 def ktap_command(args: argparse.Namespace) -> int:

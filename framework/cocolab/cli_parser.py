@@ -81,7 +81,11 @@ def _shell(p: argparse.ArgumentParser) -> None:
 
 def _kconfig(p: argparse.ArgumentParser) -> None:
     p.add_argument("suites", nargs="*", metavar="SUITE",
-                   help="the suites to cover (default: all), e.g. devmem")
+                   help="the suites to cover (default: all but kselftest and kunit, whose "
+                        "options a kernel gets only when they are named), e.g. devmem")
+    p.add_argument("--kernel", metavar="SPEC",
+                   help="the kernel whose tree kselftest's targets are read from (their "
+                        "`config` files), e.g. build:debian:7.3 (default: the lane's)")
     p.add_argument("--check", metavar="CONFIG",
                    help="what this .config lacks, and which tests it skips")
     p.add_argument("--apply", metavar="TREE",

@@ -90,6 +90,10 @@ class GateCollector:
     def __init__(self) -> None:
         self.gates: dict[tuple[str, str | None], Gate] = {}
 
+    def pytest_configure(self, config: pytest.Config) -> None:
+        from cocolab.pytest_plugin.keys import GATES_ONLY
+        config.stash[GATES_ONLY] = True
+
     @pytest.hookimpl(trylast=True)  # after cocolab's own hook has stashed each VM request
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         from cocolab.pytest_plugin.keys import ITEM_REQUEST, RIG
@@ -110,17 +114,23 @@ class GateCollector:
                 gate.tests.append(item.nodeid)
 
 
-def collect_gates(paths: list[str]) -> list[Gate]:
-    """The kconfig gates of the tests under `paths`, as pytest itself collects them."""
+def collect_gates(args: list[str]) -> list[Gate]:
+    """The kconfig gates of the tests under the paths in `args` (and the options there), as
+    pytest itself collects them."""
     import contextlib
     import io
 
     collector = GateCollector()
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *paths],
+    with contextlib.redirect_stdout(io.StringIO()) as out, \
+            contextlib.redirect_stderr(io.StringIO()) as err:
+        status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *args],
                              plugins=[collector])
+    if status == pytest.ExitCode.USAGE_ERROR:  # pytest's "ERROR: ..." names what is wrong
+        said = [line.removeprefix("ERROR: ") for line in err.getvalue().splitlines()
+                if line.startswith("ERROR: ")]
+        raise ConfigError("; ".join(said) or err.getvalue().strip()[-1000:])
     if status not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        raise RuntimeError(f"collecting {' '.join(paths)} failed ({status}):\n"
+        raise RuntimeError(f"collecting {' '.join(args)} failed ({status}):\n"
                            f"{out.getvalue()[-2000:]}")
     return list(collector.gates.values())
 

@@ -22,8 +22,9 @@ def pytest_collection(session: pytest.Session) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kunit_case" in metafunc.fixturenames:
-        cases = collect(metafunc.config.stash[RIG], suites(SUITES))
-        metafunc.parametrize("kunit_case", [pytest.param(c, id=c.ident) for c in cases])
+        cases = collect(metafunc.config, suites(SUITES))
+        metafunc.parametrize("kunit_case", [
+            pytest.param(c, id=c.ident, marks=[pytest.mark.kconfig(*c.wants)]) for c in cases])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -67,6 +67,20 @@ def test_cocolab_kconfig_collects_the_real_suites(capsys: pytest.CaptureFixture[
     assert "kconfig: no suite nosuite; choose from" in capsys.readouterr().err
 
 
+def test_the_kernels_own_tests_are_opt_in_and_gate_without_building(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """KUnit's options (and a selftest target's) are in a fragment only when the suite is
+    named; named, its gates come out with no kernel built or booted (on the default lane,
+    whose kernel has no tree, kselftest says where its targets' options would come from)."""
+    assert cli.main(["kconfig"]) == 0
+    assert "CONFIG_KUNIT" not in capsys.readouterr().out
+    assert cli.main(["kconfig", "kunit"]) == 0
+    out = capsys.readouterr().out
+    assert "CONFIG_KUNIT=y" in out and "CONFIG_LIST_KUNIT_TEST=y" in out
+    assert cli.main(["kconfig", "kselftest"]) == 1
+    assert "targets' options are read from the kernel's tree" in capsys.readouterr().err
+
+
 def _fake_kernel(tmp: Path, config: str) -> Path:
     (tmp / "config").write_text(config)
     return fake_bzimage(tmp / "bzImage", "6.99.0-tiny")

@@ -26,11 +26,10 @@ from cocolab.kernel.selftests import (
     NoSelftestSource,
     build,
     check_target,
-    config_requirements,
     source_for,
     target_config,
 )
-from cocolab.pytest_plugin.keys import RIG
+from cocolab.pytest_plugin.keys import GATES_ONLY, RIG
 from cocolab.results.ktap import KtapTest, Status, parse
 from cocolab.rig import Rig
 
@@ -87,6 +86,8 @@ class SelftestCase:
     """Why it cannot run here: its test skips saying so."""
     broken: str = ""
     """The selftests could not be built or listed: a rig failure (not the kernel's)."""
+    wants: tuple[str, ...] = ()
+    """What its target's `config` asks of the kernel: its gates."""
 
     @property
     def ident(self) -> str:
@@ -112,8 +113,22 @@ def collected(config: pytest.Config, targets_file: Path) -> list[SelftestCase]:
             targets = read_targets(targets_file)
         except ConfigError as exc:
             raise pytest.UsageError(str(exc)) from None
-        done[targets_file] = collect(config.stash[RIG], targets)
+        rig = config.stash[RIG]
+        done[targets_file] = (gates(rig, targets) if config.stash.get(GATES_ONLY, False)
+                              else collect(rig, targets))
     return done[targets_file]
+
+
+def gates(rig: Rig, targets: list[Target]) -> list[SelftestCase]:
+    """For `cocolab kconfig`: a target each, gated on its `config` as the kernel's tree has
+    it, nothing built."""
+    try:
+        tree, _ = source_for(rig.kernel_spec)
+    except CocolabError as exc:
+        raise pytest.UsageError(f"the selftest targets' options are read from the kernel's "
+                                f"tree: {exc}") from None
+    return [SelftestCase(t, unavailable="collected for its gates",
+                         wants=tuple(target_config(tree, t.name))) for t in targets]
 
 
 def collect(rig: Rig, targets: list[Target]) -> list[SelftestCase]:
@@ -127,8 +142,9 @@ def collect(rig: Rig, targets: list[Target]) -> list[SelftestCase]:
         return [SelftestCase(t, unavailable=str(exc)) for t in targets]
     except CocolabError as exc:
         return [SelftestCase(t, broken=f"the kernel's source tree: {exc}") for t in targets]
+    wants = {t.name: tuple(target_config(tree, t.name)) for t in targets}
     for target in targets:
-        rig.want_build_kconfig(target_config(tree, target.name))
+        rig.want_build_kconfig(list(wants[target.name]))
     try:
         installed = build(tree, identity, tuple(t.name for t in targets))
     except CocolabError as exc:
@@ -141,7 +157,8 @@ def collect(rig: Rig, targets: list[Target]) -> list[SelftestCase]:
             continue
         for case in program.cases or (None,):
             if case is None or f"{program.name}/{case}" not in target.leave_out:
-                cases.append(SelftestCase(target, program.name, case, installed))
+                cases.append(SelftestCase(target, program.name, case, installed,
+                                          wants=wants[target.name]))
     return cases
 
 
@@ -151,10 +168,8 @@ def params(rig: Rig, cases: list[SelftestCase]) -> list[ParameterSet]:
     out = []
     for case in cases:
         marks: list[Any] = []
-        if case.install is not None:  # the installer copies the target's `config` too
-            wants = config_requirements(case.install.root / case.target.name / "config")
-            if wants:
-                marks.append(pytest.mark.kconfig(*wants))
+        if case.wants:
+            marks.append(pytest.mark.kconfig(*case.wants))
         if case.target.timeout_s > 200:
             marks.append(pytest.mark.timeout(case.target.timeout_s + rig.options.boot_timeout
                                              + 120))

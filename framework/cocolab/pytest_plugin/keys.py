@@ -26,6 +26,9 @@ ITEM_SHARE = pytest.StashKey[bool]()
 """The test still holds its share of a shared VM (counted at collection, not yet released)."""
 ITEM_RIG_FAILED = pytest.StashKey[bool]()
 """The rig failed the test (fixtures.rig_failure): not the kernel's verdict, whatever phase."""
+GATES_ONLY = pytest.StashKey[bool]()
+"""Collection for `cocolab kconfig`: a suite says what it gates on, and builds, boots and
+fetches nothing it would need only to run (the kernel's own tests list their cases so)."""
 SHARD = pytest.StashKey[ShardPlugin]()
 STARTED = pytest.StashKey[str]()
 SELECTED = pytest.StashKey[int]()

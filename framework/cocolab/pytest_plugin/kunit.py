@@ -16,6 +16,7 @@ hang that ended the boot) is an error. A kernel warning among a case's own lines
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -32,6 +33,7 @@ from cocolab.guest import Guest
 from cocolab.guest.kernel_warnings import kernel_warnings
 from cocolab.kernel.kconfig import parse_requirement, unmet
 from cocolab.paths import cache_dir, write_atomic
+from cocolab.pytest_plugin.keys import GATES_ONLY, RIG
 from cocolab.results.ktap import KtapTest, Status, parse
 from cocolab.rig import Rig
 
@@ -69,6 +71,8 @@ class KunitCase:
     case: str = ""
     unavailable: str = ""
     broken: str = ""
+    wants: tuple[str, ...] = ()
+    """The suites' options: its gates."""
 
     @property
     def ident(self) -> str:
@@ -99,10 +103,18 @@ def parse_list(console: str) -> list[tuple[str, str]]:
     return cases
 
 
-def collect(rig: Rig, options: tuple[str, ...]) -> list[KunitCase]:
-    """The cases the kernel lists. A kernel cocolab builds is built now with `options`; one
-    that lacks them gives one skipped item naming them; a failed build or listing boot, one
-    item that is a rig failure."""
+def collect(config: pytest.Config, options: tuple[str, ...]) -> list[KunitCase]:
+    """The cases the kernel lists, each gated on `options`. A kernel cocolab builds is built
+    now with them; one that lacks them gives one skipped item naming them; a failed build or
+    listing boot, one item that is a rig failure. For `cocolab kconfig`, one item with the
+    gates, nothing built or booted."""
+    if config.stash.get(GATES_ONLY, False):
+        return [KunitCase("kunit", unavailable="collected for its gates", wants=options)]
+    cases = _listed(config.stash[RIG], options)
+    return [dataclasses.replace(c, wants=options) for c in cases]
+
+
+def _listed(rig: Rig, options: tuple[str, ...]) -> list[KunitCase]:
     rig.want_build_kconfig(list(options))
     try:
         kernel = rig.kernel
