@@ -19,6 +19,7 @@ import pytest
 
 from cocolab.devices import BlkBackend, Personality, RngBackend
 from cocolab.devices.backend import Backend
+from cocolab.devices.campaign import Campaign, Drawn, Mutation, used_element
 from cocolab.devices.protocol import (
     F_PROTOCOL_FEATURES,
     F_VERSION_1,
@@ -455,3 +456,62 @@ def test_a_back_end_that_dies_says_so(tmp_path: Path) -> None:
                                   "ZeroDivisionError: division by zero")
     finally:
         sidecar.close()
+
+
+# --- the seeded campaign ---------------------------------------------------------------------
+
+def test_a_round_is_the_same_sequence_every_time_and_rounds_differ() -> None:
+    def draws(seed: int, round_: int) -> list[tuple[Mutation, int, bytes]]:
+        campaign = Campaign(seed, round_)
+        return [(d.mutation, d.other_id, d.data) for d in
+                (campaign.next(NUM, 64) for _ in range(40))]
+    assert draws(7, 3) == draws(7, 3)
+    assert draws(7, 3) != draws(7, 4) and draws(7, 3) != draws(8, 3)
+    seen = {m for m, _, _ in draws(7, 3) + draws(7, 4) + draws(7, 5)}
+    assert Mutation.NONE in seen and len(seen) >= 6, "the weights starve the mutations"
+
+
+@pytest.mark.parametrize("mutation, expected", [
+    (Mutation.NONE, (5, 64, 1)), (Mutation.USED_LEN_ZERO, (5, 0, 1)),
+    (Mutation.USED_LEN_PLUS_ONE, (5, 65, 1)), (Mutation.USED_LEN_HUGE, (5, 0xFFFFFFFF, 1)),
+    (Mutation.USED_LEN_SHORT, (5, 32, 1)), (Mutation.USED_ID_OUT_OF_RANGE, (NUM, 64, 1)),
+    (Mutation.USED_ID_OTHER, (3, 64, 1)), (Mutation.USED_ID_TWICE, (5, 64, 2)),
+])
+def test_each_mutation_changes_the_used_element_as_named(
+        mutation: Mutation, expected: tuple[int, int, int]) -> None:
+    assert used_element(Drawn(0, mutation, 3, b""), head=5, length=64, writable=64,
+                        num=NUM) == expected
+    # "another id" is never the head itself
+    assert used_element(Drawn(0, Mutation.USED_ID_OTHER, 5, b""), 5, 64, 64, NUM)[0] == 6
+
+
+def test_the_back_end_answers_as_the_campaign_draws_and_logs_the_round(
+        rng: tuple[RngBackend, FrontEnd]) -> None:
+    """Through the socket, as QEMU would: the published elements are the ones used_element
+    computes from the same draws, and the log names the seed, round and draw."""
+    backend, front = rng
+    backend.feed(b"x" * 64 * 20)
+    backend.campaign = Campaign(11, 2)
+    front.start()
+    expected = Campaign(11, 2)
+    published = []
+    for n in range(12):
+        head = n % NUM
+        request_64(front, head)
+        drawn = expected.next(NUM, 64)
+        front.submit(head)
+        if drawn.mutation is Mutation.NEVER_COMPLETE:
+            assert backend.wait(lambda n=n: len(backend.requests) == n + 1, 5)
+            continue
+        front.wait_call()
+        ident, length, times = used_element(drawn, head, 64, 64, NUM)
+        published += [(ident, length)] * times
+    idx, _ = used(front.mem)
+    assert idx == len(published)
+    ring = [struct.unpack_from("<II", front.mem, USED + 4 + 8 * i) for i in range(NUM)]
+    for i, element in enumerate(published):  # the ring holds the last NUM, wrapped
+        if i >= len(published) - NUM:
+            assert ring[i % NUM] == element, f"element {i}"
+    log = backend.log_path.read_text() if backend.log_path else ""
+    assert "campaign seed 11 round 2" in log and "(seed 11 round 2 #0 " in log
+    assert backend.campaign is not None and backend.campaign.summary().startswith("12 requests")

@@ -35,8 +35,10 @@ def served(vm: Guest, ident: str) -> Iterator[ServedDevice]:
     device = vm.served(ident)
     device.unbind()
     device.backend.personality = Personality.GOOD
+    device.backend.campaign = None
     device.backend.forget()
     yield device
+    device.backend.campaign = None
     if vm.retired is None:
         device.backend.personality = Personality.GOOD
         device.unbind()

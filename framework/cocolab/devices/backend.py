@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, TextIO
 
+from cocolab.devices.campaign import Campaign, Mutation, used_element
 from cocolab.devices.protocol import (
     COMMON_FEATURE_NAMES,
     F_ACCESS_PLATFORM,
@@ -164,6 +165,7 @@ class Backend:
         self._log: TextIO | None = None
         self._personality = Personality.GOOD
         self.personality = personality  # type: ignore[assignment]  # checked by the setter
+        self._campaign: Campaign | None = None
         self._memory: GuestMemory | None = None
         self._backend_channel: int | None = None
         self._rings = [_Ring() for _ in range(self.num_queues)]
@@ -201,6 +203,17 @@ class Backend:
                              f"{chosen.value!r}; its personalities: {names}")
         self._personality = chosen
         self._event("note", f"personality {chosen.value}")
+
+    @property
+    def campaign(self) -> Campaign | None:
+        """A seeded campaign (devices/campaign.py): while set, and the personality is GOOD,
+        each request is answered as its next draw says."""
+        return self._campaign
+
+    @campaign.setter
+    def campaign(self, value: Campaign | None) -> None:
+        self._campaign = value
+        self._event("note", f"campaign {value.name}" if value else "campaign off")
 
     @property
     def offered_features(self) -> int:
@@ -273,6 +286,12 @@ class Backend:
         """Answer one request: write into the chain, and return the used length and a
         one-line account of it."""
         raise NotImplementedError
+
+    def scramble(self, queue: SplitQueue, chain: Chain, data: bytes) -> str:
+        """A campaign's random data over what `serve` wrote (the writable bytes, a blk
+        status included); the account's tail."""
+        written = queue.write_into(chain, data)
+        return f"; {written} bytes overwritten at random"
 
     # --- the serving thread -------------------------------------------------------------------
 
@@ -545,6 +564,10 @@ class Backend:
         self._event("error", what)
 
     def _answer(self, queue: SplitQueue, index: int, chain: Chain) -> None:
+        campaign = self.campaign
+        if campaign is not None and self.personality is Personality.GOOD:
+            self._answer_drawn(queue, index, chain, campaign)
+            return
         readable = sum(d.length for d in chain.readable)
         writable = chain.writable_bytes
         personality = self.personality
@@ -570,6 +593,33 @@ class Backend:
                                + (" (twice)" if times == 2 else "")
                                + ("" if personality is Personality.GOOD
                                   else f" ({personality.value})"))
+        ring = self._rings[index]
+        if ring.call is not None:
+            os.write(ring.call, U64.pack(1))
+
+    def _answer_drawn(self, queue: SplitQueue, index: int, chain: Chain,
+                      campaign: Campaign) -> None:
+        """Answer as the campaign's next draw says (devices/campaign.py)."""
+        readable = sum(d.length for d in chain.readable)
+        writable = chain.writable_bytes
+        drawn = campaign.next(queue.num, writable)
+        where = f"queue={index} head={chain.head} out={readable} in={writable}"
+        if drawn.mutation is Mutation.NEVER_COMPLETE:
+            self.requests.append(Served(index, chain.head, readable, writable, "kept"))
+            self._event("request", f"{where}: kept, never completed ({campaign.name} {drawn})")
+            return
+        length, what = self.serve(queue, index, chain)
+        if drawn.mutation is Mutation.DATA_RANDOM:
+            what += self.scramble(queue, chain, drawn.data)
+        served = Served(index, chain.head, readable, writable, what)
+        self.requests.append(served)
+        ident, length, times = used_element(drawn, chain.head, length, writable, queue.num)
+        for _ in range(times):
+            queue.put_used(ident, length)
+            served.used.append((ident, length))
+        self._event("request", f"{where}: {what} -> used id={ident} len={length}"
+                               + (" (twice)" if times == 2 else "")
+                               + f" ({campaign.name} {drawn})")
         ring = self._rings[index]
         if ring.call is not None:
             os.write(ring.call, U64.pack(1))

@@ -29,6 +29,10 @@ MARKERS = {
     "destructive": "the test kills its guest on purpose; runs only with --destructive",
     "cc_hardware(why)": "with cc_guest: the test needs a hardware TDX/SNP guest (attestation, "
                         "the TDX module, a CC misc device) and skips on a simulated lane",
+    "allow_kernel_reports(*kinds, reason)": "reports of these denial-of-service kinds "
+                                             "('hung task', 'RCU stall', 'soft lockup') "
+                                             "during the test are recorded, not failed: for "
+                                             "tests that provoke a denial of service",
     "finding(kind, reason)": "a known kernel weakness the test shows: its assertion fails "
                              "(strict xfail, raises=AssertionError only), classed by kind: "
                              "memory-safety, info-leak or dos",
@@ -66,6 +70,26 @@ def finding_marker(item: pytest.Item) -> None:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.finding takes a kind and a "
                                 "reason: @pytest.mark.finding(kind, reason)")
     apply_finding(item, args[0], args[1])
+
+
+DOS_REPORTS = ("hung task", "RCU stall", "soft lockup")
+"""The kernel reports that say a task or CPU waited too long: what a denial of service looks
+like, which the threat model allows (never a memory-safety report, KASAN and the like)."""
+
+
+def allowed_kernel_reports(item: pytest.Item) -> frozenset[str]:
+    """The report kinds @pytest.mark.allow_kernel_reports lets pass, checked: only the
+    denial-of-service ones, with a reason."""
+    mark = item.get_closest_marker("allow_kernel_reports")
+    if mark is None:
+        return frozenset()
+    kinds = frozenset(mark.args)
+    if not kinds or not kinds <= set(DOS_REPORTS) or not mark.kwargs.get("reason"):
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.allow_kernel_reports takes kinds among "
+            f"{', '.join(repr(k) for k in DOS_REPORTS)} and a reason=: a memory-safety "
+            "report is never allowed")
+    return kinds
 
 
 @dataclass(frozen=True)

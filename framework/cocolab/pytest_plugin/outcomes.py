@@ -25,6 +25,7 @@ from cocolab.pytest_plugin.keys import (
     POOL,
     RESULTS,
 )
+from cocolab.pytest_plugin.markers import allowed_kernel_reports
 from cocolab.pytest_plugin.record import BUNDLE
 
 
@@ -78,6 +79,12 @@ def _kernel_warnings(item: pytest.Item, vm: Guest, start: int, fail: bool) -> No
     if not found:
         return
     item.stash[ITEM_WARNINGS] = found
+    allowed = allowed_kernel_reports(item)
+    if allowed and all(w.kind in allowed for w in found):  # a denial of service, recorded
+        item.add_report_section("call", "cocolab kernel reports (allowed: "
+                                + ", ".join(sorted(allowed)) + ")",
+                                "\n\n".join(w.report for w in found))
+        return
     reports = "\n\n".join(w.report for w in found)
     first = f"the guest kernel warned during this test: {found[0]}" + (
         f" (and {len(found) - 1} more)" if len(found) > 1 else "")

@@ -42,6 +42,7 @@ from cocolab.pytest_plugin.keys import (
 from cocolab.pytest_plugin.markers import (
     MARKERS,
     VMRequest,
+    allowed_kernel_reports,
     finding_marker,
     kconfig_requirements,
     vm_request,
@@ -85,6 +86,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shard", dest="cocolab_shard", metavar="I/N",
                     help="run the I-th of N shards of the selected tests; tests that share a "
                          "VM stay in one shard, shards are balanced by --durations-file")
+    group.addoption("--device-seed", dest="cocolab_device_seed", type=int, default=1,
+                    metavar="N",
+                    help="the seed of the hostile-device campaign "
+                         "(tests/virtio_hostile/test_campaign.py; default 1)")
+    group.addoption("--device-rounds", dest="cocolab_device_rounds", type=int, default=2,
+                    metavar="K",
+                    help="rounds of the campaign per device, each its own test and "
+                         "reproducible from the seed and its number (default 2)")
+    group.addoption("--gcov-dir", dest="cocolab_gcov_dir", metavar="DIR",
+                    help="keep the coverage counters of every guest of a GCOV kernel (the "
+                         "hardening lane's) in DIR, one directory a VM, for `cocolab "
+                         "coverage DIR`")
     group.addoption("--durations-file", dest="cocolab_durations", metavar="FILE",
                     help="balance --shard by the durations in an earlier run's "
                          "cocolab-results.json (or merged shards'); give every shard the same "
@@ -154,6 +167,8 @@ def pytest_configure(config: pytest.Config) -> None:
         ahead = default_boot_ahead(rig.lane.memory_mib)
     config.stash[POOL] = VMPool(rig, results / "vms", boot_ahead=ahead,
                                 hold=spare_guests(rig.lane.memory_mib))
+    if config.getoption("cocolab_gcov_dir"):
+        config.stash[POOL].gcov_dir = Path(config.getoption("cocolab_gcov_dir")).resolve()
     _register_shard_and_results(config, rig, results)
     _progress_to_terminal(config)
 
@@ -217,6 +232,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         _baseline(item, config.stash[RIG])
         finding_marker(item)
+        allowed_kernel_reports(item)  # reject a malformed marker at collection
         if "vm" not in getattr(item, "fixturenames", ()):
             continue
         request = vm_request(item)

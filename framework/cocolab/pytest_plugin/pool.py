@@ -35,6 +35,7 @@ from pathlib import Path
 
 from cocolab.errors import GuestStopped, HostError, SnapshotUnfaithful, VMError
 from cocolab.guest import Guest
+from cocolab.guest.gcov import save_gcda
 from cocolab.pytest_plugin.markers import VMRequest
 from cocolab.rig import Rig
 from cocolab.vm.boot import Boot, Restore, SavingBoot
@@ -120,6 +121,9 @@ class VMPool:
         self.restores = 0
         self.snapshot_problems: list[str] = []
         """Snapshots that did not restore (dropped; their VMs booted cold)."""
+        self.gcov_dir: Path | None = None
+        """--gcov-dir: where each guest of a GCOV kernel leaves its coverage counters, one
+        directory a VM, read as it shuts down (guest/gcov.py)."""
 
     @cached_property
     def snapshots(self) -> SnapshotStore | None:
@@ -135,7 +139,12 @@ class VMPool:
         config, view = self.rig.plan(request.cmdline, request.qemu_args, request.modules,
                                      request.machine, request.topology)
         name = f"{worker}-{number:03d}-{request.key()}"
-        return self.rig.guest(config, self.workdir / name, name, view)
+        vm = self.rig.guest(config, self.workdir / name, name, view)
+        if self.gcov_dir is not None and self.rig.kernel.kconfig.builtin("GCOV_KERNEL"):
+            dest = self.gcov_dir / name
+            vm.before_shutdown(lambda: LOG.info("%s: %d coverage files saved", name,
+                                                save_gcda(vm, dest)))
+        return vm
 
     def boot(self, request: VMRequest, nodeid: str) -> Guest:
         """A new VM for `request`, launched and, if it declares a topology, verified.

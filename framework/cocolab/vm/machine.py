@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -113,6 +113,7 @@ class VM:
         self.retired: str | None = None
         """Why this VM must not be shared any more (see retire()), or None."""
         self._stack = ExitStack()
+        self._before_shutdown: list[Callable[[], None]] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._monitor: Monitor | None = None
         self._console: Console | None = None
@@ -405,10 +406,23 @@ class VM:
         return GuestStopped(text, status=stop.status, kvm_failed=kvm_failed, qemu_said=said,
                             console_tail=tail, argv=self.argv)
 
+    def before_shutdown(self, read: Callable[[], None]) -> None:
+        """Call `read` once when this VM is shut down while its guest still runs, first: to
+        keep what only a live guest has (coverage counters). An error in it is logged; the
+        shutdown goes on."""
+        self._before_shutdown.append(read)
+
     def shutdown(self, timeout: float = 5.0) -> None:
         """Quit QEMU (QMP 'quit', then SIGTERM/SIGKILL by PID) and release everything."""
         if self.state is VMState.SHUT_DOWN:
             return
+        reads, self._before_shutdown = self._before_shutdown, []
+        if self.state is VMState.RUNNING:
+            for read in reads:
+                try:
+                    read()
+                except Exception as exc:  # what the guest kept is lost, not the shutdown
+                    LOG.warning("%s: before shutdown: %s", self.name, exc)
         if self.state is VMState.CREATED:
             self.enter(VMState.SHUT_DOWN)
             return
