@@ -11,6 +11,11 @@ from cocolab.errors import KernelError
 from cocolab.guest import Guest
 from cocolab.pytest_plugin.kunit import KunitCase, boot_results, outcome, result
 
+pytestmark = pytest.mark.cmdline("log_buf_len=4M")
+"""KUnit's results are read from the kernel log, which must still hold the boot: a log four
+times the default, and so a VM of their own (a shared one's tests may flood and wrap the
+log first: iommufd's selftests do)."""
+
 
 @pytest.fixture
 def runnable(kunit_case: KunitCase) -> KunitCase:

@@ -92,10 +92,16 @@ def test_only_harness_programs_are_asked_to_list(tmp_path: Path) -> None:
 def test_targets_toml(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text('[target.iommu]\ntimeout = 600\n[target.net]\n'
-                    'leave_out = ["a/b"]\nwhy = "slow"\n')
-    assert read_targets(good) == [Target("iommu", 600.0), Target("net", 300.0, ("a/b",))]
+                    'leave_out = ["a/b"]\nkconfig = ["HUGETLBFS=y"]\ncmdline = ["hugepages=4"]\n'
+                    'why = "slow, and hugepages"\n')
+    assert read_targets(good) == [Target("iommu", 600.0),
+                                  Target("net", 300.0, ("a/b",), ("HUGETLBFS=y",),
+                                         ("hugepages=4",))]
     for text, words in (('[target.x]\ntimeout = 0\n', "timeout"),
                         ('[target.x]\nleave_out = ["a"]\n', "say why"),
+                        ('[target.x]\ncmdline = ["a=1"]\n', "sets cmdline: say why"),
+                        ('[target.x]\nkconfig = ["not an option"]\nwhy = "w"\n', "each NAME"),
+                        ('[target.x]\nkconfig = "HUGETLBFS"\nwhy = "w"\n', "list of strings"),
                         ('[target.x]\ntimout = 5\n', "unknown key"),
                         ('[target."../x"]\n', "selftest target"),
                         ('[target.x\n', "Expected")):

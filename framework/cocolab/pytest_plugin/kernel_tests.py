@@ -21,6 +21,7 @@ from _pytest.mark.structures import ParameterSet
 
 from cocolab.errors import CocolabError, ConfigError, KernelTestDidNotReport
 from cocolab.guest.kselftest import SelftestRun
+from cocolab.kernel.kconfig import REQUIREMENT_SYNTAX, parse_requirement
 from cocolab.kernel.selftests import (
     Installed,
     NoSelftestSource,
@@ -45,31 +46,47 @@ class Target:
     """How long one case (or one program run whole) may take in the guest."""
     leave_out: tuple[str, ...] = ()
     """Programs or cases ('PROGRAM' or 'PROGRAM/CASE') not collected; the TOML says why."""
+    kconfig: tuple[str, ...] = ()
+    """Options its tests assume beyond its `config` file (gates, and in a kernel cocolab
+    builds); the TOML says why."""
+    cmdline: tuple[str, ...] = ()
+    """Kernel command-line words its guest boots with (hugepages=N)."""
 
 
 def read_targets(path: Path) -> list[Target]:
-    """`[target.NAME]` tables: `timeout` (seconds, default 300), `leave_out` (a list) and
-    `why` (what the file says for the reader: required with leave_out)."""
+    """`[target.NAME]` tables: `timeout` (seconds, default 300), `leave_out`, `kconfig` and
+    `cmdline` (lists), and `why` (for the reader: required with any of those lists)."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     targets = []
     for name, table in (data.get("target") or {}).items():
-        unknown = set(table) - {"timeout", "leave_out", "why"}
+        unknown = set(table) - {"timeout", "leave_out", "kconfig", "cmdline", "why"}
         if unknown:
             raise ConfigError(f"{path}: [target.{name}]: unknown key(s) "
-                              f"{', '.join(sorted(unknown))} (timeout, leave_out, why)")
+                              f"{', '.join(sorted(unknown))} (timeout, leave_out, kconfig, "
+                              "cmdline, why)")
+        lists = {key: table.get(key, []) for key in ("leave_out", "kconfig", "cmdline")}
+        for key, value in lists.items():
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: [target.{name}] {key}: a list of strings")
+        if any(lists.values()) and not table.get("why"):
+            raise ConfigError(f"{path}: [target.{name}] sets "
+                              f"{', '.join(k for k, v in lists.items() if v)}: say why "
+                              "(why = \"...\")")
+        bad = [o for o in lists["kconfig"] if parse_requirement(o) is None]
+        if bad:
+            raise ConfigError(f"{path}: [target.{name}] kconfig {bad}: each "
+                              f"{REQUIREMENT_SYNTAX}")
         timeout = table.get("timeout", DEFAULT_TIMEOUT_S)
         if not isinstance(timeout, (int, float)) or not 0 < timeout <= 6 * 3600:
             raise ConfigError(f"{path}: [target.{name}] timeout {timeout!r}: seconds, above "
                               "0 and at most 6 hours")
-        leave_out = table.get("leave_out", [])
-        if leave_out and not table.get("why"):
-            raise ConfigError(f"{path}: [target.{name}] leaves out {leave_out}: say why "
-                              "(why = \"...\")")
         try:
-            targets.append(Target(check_target(name), float(timeout), tuple(leave_out)))
+            targets.append(Target(check_target(name), float(timeout),
+                                  tuple(lists["leave_out"]), tuple(lists["kconfig"]),
+                                  tuple(lists["cmdline"])))
         except CocolabError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     return targets
@@ -128,7 +145,7 @@ def gates(rig: Rig, targets: list[Target]) -> list[SelftestCase]:
         raise pytest.UsageError(f"the selftest targets' options are read from the kernel's "
                                 f"tree: {exc}") from None
     return [SelftestCase(t, unavailable="collected for its gates",
-                         wants=tuple(target_config(tree, t.name))) for t in targets]
+                         wants=(*target_config(tree, t.name), *t.kconfig)) for t in targets]
 
 
 def collect(rig: Rig, targets: list[Target]) -> list[SelftestCase]:
@@ -142,7 +159,7 @@ def collect(rig: Rig, targets: list[Target]) -> list[SelftestCase]:
         return [SelftestCase(t, unavailable=str(exc)) for t in targets]
     except CocolabError as exc:
         return [SelftestCase(t, broken=f"the kernel's source tree: {exc}") for t in targets]
-    wants = {t.name: tuple(target_config(tree, t.name)) for t in targets}
+    wants = {t.name: (*target_config(tree, t.name), *t.kconfig) for t in targets}
     for target in targets:
         rig.want_build_kconfig(list(wants[target.name]))
     try:
@@ -170,6 +187,8 @@ def params(rig: Rig, cases: list[SelftestCase]) -> list[ParameterSet]:
         marks: list[Any] = []
         if case.wants:
             marks.append(pytest.mark.kconfig(*case.wants))
+        if case.target.cmdline:
+            marks.append(pytest.mark.cmdline(*case.target.cmdline))
         if case.target.timeout_s > 200:
             marks.append(pytest.mark.timeout(case.target.timeout_s + rig.options.boot_timeout
                                              + 120))

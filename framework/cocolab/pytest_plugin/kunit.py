@@ -28,7 +28,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from cocolab.errors import CocolabError, ConfigError, KernelTestDidNotReport
+from cocolab.errors import (
+    CocolabError,
+    ConfigError,
+    KernelTestDidNotReport,
+    PreconditionUnmet,
+)
 from cocolab.guest import Guest
 from cocolab.guest.kernel_warnings import kernel_warnings
 from cocolab.kernel.kconfig import parse_requirement, unmet
@@ -154,7 +159,12 @@ _LOGS: weakref.WeakKeyDictionary[Guest, list[KtapTest]] = weakref.WeakKeyDiction
 def boot_results(vm: Guest) -> list[KtapTest]:
     """The KTAP KUnit printed while `vm` booted, from its kernel log (read once a guest)."""
     if vm not in _LOGS:
-        _LOGS[vm] = parse(vm.run("dmesg", check=True).stdout.splitlines())
+        log = vm.run("dmesg", check=True).stdout
+        if "Linux version" not in log.lstrip().split("\n", 1)[0]:  # the boot's first line
+            raise PreconditionUnmet("the guest's kernel log no longer begins at boot (it "
+                                    "wrapped): KUnit's results are gone; boot the KUnit "
+                                    "tests a VM of their own with a larger log_buf_len")
+        _LOGS[vm] = parse(log.splitlines())
     return _LOGS[vm]
 
 
