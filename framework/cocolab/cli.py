@@ -11,6 +11,7 @@ options and help are its own (cli_parser.py); `cocolab COMMAND --help` says them
   cocolab report   one self-contained page of results
   cocolab lab      a KernelCI pull lab
   cocolab ktap     the items a KTAP log becomes, as `kunit.py parse` reads one
+  cocolab coverage the lines of the virtio drivers a GCOV kernel's guests reached
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cocolab.guest import Guest
 from cocolab.guest_image.build import pin_guest_packages
 from cocolab.kconfig_tool import apply as apply_fragment
 from cocolab.kconfig_tool import check, check_tree, collect_gates, fragment
+from cocolab.kernel import coverage
 from cocolab.kernel.build import (
     BuildRequest,
     check_source,
@@ -315,10 +317,36 @@ def ktap_command(args: argparse.Namespace) -> int:
     return 1 if any(test.status in bad for _, test in ktap.items(found)) else 0
 
 
+def coverage_command(args: argparse.Namespace) -> int:
+    """`cocolab coverage DIR`: lines of the virtio drivers the guests under DIR reached."""
+    runs = [p for p in Path(args.dir).iterdir() if p.is_dir()] if Path(args.dir).is_dir() \
+        else []
+    gcdas = [(run, g) for run in runs for g in run.rglob("*.gcda")]
+    if not gcdas:
+        raise ConfigError(f"coverage {args.dir}: no .gcda files (run pytest with --gcov-dir "
+                          f"{args.dir} on the hardening lane first)")
+    build = Path(args.build) if args.build else None
+    if build is None:
+        for run, gcda in gcdas:
+            source = next((s for s in coverage.DRIVERS
+                           if str(gcda).endswith(str(Path(s).with_suffix(".gcda")))), None)
+            if source is not None:
+                build = coverage.build_dir(gcda, run, source)
+                break
+    if build is None or not (build / "cocolab-build.json").is_file():
+        raise ConfigError(f"coverage: the guests' build directory ({build}) is not a cocolab "
+                          "build; give it with --build")
+    tree = Path(json.loads((build / "cocolab-build.json").read_text())["tree"])
+    print(f"{len(runs)} guests, build {build}")
+    for line in coverage.report(runs, build, tree, tuple(args.sources) or coverage.DRIVERS):
+        print(line)
+    return 0
+
+
 RUNS = {"doctor": doctor_command, "setup": setup_command, "shell": shell_command,
         "kconfig": kconfig_command, "build": build_command, "results merge": merge_command,
         "kcidb": kcidb_command, "report": report_command, "lab": lab_command,
-        "ktap": ktap_command}
+        "ktap": ktap_command, "coverage": coverage_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ COMMAND --help` shows that command's options only.
     cocolab kconfig | build               what a kernel needs; a kernel built from source
     cocolab results merge | kcidb | report  results of runs: joined, for KCIDB, as a page
     cocolab lab                           a KernelCI pull lab
-    cocolab ktap                          the items a KTAP log becomes
+    cocolab ktap | coverage               a KTAP log as items; the drivers' lines reached
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ SUMMARIES = {
     "lab": "a KernelCI pull lab: run the jobs of a runtime on this host's lane",
     "ktap": "the items a KTAP log (a console, a kselftest output) becomes: one line each, "
             "then the counts",
+    "coverage": "the lines of the virtio drivers the guests of a GCOV kernel reached "
+                "(pytest --gcov-dir DIR on the hardening lane), per file and per path",
 }
 
 
@@ -173,9 +175,21 @@ def _ktap(p: argparse.ArgumentParser) -> None:
     p.add_argument("logs", nargs="+", metavar="LOG", help="a saved log holding KTAP output")
 
 
+def _coverage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="what pytest --gcov-dir DIR kept: a directory "
+                                              "a guest")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="source files of the kernel tree (default: virtio_ring.c, virtio.c, "
+                        "virtio_blk.c, virtio_net.c, virtio-rng.c)")
+    p.add_argument("--build", metavar="O_DIR",
+                   help="the kernel's build directory (default: the one the guests' .gcda "
+                        "paths name)")
+
+
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "doctor": _doctor, "setup": _setup, "shell": _shell, "kconfig": _kconfig,
     "build": _build, "kcidb": _kcidb, "report": _report, "lab": _lab, "ktap": _ktap,
+    "coverage": _coverage,
 }
 
 
