@@ -53,7 +53,7 @@ def built(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def run_as_guest(built: tuple[Path, Path, Path], guest: Path, *args: str) -> None:
     """Run the program once and keep its .gcda where a guest's would be saved."""
-    tree, build, program = built
+    _, build, program = built
     for old in build.rglob("*.gcda"):
         old.unlink()
     subprocess.run([str(program), *args], cwd=build, check=False)
@@ -84,7 +84,7 @@ def test_the_build_directory_is_read_from_a_guests_paths(tmp_path: Path) -> None
     gcda = tmp_path / "vm/root/out/KEY/drivers/virtio/virtio_ring.gcda"
     assert build_dir(gcda, tmp_path / "vm", "drivers/virtio/virtio_ring.c") == \
         Path("/root/out/KEY")
-    with pytest.raises(CoverageError, match="not the .gcda"):
+    with pytest.raises(CoverageError, match=r"not the \.gcda"):
         build_dir(gcda, tmp_path / "vm", "drivers/block/virtio_blk.c")
 
 
