@@ -319,26 +319,21 @@ def ktap_command(args: argparse.Namespace) -> int:
 
 def coverage_command(args: argparse.Namespace) -> int:
     """`cocolab coverage DIR`: lines of the virtio drivers the guests under DIR reached."""
-    runs = [p for p in Path(args.dir).iterdir() if p.is_dir()] if Path(args.dir).is_dir() \
-        else []
-    gcdas = [(run, g) for run in runs for g in run.rglob("*.gcda")]
+    root = Path(args.dir)
+    gcdas = sorted(root.rglob("*.gcda")) if root.is_dir() else []
     if not gcdas:
         raise ConfigError(f"coverage {args.dir}: no .gcda files (run pytest with --gcov-dir "
                           f"{args.dir} on the hardening lane first)")
-    build = Path(args.build) if args.build else None
-    if build is None:
-        for run, gcda in gcdas:
-            source = next((s for s in coverage.DRIVERS
-                           if str(gcda).endswith(str(Path(s).with_suffix(".gcda")))), None)
-            if source is not None:
-                build = coverage.build_dir(gcda, run, source)
-                break
+    build = Path(args.build) if args.build else next(
+        (found for g in gcdas for s in coverage.DRIVERS if g.name == Path(s).stem + ".gcda"
+         and (found := coverage.build_dir(g, s)) is not None), None)
     if build is None or not (build / "cocolab-build.json").is_file():
         raise ConfigError(f"coverage: the guests' build directory ({build}) is not a cocolab "
-                          "build; give it with --build")
+                          "build on this host; give it with --build")
     tree = Path(json.loads((build / "cocolab-build.json").read_text())["tree"])
-    print(f"{len(runs)} guests, build {build}")
-    for line in coverage.report(runs, build, tree, tuple(args.sources) or coverage.DRIVERS):
+    guests = len({g.parent for g in gcdas if g.name == "virtio_ring.gcda"})
+    print(f"{guests} guests, build {build}")
+    for line in coverage.report([root], build, tree, tuple(args.sources) or coverage.DRIVERS):
         print(line)
     return 0
 

@@ -81,11 +81,16 @@ def test_runs_are_merged_by_union(built: tuple[Path, Path, Path], tmp_path: Path
 
 
 def test_the_build_directory_is_read_from_a_guests_paths(tmp_path: Path) -> None:
-    gcda = tmp_path / "vm/root/out/KEY/drivers/virtio/virtio_ring.gcda"
-    assert build_dir(gcda, tmp_path / "vm", "drivers/virtio/virtio_ring.c") == \
-        Path("/root/out/KEY")
+    build = tmp_path / "cache/out/KEY"
+    build.mkdir(parents=True)
+    (build / "cocolab-build.json").write_text("{}")
+    gcda = tmp_path / "guests/seed-1/vm-3" / str(build).lstrip("/") / \
+        "drivers/virtio/virtio_ring.gcda"
+    assert build_dir(gcda, "drivers/virtio/virtio_ring.c") == build
+    assert build_dir(tmp_path / "vm/root/gone/drivers/virtio/virtio_ring.gcda",
+                     "drivers/virtio/virtio_ring.c") is None
     with pytest.raises(CoverageError, match=r"not the \.gcda"):
-        build_dir(gcda, tmp_path / "vm", "drivers/block/virtio_blk.c")
+        build_dir(gcda, "drivers/block/virtio_blk.c")
 
 
 def test_a_source_built_without_gcov_says_so(tmp_path: Path) -> None:

@@ -126,14 +126,20 @@ PATHS: dict[str, dict[str, tuple[str, ...]]] = {
 ring, and what it says in config space. Functions a kernel lacks are left out."""
 
 
-def build_dir(gcda: Path, run: Path, source: str) -> Path:
-    """The build directory a guest's .gcda mirrors (debugfs keeps the objtree's absolute
-    path): RUN/root/.../out/KEY/drivers/x.gcda -> /root/.../out/KEY."""
-    relative = str(gcda.relative_to(run))
-    suffix = str(Path(source).with_suffix(".gcda"))
-    if not relative.endswith(suffix):
+def build_dir(gcda: Path, source: str) -> Path | None:
+    """The cocolab build directory a guest's .gcda mirrors (debugfs keeps the objtree's
+    absolute path, and the guest's directory comes before it: .../VM/root/.../out/KEY/
+    drivers/x.gcda -> /root/.../out/KEY), if it is on this host; None if not."""
+    suffix = Path(source).with_suffix(".gcda").parts
+    parts = gcda.parts
+    if parts[-len(suffix):] != suffix:
         raise CoverageError(f"{gcda} is not the .gcda of {source}")
-    return Path("/" + relative.removesuffix(suffix).rstrip("/"))
+    above = parts[1:-len(suffix)]
+    for start in range(len(above)):
+        candidate = Path("/", *above[start:])
+        if (candidate / "cocolab-build.json").is_file():
+            return candidate
+    return None
 
 
 def report(runs: list[Path], build: Path, tree: Path,
