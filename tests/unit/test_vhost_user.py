@@ -255,6 +255,9 @@ def test_the_rng_fills_the_buffer_with_what_it_was_fed(rng: tuple[RngBackend, Fr
 
 @pytest.mark.parametrize("personality, expected", [
     (Personality.USED_LEN_TOO_LARGE, (1, [(0, 64 + 4096)])),
+    (Personality.USED_LEN_ZERO, (1, [(0, 0)])),
+    (Personality.USED_LEN_PLUS_ONE, (1, [(0, 65)])),
+    (Personality.USED_LEN_MAX, (1, [(0, 0xFFFFFFFF)])),
     (Personality.USED_ID_OUT_OF_RANGE, (1, [(NUM, 64)])),
     (Personality.USED_ID_TWICE, (2, [(0, 64), (0, 64)])),
     (Personality.NEVER_COMPLETE, (0, [])),

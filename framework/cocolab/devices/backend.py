@@ -60,13 +60,19 @@ U64 = struct.Struct("<Q")
 
 
 class Personality(enum.Enum):
-    """How the device answers. The first five apply to every device type's rings; the rest
+    """How the device answers. The first eight apply to every device type's rings; the rest
     to virtio-blk alone (`BlkBackend`), and its config-space ones only to what QEMU reads at
     start-up (QEMU caches config space when the device is realized)."""
 
     GOOD = "good"
     USED_LEN_TOO_LARGE = "used-len-too-large"
     """The used element's len is 4096 bytes more than the buffer the driver gave."""
+    USED_LEN_ZERO = "used-len-0"
+    """The used element's len is 0, whatever the device wrote."""
+    USED_LEN_PLUS_ONE = "used-len-plus-1"
+    """One byte more than the buffer the driver gave."""
+    USED_LEN_MAX = "used-len-max"
+    """0xffffffff."""
     USED_ID_OUT_OF_RANGE = "used-id-out-of-range"
     """The used element's id is the queue size: no descriptor has it."""
     USED_ID_TWICE = "used-id-twice"
@@ -95,8 +101,13 @@ class Personality(enum.Enum):
 
 
 RING_PERSONALITIES = frozenset({Personality.GOOD, Personality.USED_LEN_TOO_LARGE,
-                                Personality.USED_ID_OUT_OF_RANGE, Personality.USED_ID_TWICE,
-                                Personality.NEVER_COMPLETE})
+                                Personality.USED_LEN_ZERO, Personality.USED_LEN_PLUS_ONE,
+                                Personality.USED_LEN_MAX, Personality.USED_ID_OUT_OF_RANGE,
+                                Personality.USED_ID_TWICE, Personality.NEVER_COMPLETE})
+USED_LENGTHS = (Personality.USED_LEN_ZERO, Personality.USED_LEN_PLUS_ONE,
+                Personality.USED_LEN_TOO_LARGE, Personality.USED_LEN_MAX)
+"""The used-length matrix every driver is tried with: none, one byte over, a page over, and
+the most a u32 says."""
 
 
 @dataclass(frozen=True)
@@ -580,8 +591,10 @@ class Backend:
         served = Served(index, chain.head, readable, writable, what)
         self.requests.append(served)
         ident = chain.head
-        if personality is Personality.USED_LEN_TOO_LARGE:
-            length = writable + 4096
+        if personality in USED_LENGTHS:
+            length = {Personality.USED_LEN_ZERO: 0, Personality.USED_LEN_PLUS_ONE: writable + 1,
+                      Personality.USED_LEN_TOO_LARGE: writable + 4096,
+                      Personality.USED_LEN_MAX: 0xFFFFFFFF}[personality]
         elif personality is Personality.USED_ID_OUT_OF_RANGE:
             ident = queue.num
         times = 2 if personality is Personality.USED_ID_TWICE else 1
