@@ -28,8 +28,12 @@ class RngBackend(Backend):
             self._fed += data
 
     def forget(self) -> None:
+        """As Backend.forget, and what an earlier test fed and the guest never took is
+        dropped: each test serves only what it feeds."""
         super().forget()
         self.served = bytearray()
+        with self._fed_lock:
+            self._fed.clear()
 
     def scramble(self, queue: SplitQueue, chain: Chain, data: bytes) -> str:
         """Entropy is any bytes: there is nothing to scramble that the driver reads as
