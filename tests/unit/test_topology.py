@@ -149,6 +149,7 @@ EXPECTED = {
                          "disk-nq65535": "0000:00:0e.0"}, None),
     "virtio-backends-platform": ({"disk-plat": "0000:00:08.0", "disk-noplat": "0000:00:09.0"},
                                  None),
+    "virtio-backends-packed": ({"rng": "0000:00:08.0", "disk": "0000:00:09.0"}, None),
 }
 
 

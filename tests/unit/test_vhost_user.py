@@ -22,6 +22,7 @@ from cocolab.devices.backend import Backend
 from cocolab.devices.campaign import Campaign, Drawn, Mutation, used_element
 from cocolab.devices.protocol import (
     F_PROTOCOL_FEATURES,
+    F_RING_PACKED,
     F_VERSION_1,
     FLAG_NEED_REPLY,
     MemoryRegion,
@@ -31,7 +32,7 @@ from cocolab.devices.protocol import (
     describe,
     unpack_header,
 )
-from cocolab.devices.virtqueue import GuestMemory, RingBroken, SplitQueue
+from cocolab.devices.virtqueue import GuestMemory, PackedQueue, RingBroken, SplitQueue
 from cocolab.errors import ProtocolError
 
 # --- byte layouts, written from the specifications ----------------------------------------
@@ -518,3 +519,112 @@ def test_the_back_end_answers_as_the_campaign_draws_and_logs_the_round(
     log = backend.log_path.read_text() if backend.log_path else ""
     assert "campaign seed 11 round 2" in log and "(seed 11 round 2 #0 " in log
     assert backend.campaign is not None and backend.campaign.summary().startswith("12 requests")
+
+
+# --- the packed virtqueue (virtio 1.2 §2.8) --------------------------------------------------
+
+AVAIL_F, USED_F = 1 << 7, 1 << 15
+
+
+class PackedDriver:
+    """The driver's side of a packed ring, by the spec: buffers in consecutive slots with
+    the AVAIL flag = its wrap counter and USED = its inverse, the buffer id in the last."""
+
+    def __init__(self, mem: mmap.mmap) -> None:
+        self.mem, self.next, self.wrap = mem, 0, True
+
+    def add(self, ident: int, *parts: tuple[int, int, int]) -> None:
+        """One buffer: (addr, len, flags) descriptors, NEXT set on all but the last."""
+        for i, (addr, length, flags) in enumerate(parts):
+            last = i == len(parts) - 1
+            flags |= (0 if last else 1) | (AVAIL_F if self.wrap else USED_F)
+            struct.pack_into("<QIHH", self.mem, DESC + 16 * self.next, addr, length,
+                             ident if last else 0, flags)
+            self.next += 1
+            if self.next == NUM:
+                self.next, self.wrap = 0, not self.wrap
+
+    def used(self, slot: int) -> tuple[int, int, bool]:
+        """(id, len, whether both flags say used in `wrap`) at `slot`."""
+        _, length, ident, flags = struct.unpack_from("<QIHH", self.mem, DESC + 16 * slot)
+        return ident, length, bool(flags & AVAIL_F) == bool(flags & USED_F)
+
+
+def test_a_packed_ring_pops_chains_and_publishes_used_entries_across_the_wrap() -> None:
+    memory, mem = anonymous_memory()
+    driver, queue = PackedDriver(mem), PackedQueue(memory, NUM, DESC)
+    assert queue.pop() is None  # nothing available: the flags say used in wrap 1
+    driver.add(5, (BUFFERS, 16, 0), (BUFFERS + 16, 512, 2), (BUFFERS + 528, 1, 2))
+    chain = queue.pop()
+    assert chain is not None and chain.head == 5 and chain.writable_bytes == 513
+    assert queue.pop() is None
+    queue.put_used(5, 513)
+    assert driver.used(0) == (5, 513, True) and queue.next_used == 3
+    for ident in range(6):  # 6 one-slot buffers: slots 3..7, then 0 in the next wrap
+        driver.add(ident, (BUFFERS, 64, 2))
+    popped = [queue.pop() for _ in range(6)]
+    assert [c.head for c in popped if c] == list(range(6)) and queue.pop() is None
+    assert (queue.next_avail, queue.avail_wrap) == (1, False)
+    for ident in range(6):
+        queue.put_used(ident, 64)
+    assert (queue.next_used, queue.used_wrap) == (1, False)
+    _, _, flags = struct.unpack_from("<IHH", mem, DESC + 8)  # slot 0 again, wrap 0
+    assert flags & (AVAIL_F | USED_F) == 0, "a used entry in wrap 0 has both flags clear"
+
+
+def test_the_packed_ring_state_is_vhost_users_ring_base() -> None:
+    memory, _ = anonymous_memory()
+    state = 3 | 1 << 15 | (2 | 0 << 15) << 16  # avail 3 in wrap 1, used 2 in wrap 0
+    queue = PackedQueue(memory, NUM, DESC, state=state)
+    assert (queue.next_avail, queue.avail_wrap, queue.next_used, queue.used_wrap) == \
+        (3, True, 2, False)
+    assert queue.last_avail == state
+    assert PackedQueue(memory, NUM, DESC).last_avail == 1 << 15 | 1 << 31  # fresh: wraps 1
+
+
+@pytest.mark.parametrize("parts, error", [
+    ([(SIZE + 0x1000, 64, 2)], "outside guest memory"),
+    ([(BUFFERS, 64, 4)], "indirect descriptor"),
+    ([(BUFFERS, 8, 0)] * NUM, "runs past the ring"),  # NEXT on every one: no end
+])
+def test_a_bad_packed_chain_is_a_protocol_error_and_skipped(
+        parts: list[tuple[int, int, int]], error: str) -> None:
+    memory, mem = anonymous_memory()
+    driver, queue = PackedDriver(mem), PackedQueue(memory, NUM, DESC)
+    if error == "runs past the ring":
+        for i in range(NUM):  # hand-written: every descriptor available with NEXT
+            struct.pack_into("<QIHH", mem, DESC + 16 * i, BUFFERS, 8, 0, 1 | AVAIL_F)
+    else:
+        driver.add(1, *parts)
+    with pytest.raises(ProtocolError, match=error):
+        queue.pop()
+    assert queue.pop() is None or error == "runs past the ring"
+
+
+def test_a_back_end_serves_a_packed_ring_when_the_driver_acked_it(
+        rng: tuple[RngBackend, FrontEnd]) -> None:
+    backend, front = rng
+    backend.feed(b"packed!!" * 8)
+    offered = struct.unpack("<Q", front.ask(Request.GET_FEATURES))[0]
+    assert offered >> F_RING_PACKED & 1
+    front.send(Request.SET_PROTOCOL_FEATURES, struct.pack("<Q", 0))
+    front.send(Request.SET_FEATURES, struct.pack("<Q", 1 << F_VERSION_1 | 1 << F_RING_PACKED
+                                                 | 1 << F_PROTOCOL_FEATURES))
+    front.send(Request.SET_MEM_TABLE, struct.pack("<II", 1, 0)
+               + struct.pack("<QQQQ", GPA_BASE, SIZE, UVA_BASE, 0), (front.memfd,))
+    front.send(Request.SET_VRING_NUM, struct.pack("<II", 0, NUM))
+    front.send(Request.SET_VRING_BASE, struct.pack("<II", 0, 1 << 15 | 1 << 31))
+    front.send(Request.SET_VRING_ADDR, struct.pack("<IIQQQQ", 0, 0, UVA_BASE + DESC,
+                                                   UVA_BASE + USED, UVA_BASE + AVAIL, 0))
+    front.send(Request.SET_VRING_CALL, struct.pack("<Q", 0), (front.call,))
+    front.send(Request.SET_VRING_KICK, struct.pack("<Q", 0), (front.kick,))
+    front.send(Request.SET_VRING_ENABLE, struct.pack("<II", 0, 1))
+    driver = PackedDriver(front.mem)
+    driver.add(3, (BUFFERS, 64, 2))
+    os.eventfd_write(front.kick, 1)
+    front.wait_call()
+    assert driver.used(0) == (3, 64, True)
+    assert front.mem[BUFFERS:BUFFERS + 64] == b"packed!!" * 8
+    index, base = struct.unpack("<II", front.ask(Request.GET_VRING_BASE,
+                                                 struct.pack("<II", 0, 0)))
+    assert (index, base) == (0, 1 | 1 << 15 | (1 | 1 << 15) << 16)

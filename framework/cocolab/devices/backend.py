@@ -40,6 +40,7 @@ from cocolab.devices.protocol import (
     COMMON_FEATURE_NAMES,
     F_ACCESS_PLATFORM,
     F_PROTOCOL_FEATURES,
+    F_RING_PACKED,
     F_VERSION_1,
     HEADER,
     MAX_FDS,
@@ -52,7 +53,14 @@ from cocolab.devices.protocol import (
     pack_reply,
     unpack_header,
 )
-from cocolab.devices.virtqueue import Chain, GuestMemory, RingBroken, SplitQueue
+from cocolab.devices.virtqueue import (
+    Chain,
+    GuestMemory,
+    PackedQueue,
+    Queue,
+    RingBroken,
+    SplitQueue,
+)
 from cocolab.errors import ProtocolError
 
 LOG = logging.getLogger(__name__)
@@ -146,7 +154,7 @@ class _Ring:
     kick: int | None = None
     call: int | None = None
     enabled: bool = False
-    queue: SplitQueue | None = None
+    queue: SplitQueue | PackedQueue | None = None
     broken: str = ""
     """Why the ring is not served (RingBroken), until it is set up again."""
 
@@ -229,7 +237,7 @@ class Backend:
     @property
     def offered_features(self) -> int:
         return (self.device_features | 1 << F_VERSION_1 | 1 << F_PROTOCOL_FEATURES
-                | 1 << F_ACCESS_PLATFORM)
+                | 1 << F_ACCESS_PLATFORM | 1 << F_RING_PACKED)
 
     @property
     def alive(self) -> bool:
@@ -239,6 +247,11 @@ class Backend:
     @property
     def started(self) -> bool:
         return any(ring.kick is not None for ring in self._rings)
+
+    def layout(self, index: int = 0) -> str | None:
+        """'split' or 'packed': how queue `index` is laid out now; None while it is not set up."""
+        queue = self._rings[index].queue if 0 <= index < self.num_queues else None
+        return None if queue is None else "packed" if isinstance(queue, PackedQueue) else "split"
 
     def acked(self, bit: int) -> bool:
         return self.acked_features is not None and bool(self.acked_features >> bit & 1)
@@ -293,12 +306,12 @@ class Backend:
         back-end must not accept writes to read-only fields). None is writable here."""
         return False
 
-    def serve(self, queue: SplitQueue, index: int, chain: Chain) -> tuple[int, str]:
+    def serve(self, queue: Queue, index: int, chain: Chain) -> tuple[int, str]:
         """Answer one request: write into the chain, and return the used length and a
         one-line account of it."""
         raise NotImplementedError
 
-    def scramble(self, queue: SplitQueue, chain: Chain, data: bytes) -> str:
+    def scramble(self, queue: Queue, chain: Chain, data: bytes) -> str:
         """A campaign's random data over what `serve` wrote (the writable bytes, a blk
         status included); the account's tail."""
         written = queue.write_into(chain, data)
@@ -453,7 +466,10 @@ class Backend:
         ring, memory = self._rings[index], self._memory
         assert ring.addr is not None and memory is not None
         desc, avail, used = (memory.gpa_from_uva(a) for a in ring.addr)
-        ring.queue = SplitQueue(memory, ring.num, desc, avail, used, last_avail=ring.base)
+        if self.acked(F_RING_PACKED):  # the driver area and device area go unread
+            ring.queue = PackedQueue(memory, ring.num, desc, state=ring.base)
+        else:
+            ring.queue = SplitQueue(memory, ring.num, desc, avail, used, last_avail=ring.base)
         ring.broken = ""
 
     def _on_get_vring_base(self, msg: Message) -> None:
@@ -574,7 +590,7 @@ class Backend:
         self.errors.append(what)
         self._event("error", what)
 
-    def _answer(self, queue: SplitQueue, index: int, chain: Chain) -> None:
+    def _answer(self, queue: Queue, index: int, chain: Chain) -> None:
         campaign = self.campaign
         if campaign is not None and self.personality is Personality.GOOD:
             self._answer_drawn(queue, index, chain, campaign)
@@ -610,7 +626,7 @@ class Backend:
         if ring.call is not None:
             os.write(ring.call, U64.pack(1))
 
-    def _answer_drawn(self, queue: SplitQueue, index: int, chain: Chain,
+    def _answer_drawn(self, queue: Queue, index: int, chain: Chain,
                       campaign: Campaign) -> None:
         """Answer as the campaign's next draw says (devices/campaign.py)."""
         readable = sum(d.length for d in chain.readable)

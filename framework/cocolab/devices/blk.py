@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cocolab.devices.backend import RING_PERSONALITIES, Backend, Personality
-from cocolab.devices.virtqueue import Chain, SplitQueue
+from cocolab.devices.virtqueue import Chain, Queue
 
 SECTOR = 512
 F_SEG_MAX = 2
@@ -82,7 +82,7 @@ class BlkBackend(Backend):
         struct.pack_into("<H", space, 34, num_queues)
         return bytes(space)
 
-    def serve(self, queue: SplitQueue, index: int, chain: Chain) -> tuple[int, str]:
+    def serve(self, queue: Queue, index: int, chain: Chain) -> tuple[int, str]:
         out = queue.read_from(chain.readable)
         writable = chain.writable_bytes
         if len(out) < REQUEST_HEADER.size or writable < 1:

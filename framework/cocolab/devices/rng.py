@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from cocolab.devices.backend import Backend, Personality
-from cocolab.devices.virtqueue import Chain, SplitQueue
+from cocolab.devices.virtqueue import Chain, Queue
 
 
 class RngBackend(Backend):
@@ -35,12 +35,12 @@ class RngBackend(Backend):
         with self._fed_lock:
             self._fed.clear()
 
-    def scramble(self, queue: SplitQueue, chain: Chain, data: bytes) -> str:
+    def scramble(self, queue: Queue, chain: Chain, data: bytes) -> str:
         """Entropy is any bytes: there is nothing to scramble that the driver reads as
         anything but data (and `served` stays every byte handed to the guest)."""
         return "; random data: none (entropy is data)"
 
-    def serve(self, queue: SplitQueue, index: int, chain: Chain) -> tuple[int, str]:
+    def serve(self, queue: Queue, index: int, chain: Chain) -> tuple[int, str]:
         want = chain.writable_bytes
         with self._fed_lock:
             data = bytes(self._fed[:want])

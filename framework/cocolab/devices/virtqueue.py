@@ -130,7 +130,35 @@ class RingBroken(ProtocolError):
     the front end sets it up again."""
 
 
-class SplitQueue:
+class Queue:
+    """What a device does with a chain either layout gives it: fill its writable
+    descriptors, read its readable ones."""
+
+    memory: GuestMemory
+    num: int
+
+    def pop(self) -> Chain | None:
+        raise NotImplementedError
+
+    def put_used(self, ident: int, length: int) -> None:
+        raise NotImplementedError
+
+    def write_into(self, chain: Chain, data: bytes) -> int:
+        """Fill the chain's writable descriptors with `data`, in order; bytes written."""
+        done = 0
+        for d in chain.writable:
+            if done >= len(data):
+                break
+            part = data[done:done + d.length]
+            self.memory.write(d.addr, part)
+            done += len(part)
+        return done
+
+    def read_from(self, descriptors: Iterable[Descriptor]) -> bytes:
+        return b"".join(self.memory.read(d.addr, d.length) for d in descriptors)
+
+
+class SplitQueue(Queue):
     """One split virtqueue: `num` entries at guest addresses `desc`, `avail` and `used`."""
 
     def __init__(self, memory: GuestMemory, num: int, desc: int, avail: int, used: int,
@@ -199,16 +227,103 @@ class SplitQueue:
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.memory.write(self.used + 2, U16.pack(self.used_idx))
 
-    def write_into(self, chain: Chain, data: bytes) -> int:
-        """Fill the chain's writable descriptors with `data`, in order; bytes written."""
-        done = 0
-        for d in chain.writable:
-            if done >= len(data):
-                break
-            part = data[done:done + d.length]
-            self.memory.write(d.addr, part)
-            done += len(part)
-        return done
 
-    def read_from(self, descriptors: Iterable[Descriptor]) -> bytes:
-        return b"".join(self.memory.read(d.addr, d.length) for d in descriptors)
+PACKED_DESC = struct.Struct("<QIHH")
+"""addr u64, len u32, id u16, flags u16 (virtio 1.2 §2.8.13)."""
+F_AVAIL, F_USED = 1 << 7, 1 << 15
+
+
+class PackedQueue(Queue):
+    """One packed virtqueue (virtio 1.2 §2.8): one ring of `num` descriptors at `desc` that
+    the driver marks available and the device marks used, each side with a wrap counter
+    (the driver and device event suppression areas are not read: the device always
+    notifies, which a driver must tolerate).
+
+    A descriptor is available when its AVAIL flag equals the device's avail wrap counter and
+    its USED flag does not; a chain is consecutive descriptors linked by NEXT, its buffer id
+    in the last one. The device writes one used descriptor (id, len, both flags equal to its
+    used wrap counter) per buffer, where its next used slot is, and moves on by as many
+    slots as the buffer's chain took. What the driver publishes is checked as for a split
+    ring: a chain may not run longer than the ring, every buffer must lie in guest memory,
+    INDIRECT is refused (not offered)."""
+
+    def __init__(self, memory: GuestMemory, num: int, desc: int, state: int = 0) -> None:
+        if num == 0 or num > 32768:
+            raise ProtocolError(f"packed queue size {num} is not between 1 and 32768")
+        self.memory, self.num, self.desc = memory, num, desc
+        # vhost-user's ring base for a packed ring: avail index and wrap counter in the low
+        # 16 bits (the counter in bit 15), the used ones in the high 16 (QEMU's
+        # virtio_queue_packed_get_last_avail_idx); a fresh ring starts both counters at 1
+        if state == 0:
+            state = 1 << 15 | 1 << 31
+        self.next_avail, self.avail_wrap = state & 0x7FFF, bool(state >> 15 & 1)
+        self.next_used, self.used_wrap = state >> 16 & 0x7FFF, bool(state >> 31 & 1)
+        self._pending: list[int] = []
+        """Slots each popped chain took, in the order popped: how far a used entry moves."""
+
+    @property
+    def last_avail(self) -> int:
+        """The state GET_VRING_BASE reports, as SET_VRING_BASE gave it."""
+        return (self.next_avail | self.avail_wrap << 15
+                | (self.next_used | self.used_wrap << 15) << 16)
+
+    @property
+    def used_idx(self) -> int:
+        return self.next_used
+
+    def _read_desc(self, index: int) -> tuple[int, int, int, int]:
+        return PACKED_DESC.unpack(self.memory.read(self.desc + PACKED_DESC.size * index,
+                                                   PACKED_DESC.size))
+
+    def pop(self) -> Chain | None:
+        """The next buffer the driver made available, or None. A chain that breaks a rule is
+        consumed (its slots skipped) and raises ProtocolError; a ring that cannot be read,
+        RingBroken."""
+        try:
+            first = self._read_desc(self.next_avail)
+        except ProtocolError as exc:
+            raise RingBroken(f"the descriptor ring cannot be read: {exc}") from None
+        flags = first[3]
+        if bool(flags & F_AVAIL) != self.avail_wrap or bool(flags & F_USED) == self.avail_wrap:
+            return None
+        descriptors: list[Descriptor] = []
+        index, ident, problem = self.next_avail, 0, ""
+        while True:
+            addr, length, ident, flags = self._read_desc(index)
+            index = (index + 1) % self.num
+            if flags & DESC_F_INDIRECT:
+                problem = "an indirect descriptor, but INDIRECT_DESC was not offered"
+            elif not self.memory.contains(addr, length):
+                problem = f"buffer {addr:#x}+{length:#x} is outside guest memory"
+            descriptors.append(Descriptor(addr, length, bool(flags & DESC_F_WRITE)))
+            if not flags & DESC_F_NEXT:
+                break
+            if len(descriptors) >= self.num:
+                problem = problem or f"a descriptor chain runs past the ring's {self.num} entries"
+                break
+        count = len(descriptors)
+        start = self.next_avail
+        self.next_avail += count
+        if self.next_avail >= self.num:
+            self.next_avail -= self.num
+            self.avail_wrap = not self.avail_wrap
+        self._pending.append(count)
+        if problem:
+            raise ProtocolError(f"packed chain at {start}: {problem}")
+        if sum(d.length for d in descriptors) > self.memory.size:
+            raise ProtocolError(f"packed chain at {start} spans more than the guest's memory")
+        return Chain(ident, tuple(descriptors))
+
+    def put_used(self, ident: int, length: int) -> None:
+        """Write a used descriptor {id, len} at the next used slot, flags last, and move on
+        by the slots its buffer's chain took (one, for a used entry no chain accounts for:
+        what a hostile personality publishes twice)."""
+        slot = self.desc + PACKED_DESC.size * self.next_used
+        flags = (F_AVAIL | F_USED) if self.used_wrap else 0
+        self.memory.write(slot + 8, struct.pack("<IH", length & 0xFFFFFFFF, ident & 0xFFFF))
+        self.memory.write(slot + 14, U16.pack(flags))
+        step = self._pending.pop(0) if self._pending else 1
+        self.next_used += step
+        if self.next_used >= self.num:
+            self.next_used -= self.num
+            self.used_wrap = not self.used_wrap

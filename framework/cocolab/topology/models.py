@@ -64,7 +64,7 @@ class Model:
         return f"{backend}-pci" if backend else self.name
 
 
-_VIRTIO_PROPS = frozenset({"iommu_platform", "disable-legacy", "disable-modern"})
+_VIRTIO_PROPS = frozenset({"iommu_platform", "disable-legacy", "disable-modern", "packed"})
 _BACKEND_PROPS = frozenset({"backend", "personality"})
 
 MODELS: dict[str, Model] = {m.name: m for m in (

@@ -152,6 +152,7 @@ _DEVICE_KEYS: dict[str, type | tuple[type, ...]] = {
     "id": str, "model": str, "bus": str, "addr": str, "multifunction": bool,
     "chassis": int, "slot": int, "shpc": bool, "acs": bool,
     "iommu_platform": bool, "disable-legacy": bool, "disable-modern": bool,
+    "packed": bool,  # virtio: packed rings (virtio 1.2 §2.8) offered to the driver
     "spdm": bool,  # nvme: its DOE mailbox's SPDM traffic goes to a cocolab.spdm responder
     "backend": str,  # virtio: served by a cocolab.devices back-end over vhost-user
     "personality": str,  # ...starting in this personality (cocolab.devices.Personality)
