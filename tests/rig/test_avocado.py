@@ -135,7 +135,8 @@ def test_the_bridge_tags_items_from_their_markers(pytester: pytest.Pytester) -> 
     collected = json.loads(out.read_text())
     assert collected["rootdir"] == str(pytester.path)
     tags = {item["nodeid"].split("::")[1]: item["tags"] for item in collected["items"]}
-    every_lane, cc_lanes = ["cc-sim-tdx", "default", "snp", "tdx"], ["cc-sim-tdx", "snp", "tdx"]
+    every_lane = ["cc-sim-tdx", "default", "hardening", "snp", "tdx"]
+    cc_lanes = ["cc-sim-tdx", "snp", "tdx"]
     assert tags == {
         "test_plain": {"lane": every_lane},
         "test_on_the_lane_machine": {"vm": None, "machine": ["q35"], "lane": every_lane},
@@ -190,8 +191,8 @@ def test_the_resolver_gives_one_tagged_runnable_per_item(
         for n in (1, 2)]
     assert resolution.resolutions[0].tags == {"vm": None, "machine": {"q35"},
                                               "kconfig": {"DEVMEM"},
-                                              "lane": {"cc-sim-tdx", "default", "snp",
-                                                       "tdx"}}
+                                              "lane": {"cc-sim-tdx", "default",
+                                                       "hardening", "snp", "tdx"}}
 
 
 def test_names_do_not_depend_on_where_avocado_was_started(
