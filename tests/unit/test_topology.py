@@ -150,6 +150,7 @@ EXPECTED = {
     "virtio-backends-platform": ({"disk-plat": "0000:00:08.0", "disk-noplat": "0000:00:09.0"},
                                  None),
     "virtio-backends-packed": ({"rng": "0000:00:08.0", "disk": "0000:00:09.0"}, None),
+    "virtio-net-backend": ({"nic": "0000:00:08.0"}, None),
 }
 
 

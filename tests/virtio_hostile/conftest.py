@@ -56,3 +56,9 @@ def disk(vm: Guest) -> Iterator[ServedDevice]:
     """The virtio-blk device, unbound, its medium 16 MiB of zeros."""
     vm.served("disk").backend.load(b"")
     yield from served(vm, "disk")
+
+
+@pytest.fixture
+def nic(vm: Guest) -> Iterator[ServedDevice]:
+    """The served virtio-net NIC (topology virtio-net-backend), unbound."""
+    yield from served(vm, "nic")

@@ -68,9 +68,9 @@ U64 = struct.Struct("<Q")
 
 
 class Personality(enum.Enum):
-    """How the device answers. The first eight apply to every device type's rings; the rest
-    to virtio-blk alone (`BlkBackend`), and its config-space ones only to what QEMU reads at
-    start-up (QEMU caches config space when the device is realized)."""
+    """How the device answers. The first eight apply to every device type's rings; then
+    virtio-blk's (`BlkBackend`; its config-space ones only to what QEMU reads at start-up:
+    QEMU caches config space when the device is realized), then virtio-net's (`NetBackend`)."""
 
     GOOD = "good"
     USED_LEN_TOO_LARGE = "used-len-too-large"
@@ -96,6 +96,10 @@ class Personality(enum.Enum):
     BLK_SIZE_ODD = "blk-size-odd"
     """virtio-blk config: blk_size 1000, not a power of two."""
     SEG_MAX_0 = "seg-max-0"
+    NUM_BUFFERS_0 = "num-buffers-0"
+    """virtio-net: a received frame's header says it spans 0 buffers (MRG_RXBUF)."""
+    NUM_BUFFERS_HUGE = "num-buffers-65535"
+    """virtio-net: ...65535 buffers, far more than the driver posted."""
 
     @classmethod
     def parse(cls, value: Personality | str) -> Personality:
@@ -203,6 +207,8 @@ class Backend:
         self._log = log_path.open("a", buffering=1) if log_path else None
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        for fd, what in self._sources():
+            self._selector.register(fd, selectors.EVENT_READ, what)
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"vhost-user-{self.device_type}-{path.name}")
         self._thread.start()
@@ -296,6 +302,11 @@ class Backend:
             self._log = None
 
     # --- what a device type provides --------------------------------------------------------
+
+    def _sources(self) -> list[tuple[int, str]]:
+        """More descriptors the serving thread waits on, each dispatched with its name: a
+        device type's own events (a frame to receive)."""
+        return []
 
     def config(self) -> bytes | None:
         """The device's config space (virtio 1.2 §5), or None for a type without one."""

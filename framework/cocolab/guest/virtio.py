@@ -13,7 +13,8 @@ from cocolab.sidecars import BackendSidecar
 if TYPE_CHECKING:
     from cocolab.guest import Guest
 
-DRIVERS = {"vhost-user-rng": "virtio_rng", "vhost-user-blk": "virtio_blk"}
+DRIVERS = {"vhost-user-rng": "virtio_rng", "vhost-user-blk": "virtio_blk",
+           "vhost-user-net": "virtio_net"}
 """The guest driver of each back-end's device type (its module and its driver name)."""
 
 
@@ -67,6 +68,11 @@ class ServedDevice:
         if self.bound():
             self.vm.run(f"echo {shlex.quote(self.virtio_name())} > "
                         f"/sys/bus/virtio/drivers/{self.driver}/unbind", check=True)
+
+    def interface(self) -> str:
+        """virtio-net: the network interface's name ('eth1'), once bound."""
+        found = self.vm.run(f"ls /sys/bus/virtio/devices/{self.virtio_name()}/net", check=True)
+        return found.stdout.split()[0]
 
     def block_device(self) -> str:
         """virtio-blk: the disk's name in /dev ('vda'), once bound."""

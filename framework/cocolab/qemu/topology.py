@@ -40,6 +40,11 @@ def _props(view: ExpectedView, ident: str) -> list[str]:
     return out
 
 
+def served_mac(index: int) -> str:
+    """The MAC of the topology's device number `index` (from 0): 52:54:00:cc:00:NN."""
+    return f"52:54:00:cc:00:{index + 1:02x}"
+
+
 def topology_args(view: ExpectedView) -> list[str]:
     """Backends first (netdevs, block nodes), then devices in declaration order."""
     machine = view.machine
@@ -60,10 +65,14 @@ def topology_args(view: ExpectedView) -> list[str]:
             # QEMU connects to the back-end's socket at start-up (client mode, no reconnect)
             backends += ["-chardev", f"socket,id={dev.id}-vu,"
                                      f"path={sidecar_placeholder(VHOST_USER, dev.id)}"]
-            opts.append(f"chardev={dev.id}-vu")
+            if dev.model.nic:  # QEMU's own NIC, its data path on the back-end's netdev
+                backends += ["-netdev", f"vhost-user,id={dev.id}-net,chardev={dev.id}-vu"]
+                opts += [f"netdev={dev.id}-net", f"mac={served_mac(index)}"]
+            else:
+                opts.append(f"chardev={dev.id}-vu")
         elif dev.model.nic:
             backends += ["-netdev", f"user,id={dev.id}-net,restrict=on"]
-            opts += [f"netdev={dev.id}-net", f"mac=52:54:00:cc:00:{index + 1:02x}"]
+            opts += [f"netdev={dev.id}-net", f"mac={served_mac(index)}"]
         if dev.model.drive and not backend:
             backends += ["-blockdev", f"driver=null-co,node-name={dev.id}-blk,size=67108864"]
             opts.append(f"drive={dev.id}-blk")

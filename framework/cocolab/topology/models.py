@@ -60,8 +60,9 @@ class Model:
     """That vhost-user-NAME-pci has no legacy interface (no disable-legacy property)."""
 
     def qemu_device(self, backend: str | None) -> str:
-        """The -device QEMU gets for this model with `backend` (None: QEMU's own model)."""
-        return f"{backend}-pci" if backend else self.name
+        """The -device QEMU gets for this model with `backend` (None: QEMU's own model; a
+        NIC stays QEMU's own, its netdev is the back-end)."""
+        return f"{backend}-pci" if backend and not self.nic else self.name
 
 
 _VIRTIO_PROPS = frozenset({"iommu_platform", "disable-legacy", "disable-modern", "packed"})
@@ -84,7 +85,8 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("edu", Kind.ENDPOINT, 0x1234, 0x11E8, 0x00FF00),
     Model("pci-testdev", Kind.ENDPOINT, 0x1B36, 0x0005, 0x00FF00),
     Model("virtio-net-pci", Kind.ENDPOINT, 0x1AF4, 0x1000, 0x020000, nic=True,
-          props=_VIRTIO_PROPS, modern_device=0x1041),
+          props=_VIRTIO_PROPS | _BACKEND_PROPS, modern_device=0x1041,
+          vhost_user="vhost-user-net"),
     Model("virtio-blk-pci", Kind.ENDPOINT, 0x1AF4, 0x1001, 0x010000, drive=True,
           props=_VIRTIO_PROPS | _BACKEND_PROPS, modern_device=0x1042,
           vhost_user="vhost-user-blk"),
