@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cocolab.pytest_plugin.kernel_tests import SelftestCase, collected, params
+from cocolab.pytest_plugin.kernel_tests import collected, params, record_ktap_paths
 from cocolab.pytest_plugin.keys import RIG
-from cocolab.pytest_plugin.markers import KTAP_PATH
 
 TARGETS = Path(__file__).with_name("targets.toml")
 
@@ -27,8 +26,4 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        case = callspec.params.get("selftest") if callspec else None
-        if isinstance(case, SelftestCase):
-            item.user_properties.append((KTAP_PATH, case.ktap_path))
+    record_ktap_paths(items, "selftest")

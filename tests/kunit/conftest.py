@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cocolab.pytest_plugin.kernel_tests import record_ktap_paths
 from cocolab.pytest_plugin.keys import RIG
-from cocolab.pytest_plugin.kunit import KunitCase, collect, suites
-from cocolab.pytest_plugin.markers import KTAP_PATH
+from cocolab.pytest_plugin.kunit import collect, suites
 
 SUITES = Path(__file__).with_name("suites.toml")
 
@@ -28,8 +28,4 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        case = callspec.params.get("kunit_case") if callspec else None
-        if isinstance(case, KunitCase):
-            item.user_properties.append((KTAP_PATH, case.ktap_path))
+    record_ktap_paths(items, "kunit_case")

@@ -31,6 +31,7 @@ from cocolab.kernel.selftests import (
     target_config,
 )
 from cocolab.pytest_plugin.keys import GATES_ONLY, RIG
+from cocolab.pytest_plugin.markers import KTAP_PATH
 from cocolab.results.ktap import KtapTest, Status, parse
 from cocolab.rig import Rig
 
@@ -194,6 +195,17 @@ def params(rig: Rig, cases: list[SelftestCase]) -> list[ParameterSet]:
                                              + 120))
         out.append(pytest.param(case, id=case.ident, marks=marks))
     return out
+
+
+def record_ktap_paths(items: list[pytest.Item], param: str) -> None:
+    """Keep each kernel test's KTAP path (its parameter `param`'s `ktap_path`) as the item's
+    user property, for the results file and KCIDB."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get(param) if callspec else None
+        path = getattr(case, "ktap_path", None)
+        if isinstance(path, str):
+            item.user_properties.append((KTAP_PATH, path))
 
 
 def outcome(case: SelftestCase, run: SelftestRun, item: pytest.Item) -> None:
