@@ -324,7 +324,7 @@ CORPUS: list[Bad] = [
     Bad("topology", _dev('colour = "red"\n'),
         "{node}: @pytest.mark.topology: {file}: device[0]: unknown key 'colour'; valid keys: acs, "
         "addr, backend, bus, chassis, disable-legacy, disable-modern, id, iommu_platform, model, "
-        "multifunction, personality, shpc, slot, spdm"),
+        "multifunction, packed, personality, shpc, slot, spdm"),
     Bad("topology", _dev('backend = "vhost-user-blk"\n', model="virtio-rng-pci"),
         "{node}: @pytest.mark.topology: {file}: device 'd': key 'backend' is 'vhost-user-blk'; "
         "a virtio-rng-pci may have backend = 'vhost-user-rng'"),

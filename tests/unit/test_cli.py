@@ -26,7 +26,7 @@ def test_the_top_help_lists_commands_not_their_options(capsys: pytest.CaptureFix
 @pytest.mark.parametrize(("command", "has", "lacks"), [
     ("build", ("--patch", "--kconfig", "--base", "--lane"), ("--api", "--check", "--kernel")),
     ("lab", ("--api", "--callback-token", "--max-download"), ("--patch", "--since")),
-    ("kconfig", ("--check", "--apply", "--bare"), ("--patch", "--api", "--kernel")),
+    ("kconfig", ("--check", "--apply", "--bare", "--kernel"), ("--patch", "--api", "--lane")),
     ("shell", ("--kernel", "--qemu-arg", "--allow-host-path", "--put"), ("--patch", "--api")),
     ("report", ("--since", "--output"), ("--origin", "--patch")),
     ("kcidb", ("--origin", "--output"), ("--since", "--api")),
