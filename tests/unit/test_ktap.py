@@ -156,3 +156,12 @@ def test_cocolab_ktap_prints_an_item_a_line_then_the_counts(
     assert lines[-1] == "1 passed, 1 failed, 1 skipped, 1 error, 2 xfailed"
     (tmp_path / "good.log").write_text("KTAP version 1\n1..1\nok 1 a\n")
     assert cli.main(["ktap", str(tmp_path / "good.log")]) == 0
+
+
+def test_a_last_line_cut_mid_write_is_not_a_result() -> None:
+    """A file truncated inside `ok 2 - name` reads as: test 2 did not report (its partial
+    line is log), not as a pass of a test named by what was left."""
+    cut = ["KTAP version 1\n", "1..2\n", "ok 1 - first\n", "ok 2 - sec"]
+    found = parse(cut)  # as a file reads it: its lines with their newlines
+    assert [(t.name, t.status) for t in found] == [("first", Status.PASSED),
+                                                   ("#2", Status.ERROR)]

@@ -234,7 +234,7 @@ def reported(case: SelftestCase, run: SelftestRun) -> KtapTest:
     if run.timed_out:
         return KtapTest(case.ident, 0, Status.ERROR,
                         f"did not report: killed after {case.target.timeout_s:g} s")
-    tests = parse(run.output.splitlines())
+    tests = parse(run.output.splitlines(keepends=True))
     results = [t for t in tests if t.number]  # not the parser's own "no KTAP" entry
     if len(results) == 1:
         if case.case is not None and results[0].name != case.case \

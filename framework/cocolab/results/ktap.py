@@ -81,17 +81,22 @@ def _structural(text: str) -> bool:
 
 def _lines(raw: Iterable[str]) -> list[_Line]:
     """The KTAP lines of a log: from its first version line on, console prefixes taken
-    off, tabs as eight columns of indentation."""
+    off, tabs as eight columns of indentation. A last line that lacks the newline every
+    other line has was cut mid-write (a truncated file): it is log, never a result."""
+    given = list(raw)
+    cut = len(given) > 1 and not given[-1].endswith("\n") and all(
+        line.endswith("\n") for line in given[:-1])
     out: list[_Line] = []
     started = False
-    for line in raw:
+    for number, line in enumerate(given):
         line = _PREFIX.sub("", line.rstrip("\n"), count=1).expandtabs(8)
         text = line.lstrip(" ")
         if not started:
             started = bool(_VERSION.match(text))
         if started:
             text = text.rstrip()
-            out.append(_Line(len(line) - len(text), text, _structural(text)))
+            whole = not (cut and number == len(given) - 1)
+            out.append(_Line(len(line) - len(text), text, whole and _structural(text)))
     return out
 
 
