@@ -145,20 +145,30 @@ def test_a_request_the_device_drops_is_failed_in_time(
 # --- hostile (topology virtio-backends)
 
 def test_a_block_size_not_a_power_of_two_is_refused(vm: Guest) -> None:
-    """Refused with -EINVAL and said so, by one of two kernels' words: 6.12 and later refuse
-    it in the block layer's limits and the driver core names the device; 6.1's
-    virtblk_probe() calls blk_validate_block_size() itself ("virtio_blk: invalid block size:
-    0x%x", drivers/block/virtio_blk.c) and its really_probe() says "%s: probe of %s failed
-    with error %d" (drivers/base/dd.c)."""
+    """Refused, and never started, each kernel in its own words (measured):
+    - 6.12: -EINVAL from the block layer's limits ("Invalid logical block size (1000)",
+      block/blk-settings.c blk_validate_limits()), the driver core naming the device;
+    - 6.1: virtblk_probe() calls blk_validate_block_size() itself ("virtio_blk: invalid block
+      size: 0x%x", drivers/block/virtio_blk.c), really_probe() says "%s: probe of %s failed
+      with error %d" (drivers/base/dd.c);
+    - 7.3.4 as cocolab builds it (minimal config): the probe fails with -ENOENT and no
+      block-layer line ("probe with driver virtio_blk failed with error -2"); which call
+      returns it is not pinned down (issue 34's note)."""
     disk = vm.served("disk-bs1000")
     vm.dmesg.mark()
     bound, error = disk.bind()
-    assert not bound and "Invalid argument" in error
+    assert not bound, "a block size of 1000 was accepted"
     log = vm.dmesg.since_mark()
-    assert log.contains("Invalid logical block size (1000)") or \
-        log.grep(r"virtio_blk virtio\d+: virtio_blk: invalid block size: 0x3e8")
-    assert log.grep(r"virtio_blk virtio\d+: probe with driver virtio_blk failed with error -22") \
-        or log.grep(r"virtio_blk: probe of virtio\d+ failed with error -22")
+    if "No such file or directory" in error:
+        assert log.grep(r"virtio_blk virtio\d+: probe with driver virtio_blk failed with "
+                        r"error -2"), log
+    else:
+        assert "Invalid argument" in error, error
+        assert log.contains("Invalid logical block size (1000)") or \
+            log.grep(r"virtio_blk virtio\d+: virtio_blk: invalid block size: 0x3e8")
+        assert log.grep(r"virtio_blk virtio\d+: probe with driver virtio_blk failed with "
+                        r"error -22") or log.grep(r"virtio_blk: probe of virtio\d+ failed with "
+                                                  r"error -22")
     assert disk.backend.messages().count("SET_VRING_KICK") == 0, "started a refused device"
 
 
