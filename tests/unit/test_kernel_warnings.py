@@ -51,12 +51,14 @@ def test_a_report_the_kernel_goes_on_after_is_no_crash() -> None:
 
     from cocolab.vm.console import CRASH_PATTERNS
     crash = re.compile(b"|".join(CRASH_PATTERNS))
-    for line in (b"BUG: kernel NULL pointer dereference, address: 0000000000000008",
-                 b"Kernel panic - not syncing: Fatal exception", b"Oops: 0002 [#1] SMP",
-                 b"kernel BUG at mm/slub.c:123!"):
+    for line in (b"BUG: kernel NULL pointer dereference, address: 0000000000000008\r\n",
+                 b"Kernel panic - not syncing: Fatal exception\n", b"Oops: 0002 [#1] SMP\n",
+                 b"kernel BUG at mm/slub.c:123!\n"):
         assert crash.search(line), line
-    for line in (b"BUG: KASAN: slab-out-of-bounds in lkdtm_SLAB_LINEAR_OVERFLOW+0x27/0x5c",
-                 b"BUG: KFENCE: out-of-bounds read in test_out_of_bounds_read+0x1/0x2",
-                 b"watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [swapper/0:1]"):
+    for line in (b"BUG: KASAN: slab-out-of-bounds in lkdtm_SLAB_LINEAR_OVERFLOW+0x27/0x5c\n",
+                 b"BUG: KFENCE: out-of-bounds read in test_out_of_bounds_read+0x1/0x2\n",
+                 b"watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [swapper/0:1]\n"):
         assert not crash.search(line), line
         assert kernel_warnings(line.decode()), line
+    # the console is read as it comes: a BUG line is judged once it is whole
+    assert not crash.search(b"[   12.5] BUG: K"), "a partial line was taken for a crash"

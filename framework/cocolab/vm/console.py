@@ -32,8 +32,9 @@ LOG = logging.getLogger(__name__)
 CRASH_PATTERNS: tuple[bytes, ...] = (
     rb"Kernel panic - not syncing",
     # not the reports a kernel goes on after (KASAN and KFENCE without panic_on_warn, a soft
-    # lockup): those are the kernel-warnings check's, which fails the test they came in
-    rb"\bBUG: (?!KASAN: |KFENCE: |soft lockup)[^\r\n]*",
+    # lockup): those are the kernel-warnings check's, which fails the test they came in. The
+    # whole line, so that "BUG: K" read before "ASAN:" arrives is no crash.
+    rb"\bBUG: (?!KASAN: |KFENCE: |soft lockup)[^\r\n]*\r?\n",
     rb"\bOops: [^\r\n]*",
     rb"general protection fault[^\r\n]*",
     rb"kernel BUG at [^\r\n]*",
