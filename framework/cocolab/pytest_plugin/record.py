@@ -29,9 +29,11 @@ def _reason(report: pytest.TestReport) -> str:
     if wasxfail:
         return str(wasxfail).removeprefix("reason: ")
     text = report.longreprtext.strip()
-    # the exception's line (pytest's "E   ..." lines), else the last line
+    # the exception's line (pytest's "E   ..." lines), else the message's first line (a
+    # pytest.fail(pytrace=False) message: its first line says what, the rest is evidence,
+    # such as the kernel's report, whose last line is a stack frame)
     lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
-    return (lines[0] if lines else text.splitlines()[-1] if text else "")[:500]
+    return (lines[0] if lines else text.splitlines()[0] if text else "")[:500]
 
 
 def verdict(reports: Iterable[pytest.TestReport]) -> tuple[str, str, bool]:
