@@ -5,7 +5,7 @@ of tests/virtio_hostile/test_campaign.py with --device-rounds K, then what came 
     python bench/campaign.py --seeds 1-5 --rounds 10 [--lane hardening] [--coverage DIR]
         [-- PYTEST ARGS]
 
-Each seed's run has its own results directory (bench/results/campaign/seed-N). Per seed, one
+Each seed's run has its own results directory (results/campaign/seed-N, beside a run's own). Per seed, one
 line as it ends: rounds passed, the denial-of-service rounds (recorded), the rounds that
 failed (a kernel report, a crash, a foreign byte: what the round's bundle shows), the rig's
 errors, and rounds a minute over the run's wall time (boots included). `--coverage DIR`
@@ -37,7 +37,7 @@ def seeds(text: str) -> list[int]:
 
 def one_seed(seed: int, rounds: int, lane: str, coverage: Path | None,
              extra: list[str]) -> dict[str, object]:
-    results = REPO / "bench/results/campaign" / f"seed-{seed}"
+    results = REPO / "results/campaign" / f"seed-{seed}"  # VM logs, bundles: not bench data
     argv = [str(PYTHON), "-m", "pytest", "tests/virtio_hostile/test_campaign.py", "-q",
             "-p", "no:cacheprovider", "--lane", lane, "--device-seed", str(seed),
             "--device-rounds", str(rounds), "--results", str(results), *extra]
