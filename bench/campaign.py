@@ -5,8 +5,8 @@ of tests/virtio_hostile/test_campaign.py with --device-rounds K, then what came 
     python bench/campaign.py --seeds 1-5 --rounds 10 [--lane hardening] [--coverage DIR]
         [-- PYTEST ARGS]
 
-Each seed's run has its own results directory (results/campaign/seed-N, beside a run's own). Per seed, one
-line as it ends: rounds passed, the denial-of-service rounds (recorded), the rounds that
+Each seed's run has its own results directory (results/campaign/seed-N, beside a run's
+own). Per seed, one line as it ends: rounds passed, the denial-of-service rounds (recorded), the rounds that
 failed (a kernel report, a crash, a foreign byte: what the round's bundle shows), the rig's
 errors, and rounds a minute over the run's wall time (boots included). `--coverage DIR`
 keeps every guest's GCOV counters (a GCOV kernel: --lane hardening) and ends with
