@@ -6,11 +6,11 @@ of tests/virtio_hostile/test_campaign.py with --device-rounds K, then what came 
         [-- PYTEST ARGS]
 
 Each seed's run has its own results directory (results/campaign/seed-N, beside a run's
-own). Per seed, one line as it ends: rounds passed, the denial-of-service rounds (recorded), the rounds that
-failed (a kernel report, a crash, a foreign byte: what the round's bundle shows), the rig's
-errors, and rounds a minute over the run's wall time (boots included). `--coverage DIR`
-keeps every guest's GCOV counters (a GCOV kernel: --lane hardening) and ends with
-`cocolab coverage DIR`. Exits 1 if a round failed or the rig erred.
+own). Per seed, one line as it ends: rounds passed, the denial-of-service rounds
+(recorded), the rounds that failed (a kernel report, a crash, a foreign byte: what the
+round's bundle shows), the rig's errors, and rounds a minute over the run's wall time (boots
+included). `--coverage DIR` keeps every guest's GCOV counters (a GCOV kernel: --lane
+hardening) and ends with `cocolab coverage DIR`. Exits 1 if a round failed or the rig erred.
 """
 
 from __future__ import annotations
