@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from cocolab.guest import Guest
+from cocolab.guest.virtio import ServedDevice
 
 HUNG_TASK_TIMEOUT_S = 2
 """Set in the guest while a test may leave a task waiting on the device: khungtaskd reports a
@@ -76,3 +77,16 @@ def run_in_background(vm: Guest, command: str, after: float) -> Blocked:
     waiting = vm.run(state).stdout.strip()
     vm.run("kill -KILL $(cat /tmp/bg.pid) 2>/dev/null; sleep 1")
     return Blocked(waiting, vm.run(state).stdout.strip(), vm.run("cat /tmp/bg.out").stdout)
+
+
+def bind_in_background(vm: Guest, device: ServedDevice, after: float = 5.0) -> Blocked | None:
+    """Bind the device's driver as `device.bind()` does, but in the background: a probe that
+    waits on a request the device never answers blocks its writer in the kernel, which no
+    SSH command should wait out. None if it bound or was refused in time; else the writer,
+    still waiting after `after` seconds."""
+    device.load_driver()
+    if device.bound() == device.driver:
+        return None
+    bind = f"/sys/bus/virtio/drivers/{device.driver}/bind"
+    blocked = run_in_background(vm, f"sh -c 'echo {device.virtio_name()} > {bind}'", after)
+    return blocked if blocked.waiting else None
