@@ -64,6 +64,17 @@ def dos(vm: Guest, request: pytest.FixtureRequest, what: str) -> None:
     vm.retire(f"the campaign left a task waiting: {what}", planned=True)
 
 
+def bound(vm: Guest, device: ServedDevice, campaign: Campaign,
+          request: pytest.FixtureRequest) -> bool:
+    """Bind the device's driver under the campaign: whether it bound. A refusal is the
+    driver's defence; a bind left waiting, a recorded dos."""
+    waiting = bind_in_background(vm, device)
+    if waiting is not None:
+        dos(vm, request, f"binding {device.ident}, {campaign.summary()}: {waiting}")
+        return False
+    return device.bound() == device.driver
+
+
 @pytest.mark.kconfig("HW_RANDOM", "HW_RANDOM_VIRTIO")
 def test_rng_round(vm: Guest, rng: ServedDevice, seed: int, round_: int,
                    request: pytest.FixtureRequest) -> None:
@@ -71,11 +82,8 @@ def test_rng_round(vm: Guest, rng: ServedDevice, seed: int, round_: int,
     rng.backend.feed(ENTROPY * 4096)  # type: ignore[attr-defined]  # 64 KiB: never exhausted
     rng.backend.campaign = campaign
     try:
-        if (waiting := bind_in_background(vm, rng)) is not None:
-            dos(vm, request, f"binding the rng, {campaign.summary()}: {waiting}")
+        if not bound(vm, rng, campaign, request):
             return
-        if rng.bound() != rng.driver:
-            return  # the driver refused the device: its defence
         quiet_khwrngd(vm)
         blocked = run_in_background(vm, "head -c 1024 /dev/hwrng > /tmp/hwrng", after=WAIT_S)
         if blocked.waiting:
@@ -100,11 +108,8 @@ def test_blk_round(vm: Guest, disk: ServedDevice, seed: int, round_: int,
     campaign = Campaign(seed, round_)
     disk.backend.campaign = campaign
     try:
-        if (waiting := bind_in_background(vm, disk)) is not None:
-            dos(vm, request, f"binding the disk, {campaign.summary()}: {waiting}")
+        if not bound(vm, disk, campaign, request):
             return
-        if disk.bound() != disk.driver:
-            return  # refused: the driver's defence
         dev = vm.run(f"ls /sys/bus/virtio/devices/{disk.virtio_name()}/block/ 2>/dev/null"
                      ).stdout.split()
         if not dev:
