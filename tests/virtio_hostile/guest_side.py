@@ -10,8 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pytest
+
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
+from cocolab.pytest_plugin.markers import FINDING
 
 HUNG_TASK_TIMEOUT_S = 2
 """Set in the guest while a test may leave a task waiting on the device: khungtaskd reports a
@@ -21,6 +24,19 @@ blk_io_schedule() wakes it every timeout / 2 on purpose; test_blk.py asserts its
 
 
 HUNG_TASK_SYSCTL = "/proc/sys/kernel/hung_task_timeout_secs"
+
+ENTROPY = b"cocolab-entropy!"
+"""The 16 byte values a test that must spot a foreign byte feeds the rng (never random ones):
+any other byte the guest reads did not come from the device."""
+
+
+def record_dos(vm: Guest, request: pytest.FixtureRequest, what: str) -> None:
+    """A task the device left waiting: a denial of service, which the threat model allows.
+    Recorded on the passing test (its `finding`), said beside its result, and the guest is
+    not reused."""
+    request.node.user_properties.append((FINDING, "dos"))
+    request.node.add_report_section("call", "denial of service", what)
+    vm.retire(f"a task waits on the device: {what}", planned=True)
 
 
 def quiet_khwrngd(vm: Guest) -> None:

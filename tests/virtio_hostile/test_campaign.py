@@ -23,14 +23,19 @@ runs long ones.
 from __future__ import annotations
 
 import pytest
-from guest_side import bind_in_background, quiet_khwrngd, run_in_background
+from guest_side import (
+    ENTROPY,
+    bind_in_background,
+    quiet_khwrngd,
+    record_dos,
+    run_in_background,
+)
 
 from cocolab.assertions import require
 from cocolab.devices.campaign import Campaign
 from cocolab.errors import GuestCrashed
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
-from cocolab.pytest_plugin.markers import FINDING
 
 pytestmark = [
     pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane"),
@@ -38,9 +43,6 @@ pytestmark = [
         "a round may leave a task waiting on the device, and what waits behind it (khwrngd "
         "on the rng's mutex): a denial of service, which the threat model allows"))]
 
-ENTROPY = b"cocolab-entropy!"
-"""The 16 byte values the rng serves in a round (fed, never random): any other byte the
-guest reads did not come from the device."""
 WAIT_S = 4.0
 """How long the guest's I/O may take before its task is looked at (TCG is slow, the
 requests are few)."""
@@ -57,20 +59,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                                            range(rounds)])
 
 
-def dos(vm: Guest, request: pytest.FixtureRequest, what: str) -> None:
-    """A reader the device left waiting: allowed, recorded; the guest is not reused."""
-    request.node.user_properties.append((FINDING, "dos"))
-    request.node.add_report_section("call", "campaign", f"denial of service: {what}")
-    vm.retire(f"the campaign left a task waiting: {what}", planned=True)
-
-
 def bound(vm: Guest, device: ServedDevice, campaign: Campaign,
           request: pytest.FixtureRequest) -> bool:
     """Bind the device's driver under the campaign: whether it bound. A refusal is the
     driver's defence; a bind left waiting, a recorded dos."""
     waiting = bind_in_background(vm, device)
     if waiting is not None:
-        dos(vm, request, f"binding {device.ident}, {campaign.summary()}: {waiting}")
+        record_dos(vm, request, f"binding {device.ident}, {campaign.summary()}: {waiting}")
         return False
     return device.bound() == device.driver
 
@@ -87,7 +82,7 @@ def test_rng_round(vm: Guest, rng: ServedDevice, seed: int, round_: int,
         quiet_khwrngd(vm)
         blocked = run_in_background(vm, "head -c 1024 /dev/hwrng > /tmp/hwrng", after=WAIT_S)
         if blocked.waiting:
-            dos(vm, request, f"a reader of /dev/hwrng, {campaign.summary()}: {blocked}")
+            record_dos(vm, request, f"a reader of /dev/hwrng, {campaign.summary()}: {blocked}")
             return
         read = bytes.fromhex(vm.run("od -An -tx1 -v /tmp/hwrng", check=True)
                              .stdout.replace("\n", " ").replace(" ", ""))
@@ -119,7 +114,7 @@ def test_blk_round(vm: Guest, disk: ServedDevice, seed: int, round_: int,
                 f"dd if=/dev/zero of=/dev/{dev[0]} bs=4096 count=8 seek=64 oflag=direct",
             after=WAIT_S)
         if blocked.waiting:
-            dos(vm, request, f"I/O on /dev/{dev[0]}, {campaign.summary()}: {blocked}")
+            record_dos(vm, request, f"I/O on /dev/{dev[0]}, {campaign.summary()}: {blocked}")
     except GuestCrashed as exc:
         raise AssertionError(f"{campaign.name}: the guest crashed ({campaign.summary()}): "
                              f"{exc}") from exc

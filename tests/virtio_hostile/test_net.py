@@ -20,13 +20,13 @@ import time
 
 import pytest
 from frames import GUEST_IP, HOST_IP, HOST_MAC, echo_reply, echo_request
+from guest_side import record_dos
 
 from cocolab.assertions import require
 from cocolab.devices.backend import USED_LENGTHS, Personality
 from cocolab.devices.net import NetBackend
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
-from cocolab.pytest_plugin.markers import FINDING
 
 pytestmark = [pytest.mark.topology("virtio-net-backend"),
               pytest.mark.usefixtures("hostile_lane")]
@@ -99,5 +99,4 @@ def test_a_hostile_receive_is_dropped_or_delivered_intact(
                                         "the driver counting an error")
     backend.personality = Personality.GOOD
     if not ping_the_guest(backend, mac, 0x5678):  # allowed: recorded, the VM not reused
-        request.node.user_properties.append((FINDING, "dos"))
-        vm.retire(f"the NIC stopped receiving after {personality.value}", planned=True)
+        record_dos(vm, request, f"the NIC stopped receiving after {personality.value}")

@@ -16,20 +16,25 @@ Sources (6.12 and 7.3 alike):
 from __future__ import annotations
 
 import pytest
-from guest_side import quiet_khwrngd, read_hwrng, reads_32_bytes_on_register, run_in_background
+from guest_side import (
+    ENTROPY,
+    quiet_khwrngd,
+    read_hwrng,
+    reads_32_bytes_on_register,
+    record_dos,
+    run_in_background,
+)
 
 from cocolab.assertions import require
 from cocolab.devices import Personality
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
-from cocolab.pytest_plugin.markers import FINDING, apply_finding
+from cocolab.pytest_plugin.markers import apply_finding
 
 pytestmark = [pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane"),
               pytest.mark.kconfig("HW_RANDOM", "HW_RANDOM_VIRTIO")]
 
 PATTERN = bytes(range(256))
-ENTROPY = b"cocolab-entropy!"
-"""The 16 byte values a test that needs to spot a foreign byte feeds (and nothing random)."""
 
 
 def test_the_guest_reads_the_bytes_the_device_served(vm: Guest, rng: ServedDevice) -> None:
@@ -95,8 +100,7 @@ def test_a_used_id_returned_twice_hands_out_only_served_bytes(
     require(any(len(served.used) == 2 for served in rng.backend.requests),
             "no request was completed twice: the personality did not apply")
     if blocked.waiting:
-        request.node.user_properties.append((FINDING, "dos"))
-        vm.retire(f"a reader of /dev/hwrng waits: {blocked}", planned=True)
+        record_dos(vm, request, f"a reader of /dev/hwrng: {blocked}")
         return
     data = bytes.fromhex(vm.run("od -An -tx1 -v /tmp/hwrng", check=True).stdout
                          .replace("\n", " ").replace(" ", ""))

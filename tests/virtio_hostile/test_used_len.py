@@ -16,13 +16,12 @@ A reader left waiting is a recorded `dos` and retires the VM.
 from __future__ import annotations
 
 import pytest
-from guest_side import quiet_khwrngd, run_in_background
+from guest_side import ENTROPY, quiet_khwrngd, record_dos, run_in_background
 
 from cocolab.assertions import require
 from cocolab.devices.backend import USED_LENGTHS, Personality
 from cocolab.guest import Guest
 from cocolab.guest.virtio import ServedDevice
-from cocolab.pytest_plugin.markers import FINDING
 
 pytestmark = [
     pytest.mark.topology("virtio-backends"), pytest.mark.usefixtures("hostile_lane"),
@@ -30,16 +29,9 @@ pytestmark = [
         "a length the driver cannot use may leave a task waiting on the device, and "
         "khwrngd behind it on the rng's mutex: a denial of service, recorded"))]
 
-ENTROPY = b"cocolab-entropy!"
 WAIT_S = 4.0
 LENGTHS = pytest.mark.parametrize("personality", USED_LENGTHS,
                                   ids=[p.value for p in USED_LENGTHS])
-
-
-def dos(vm: Guest, request: pytest.FixtureRequest, what: str) -> None:
-    request.node.user_properties.append((FINDING, "dos"))
-    request.node.add_report_section("call", "used length", f"denial of service: {what}")
-    vm.retire(f"a task waits on the device: {what}", planned=True)
 
 
 @pytest.mark.kconfig("HW_RANDOM", "HW_RANDOM_VIRTIO")
@@ -54,7 +46,7 @@ def test_rng_hands_out_only_served_bytes(vm: Guest, rng: ServedDevice,
     blocked = run_in_background(vm, "head -c 256 /dev/hwrng > /tmp/hwrng", after=WAIT_S)
     require(any(served.used for served in rng.backend.requests), "no request was answered")
     if blocked.waiting:
-        dos(vm, request, f"a reader of /dev/hwrng under {personality.value}: {blocked}")
+        record_dos(vm, request, f"a reader of /dev/hwrng under {personality.value}: {blocked}")
         return
     read = bytes.fromhex(vm.run("od -An -tx1 -v /tmp/hwrng", check=True)
                          .stdout.replace("\n", " ").replace(" ", ""))
@@ -92,7 +84,7 @@ def test_blk_reads_the_medium_or_fails(vm: Guest, disk: ServedDevice,
     blocked = run_in_background(vm, f"dd if=/dev/{dev} of=/tmp/blk bs=4096 count=16 "
                                      "iflag=direct", after=WAIT_S)
     if blocked.waiting:
-        dos(vm, request, f"a read of /dev/{dev} under {personality.value}: {blocked}")
+        record_dos(vm, request, f"a read of /dev/{dev} under {personality.value}: {blocked}")
         return
     data = vm.run("od -An -tx1 /tmp/blk | sort -u", check=True).stdout.split()
     if "status=0" in blocked.output:
